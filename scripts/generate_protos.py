@@ -36,7 +36,9 @@ def generate(out_root: Path) -> None:
     target = out_root / PACKAGE_DIR
     target.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"--proto_path={PROTO_ROOT}",
         _plugin("protoc-gen-mypy"),
         _plugin("protoc-gen-mypy_grpc"),
@@ -61,8 +63,12 @@ def _differences(expected: Path, actual: Path) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="compare with the committed stubs, write nothing")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="compare with the committed stubs, write nothing"
+    )
     args = parser.parse_args()
     if not args.check:
         shutil.rmtree(OUTPUT_ROOT / PACKAGE_DIR, ignore_errors=True)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up and runs every check and the whole test suite (what CI runs): static checks, proto lint
+# and breaking-change check, generated-code drift, migration drift, then pytest on SQLite and PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+
+bash scripts/setup.sh
+if [ -z "${WALLWHALE_TEST_POSTGRES_URL:-}" ]; then
+  bash scripts/ensure_postgres.sh
+fi
+PY=.venv/bin/python
+
+step() { echo; echo "== $*"; }
+
+step "ruff"
+.venv/bin/ruff check .
+step "mypy --strict"
+.venv/bin/mypy
+step "buf lint"
+npx --no-install buf lint
+step "buf breaking (against ${WALLWHALE_BREAKING_AGAINST:=.git#branch=main})"
+if git rev-parse --verify --quiet main >/dev/null; then
+  npx --no-install buf breaking --against "$WALLWHALE_BREAKING_AGAINST"
+else
+  echo "no local main branch to compare with; skipped"
+fi
+step "generated stubs are up to date"
+$PY scripts/generate_protos.py --check
+step "pytest"
+$PY -m pytest "$@"
+echo "all checks passed in $(( $(date +%s) - started ))s"

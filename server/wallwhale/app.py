@@ -1,0 +1,150 @@
+"""Assembles the gRPC server: services, interceptors, health, reflection, metrics; starts and stops it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from wallwhale import metrics
+from wallwhale.config import Settings
+from wallwhale.core.status import StatusProbe
+from wallwhale.db import engine as db_engine
+from wallwhale.log import get_logger
+from wallwhale.rpc import access
+from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
+from wallwhale.rpc.servicers.admin import AdminServicer
+from wallwhale.rpc.servicers.auth import AuthServicer
+from wallwhale.rpc.servicers.download import DownloadServicer
+from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+
+_log = get_logger("wallwhale.server")
+
+SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
+_HEALTH_NAMES = ("", *SERVICE_NAMES)
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class WallWhaleServer:
+    """One server instance. `start()` binds and serves; `stop()` drains and releases everything."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine | None = None):
+        self.settings = settings
+        self.instance_id = new_instance_id()
+        self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
+        self._owns_engine = engine is None
+        self.sessions = db_engine.session_factory(self.engine)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_server: metrics.MetricsServer | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+        access.load_rules()  # refuses to start when an RPC lacks its access rule
+
+        self.server = aio.server(
+            interceptors=[RequestContextInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor()],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ],
+        )
+        probe = StatusProbe(
+            self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
+        )
+        # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
+        download_pb2_grpc.add_DownloadServiceServicer_to_server(DownloadServicer(), self.server)  # type: ignore[abstract]
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), self.server)  # type: ignore[abstract]
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(), self.server)  # type: ignore[abstract]
+        status_pb2_grpc.add_StatusServiceServicer_to_server(
+            StatusServicer(probe, self.instance_id), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self.server,
+        )
+
+    async def start(self) -> None:
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"cannot listen on {address}")
+        serving = await self._database_answers()
+        await self._set_health(serving)
+        self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
+        if self.settings.metrics_port >= 0:
+            self.metrics_server = metrics.MetricsServer(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
+        await self.server.start()
+        _log.info(
+            "serving",
+            address=f"{self.settings.grpc_host}:{self.port}",
+            metrics_port=self.metrics_server.port if self.metrics_server else None,
+            database=db_engine.backend_name(self.engine),
+            instance_id=self.instance_id,
+        )
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: health says NOT_SERVING, new calls are refused, running ones get `grace`."""
+        if self._stopped.is_set():
+            return
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        _log.info("stopping", grace_seconds=grace)
+        await self.health.enter_graceful_shutdown()
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self.server.stop(grace)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self._owns_engine:
+            await self.engine.dispose()
+        self._stopped.set()
+        _log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def _database_answers(self) -> bool:
+        try:
+            await db_engine.ping(self.engine)
+        except Exception as exc:
+            _log.warning(
+                "database check failed", error=str(exc).splitlines()[0][:300] if str(exc) else repr(exc)
+            )
+            return False
+        return True
+
+    async def _set_health(self, serving: bool) -> None:
+        metrics.DATABASE_UP.set(1 if serving else 0)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in _HEALTH_NAMES:
+            await self.health.set(name, status)
+
+    async def _watch_database(self, serving: bool) -> None:
+        while True:
+            await asyncio.sleep(self.settings.health_check_interval_seconds)
+            answers = await self._database_answers()
+            if answers != serving:
+                _log.info("health changed", serving=answers)
+            serving = answers
+            await self._set_health(answers)

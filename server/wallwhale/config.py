@@ -1,0 +1,180 @@
+"""Configuration: WALLWHALE_* environment variables over an optional TOML file, validated at start.
+
+Precedence (highest first): environment variables, the file named by WALLWHALE_CONFIG_FILE
+(or --config), the defaults below. In production mode every secret must be given explicitly:
+there are no silent defaults that would make two installations share a key.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "WALLWHALE_"
+CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
+
+
+# The file given to load_settings() explicitly; it wins over WALLWHALE_CONFIG_FILE.
+_config_file: ContextVar[Path | None] = ContextVar("wallwhale_config_file", default=None)
+
+
+class Mode(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    CONSOLE = "console"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message lists every problem, one per line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    mode: Mode = Mode.DEVELOPMENT
+    # Where SQLite, archives and per-account DepotDownloader homes live unless set separately.
+    data_dir: Path = Path("var")
+    # Empty: a SQLite file in data_dir. PostgreSQL: postgresql://user@host:5432/db.
+    database_url: str = ""
+
+    grpc_host: str = "127.0.0.1"
+    # 0 picks a free port (the bound port is logged).
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Prometheus metrics over HTTP; -1 turns them off, 0 picks a free port.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=-1, le=65535)
+
+    log_level: str = "INFO"
+    log_format: LogFormat = LogFormat.JSON
+
+    # How long running RPCs may finish after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    # How often the health service asks the database whether it answers.
+    health_check_interval_seconds: float = Field(default=5.0, gt=0)
+    # Apply pending migrations when `wallwhale serve` starts.
+    migrate_on_start: bool = True
+
+    storage_dir: Path | None = None
+    depotdownloader_path: Path = Path("DepotDownloader")
+
+    # Signs access tokens (HS256). Required in production; generated per process in development.
+    jwt_secret: SecretStr | None = None
+    # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.mode is Mode.PRODUCTION:
+            missing = []
+            if self.jwt_secret is None:
+                missing.append(f"{ENV_PREFIX}JWT_SECRET")
+            if self.secret_key is None and self.secret_key_file is None:
+                missing.append(f"{ENV_PREFIX}SECRET_KEY or {ENV_PREFIX}SECRET_KEY_FILE")
+            if missing:
+                raise ValueError("production mode needs " + ", ".join(missing))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _config_file.get() or os.environ.get(CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL (driver included) of the configured database."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'wallwhale.sqlite3').resolve()}"
+        return to_async_url(url)
+
+    @property
+    def resolved_storage_dir(self) -> Path:
+        return (self.storage_dir or self.data_dir / "storage").resolve()
+
+
+def to_async_url(url: str) -> str:
+    """Adds the async driver to a plain database URL (sqlite -> aiosqlite, postgresql -> psycopg)."""
+    for plain, driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+psycopg://"),
+        ("postgres://", "postgresql+psycopg://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Reads and validates the configuration; raises ConfigError naming every bad setting."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    if config_file is None and (named := os.environ.get(CONFIG_FILE_ENV)) and not Path(named).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}={named}: no such file")
+    token = _config_file.set(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    finally:
+        _config_file.reset(token)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        name = f"{ENV_PREFIX}{field.upper()}" if field else "configuration"
+        # The input is left out on purpose: it may be a secret.
+        lines.append(f"{name}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,126 @@
+"""What GetStatus reports: the database, DepotDownloader, storage, the queue. No gRPC here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from wallwhale.db import engine as db_engine
+from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
+from wallwhale.steam import depotdownloader
+from wallwhale.steam.depotdownloader import DownloaderInfo
+
+# `-V` starts the .NET runtime (about a second); its answer changes only when the binary does.
+_DOWNLOADER_CACHE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class DatabaseReport:
+    ok: bool
+    backend: str
+    latency_seconds: float = 0.0
+    schema_revision: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class StorageReport:
+    writable: bool
+    free_bytes: int = 0
+    total_bytes: int = 0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class QueueReport:
+    queued: int = 0
+    running: int = 0
+    waiting_for_steam_guard: int = 0
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    database: DatabaseReport
+    downloader: DownloaderInfo
+    storage: StorageReport
+    queue: QueueReport
+    active_steam_accounts: int
+
+
+@dataclass
+class StatusProbe:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    downloader_path: Path
+    storage_dir: Path
+    _downloader: tuple[float, DownloaderInfo] | None = field(default=None, init=False)
+
+    async def report(self) -> StatusReport:
+        database = await self.database()
+        downloader, storage = await asyncio.gather(self.downloader(), asyncio.to_thread(self.storage))
+        queue, accounts = (await self._counts()) if database.ok else (QueueReport(), 0)
+        return StatusReport(database, downloader, storage, queue, accounts)
+
+    async def database(self) -> DatabaseReport:
+        backend = db_engine.backend_name(self.engine)
+        try:
+            latency = await db_engine.ping(self.engine)
+            async with self.engine.connect() as connection:
+                revision = (
+                    await connection.execute(text("SELECT version_num FROM alembic_version"))
+                ).scalar()
+        except Exception as exc:
+            return DatabaseReport(False, backend, error=_first_line(exc))
+        return DatabaseReport(True, backend, latency, revision or "")
+
+    async def downloader(self) -> DownloaderInfo:
+        now = time.monotonic()
+        if self._downloader is None or now - self._downloader[0] > _DOWNLOADER_CACHE_SECONDS:
+            self._downloader = (now, await depotdownloader.probe(self.downloader_path))
+        return self._downloader[1]
+
+    def storage(self) -> StorageReport:
+        try:
+            self.storage_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.storage_dir, prefix=".write-check-"):
+                pass
+            usage = shutil.disk_usage(self.storage_dir)
+        except OSError as exc:
+            return StorageReport(False, error=f"{exc.strerror or exc} ({self.storage_dir.name})")
+        return StorageReport(os.access(self.storage_dir, os.W_OK), usage.free, usage.total)
+
+    async def _counts(self) -> tuple[QueueReport, int]:
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(select(Download.state, func.count()).group_by(Download.state))
+            ).all()
+            accounts = await session.scalar(
+                select(func.count())
+                .select_from(SteamAccount)
+                .where(SteamAccount.status == SteamAccountStatus.ACTIVE, SteamAccount.disabled.is_(False))
+            )
+        by_state = {state: count for state, count in rows}
+        queue = QueueReport(
+            queued=by_state.get(DownloadState.QUEUED, 0),
+            running=by_state.get(DownloadState.RUNNING, 0) + by_state.get(DownloadState.ARCHIVING, 0),
+            waiting_for_steam_guard=by_state.get(DownloadState.WAITING_FOR_STEAM_GUARD, 0),
+        )
+        return queue, accounts or 0
+
+
+def _first_line(exc: BaseException) -> str:
+    # Driver errors can span many lines (SQL, parameters); the first says what went wrong.
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,149 @@
+"""Per-call state shared by the interceptors and servicers, and the wrapping of method handlers.
+
+grpc.aio runs every RPC in its own asyncio task, so a ContextVar holds exactly one call's state.
+Response headers are collected here and sent once: with the first response message on success
+(initial metadata), or as trailers when the call fails before that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+REQUEST_ID_HEADER = "x-request-id"
+_MAX_REQUEST_ID = 128
+
+
+@dataclass
+class Call:
+    method: str
+    request_id: str
+    peer: str
+    metadata: dict[str, str]
+    started: float = field(default_factory=time.perf_counter)
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+    headers_sent: bool = False
+
+    @property
+    def service(self) -> str:
+        return self.method.rsplit("/", 2)[-2] if self.method.count("/") >= 2 else ""
+
+    def add_header(self, key: str, value: str) -> None:
+        self.response_headers.append((key, value))
+
+    async def send_headers(self, context: aio.ServicerContext[Any, Any]) -> None:
+        """Sends the collected response headers now (before the first message) if not sent yet."""
+        if not self.headers_sent:
+            self.headers_sent = True
+            await context.send_initial_metadata(tuple(self.response_headers))
+
+
+_current: ContextVar[Call | None] = ContextVar("wallwhale_call", default=None)
+
+
+def current_call() -> Call:
+    call = _current.get()
+    if call is None:
+        raise RuntimeError("no gRPC call in progress")
+    return call
+
+
+def start_call(details: grpc.HandlerCallDetails, context: aio.ServicerContext[Any, Any]) -> Call:
+    metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    request_id = _clean_request_id(metadata.get(REQUEST_ID_HEADER)) or secrets.token_hex(12)
+    call = Call(method=details.method, request_id=request_id, peer=context.peer() or "", metadata=metadata)
+    call.add_header(REQUEST_ID_HEADER, request_id)
+    _current.set(call)
+    return call
+
+
+def _clean_request_id(value: str | None) -> str | None:
+    # A client-chosen id ends up in logs: keep it short and printable, or make our own.
+    if value and len(value) <= _MAX_REQUEST_ID and value.isprintable() and value.isascii():
+        return value
+    return None
+
+
+async def _flush_headers(context: aio.ServicerContext[Any, Any]) -> None:
+    # The innermost wrapper sends them, after every interceptor had its say before the handler.
+    call = _current.get()
+    if call is not None and not call.headers_sent:
+        await call.send_headers(context)
+
+
+class Around(Protocol):
+    """What an interceptor does around one call: code before and after the handler runs."""
+
+    def __call__(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any] | Awaitable[None]]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around
+) -> grpc.RpcMethodHandler:
+    """The same handler with `around` entered for the duration of every call (unary or streamed)."""
+    if handler.unary_unary is not None:
+        unary: UnaryBehavior = handler.unary_unary
+
+        async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            async with around(details, request, context):
+                response = await unary(request, context)
+                await _flush_headers(context)
+                return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, handler.request_deserializer, handler.response_serializer
+        )
+    if handler.unary_stream is not None:
+        stream: StreamBehavior = handler.unary_stream
+
+        async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            async with around(details, request, context):
+                responses = stream(request, context)
+                if inspect.isawaitable(responses):
+                    # A handler that writes with context.write() (grpc's own health Watch does).
+                    await _flush_headers(context)
+                    await responses
+                    return
+                async for response in responses:
+                    await _flush_headers(context)
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, handler.request_deserializer, handler.response_serializer
+        )
+    # No client-streaming RPCs exist in the API; leave such handlers untouched.
+    return handler
+
+
+class CallInterceptor(aio.ServerInterceptor):
+    """Base for our interceptors: subclasses implement `around`."""
+
+    def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return wrap_handler(handler, handler_call_details, self.around)

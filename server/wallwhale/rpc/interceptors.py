@@ -1,0 +1,102 @@
+"""The interceptor chain, outermost first:
+
+    RequestContext (request id, logging context, one log line per RPC)
+      -> Metrics (counts by status code, latency, in-flight)
+        -> ErrorMapping (typed errors and surprises -> a rich google.rpc.Status)
+
+Authentication, scope checks, limits and audit sit between Metrics and ErrorMapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import structlog
+from grpc import aio
+
+from wallwhale import metrics
+from wallwhale.core.errors import WallWhaleError
+from wallwhale.log import get_logger
+from wallwhale.rpc import errors
+from wallwhale.rpc.calls import CallInterceptor, current_call, start_call
+
+_log = get_logger("wallwhale.rpc")
+
+
+def _status_name(context: aio.ServicerContext[Any, Any], raised: BaseException | None) -> str:
+    if isinstance(raised, asyncio.CancelledError):
+        return "CANCELLED"
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if raised is not None:
+        # Only ErrorMapping's aborts should get here; anything else is grpc's UNKNOWN.
+        return "UNKNOWN"
+    return "OK"
+
+
+class RequestContextInterceptor(CallInterceptor):
+    """Gives every call a request id (the client's x-request-id or a new one), binds it to the
+    logging context, returns it in the response metadata, and logs one line when the call ends."""
+
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        call = start_call(details, context)
+        structlog.contextvars.bind_contextvars(request_id=call.request_id, method=call.method)
+        raised: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            raised = exc
+            raise
+        finally:
+            code = _status_name(context, raised)
+            duration_ms = round((time.perf_counter() - call.started) * 1000, 3)
+            level = "warning" if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else "info"
+            getattr(_log, level)("rpc", code=code, duration_ms=duration_ms, peer=call.peer)
+            structlog.contextvars.clear_contextvars()
+
+
+class MetricsInterceptor(CallInterceptor):
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        method = details.method
+        started = time.perf_counter()
+        in_flight = metrics.RPC_IN_FLIGHT.labels(method)
+        in_flight.inc()
+        raised: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:
+            raised = exc
+            raise
+        finally:
+            in_flight.dec()
+            metrics.RPC_DURATION.labels(method).observe(time.perf_counter() - started)
+            metrics.RPC_REQUESTS.labels(method, _status_name(context, raised)).inc()
+
+
+class ErrorMappingInterceptor(CallInterceptor):
+    """Innermost: every exception a handler raises leaves as a proper status, never a traceback."""
+
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            if not isinstance(exc, WallWhaleError):
+                _log.exception("unhandled error", request_id=current_call().request_id)
+            await errors.abort(context, exc)

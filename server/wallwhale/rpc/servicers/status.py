@@ -1,0 +1,67 @@
+"""StatusService: the server's and its dependencies' state, from core.status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import aio
+
+from wallwhale import __version__
+from wallwhale.core.status import StatusProbe
+from wallwhale.v1 import status_pb2, status_pb2_grpc
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(round(seconds * 1e9))
+    return value
+
+
+class StatusServicer(status_pb2_grpc.StatusServiceServicer):
+    def __init__(self, probe: StatusProbe, instance_id: str, concurrency_limit: int = 0):
+        self._probe = probe
+        self._instance_id = instance_id
+        self._concurrency_limit = concurrency_limit
+        self._start_wall = time.time()
+        self._start_monotonic = time.monotonic()
+
+    async def GetStatus(
+        self, request: status_pb2.GetStatusRequest, context: aio.ServicerContext[Any, Any]
+    ) -> status_pb2.GetStatusResponse:
+        report = await self._probe.report()
+        start_time = timestamp_pb2.Timestamp()
+        start_time.FromNanoseconds(round(self._start_wall * 1e9))
+        return status_pb2.GetStatusResponse(
+            version=__version__,
+            instance_id=self._instance_id,
+            start_time=start_time,
+            uptime=_duration(time.monotonic() - self._start_monotonic),
+            database=status_pb2.DatabaseStatus(
+                ok=report.database.ok,
+                backend=report.database.backend,
+                latency=_duration(report.database.latency_seconds),
+                schema_revision=report.database.schema_revision,
+                error=report.database.error,
+            ),
+            downloader=status_pb2.DownloaderStatus(
+                available=report.downloader.available,
+                version=report.downloader.version,
+                runtime=report.downloader.runtime,
+                error=report.downloader.error,
+            ),
+            storage=status_pb2.StorageStatus(
+                writable=report.storage.writable,
+                free_bytes=report.storage.free_bytes,
+                total_bytes=report.storage.total_bytes,
+                error=report.storage.error,
+            ),
+            queue=status_pb2.QueueStatus(
+                queued=report.queue.queued,
+                running=report.queue.running,
+                waiting_for_steam_guard=report.queue.waiting_for_steam_guard,
+                concurrency_limit=self._concurrency_limit,
+            ),
+            active_steam_accounts=report.active_steam_accounts,
+        )

@@ -1,0 +1,1 @@
+"""Everything that talks to Steam: the DepotDownloader runner and its output, workshop ids, Web API."""

@@ -1,0 +1,182 @@
+"""The `wallwhale` command as a person or a supervisor runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import FAKE_DEPOTDOWNLOADER, PostgresDatabases
+from wallwhale.v1 import status_pb2, status_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUF = REPO_ROOT / "node_modules" / ".bin" / "buf"
+
+
+def _env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLWHALE_")}
+    env.update(
+        WALLWHALE_DATA_DIR=str(data_dir),
+        WALLWHALE_METRICS_PORT="0",
+        WALLWHALE_DEPOTDOWNLOADER_PATH=str(FAKE_DEPOTDOWNLOADER),
+        **extra,
+    )
+    return env
+
+
+def _wallwhale(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wallwhale.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_bootstrap_creates_the_first_admin_once(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    first = _wallwhale("bootstrap", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    created = json.loads(first.stdout)
+    assert created["api_key"].startswith("ww_")
+    assert created["email"] == "admin@localhost"
+
+    again = _wallwhale("bootstrap", env=env)
+    assert again.returncode == 1
+    assert "already has users" in again.stderr
+    assert _wallwhale("bootstrap", "--if-empty", env=env).returncode == 0
+
+    # Only hashes are stored: neither secret appears anywhere in the database file.
+    database = (tmp_path / "wallwhale.sqlite3").read_bytes()
+    for secret in (created["api_key"], created["password"]):
+        assert secret.encode() not in database
+    with sqlite3.connect(tmp_path / "wallwhale.sqlite3") as connection:
+        (password_hash,) = connection.execute("SELECT password_hash FROM users").fetchone()
+        (action,) = connection.execute("SELECT action FROM audit_events").fetchone()
+    assert password_hash.startswith("$argon2id$")
+    assert action == "system.bootstrap"
+
+
+def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
+    result = _wallwhale("migrate", env=_env(tmp_path, WALLWHALE_GRPC_PORT="http"))
+    assert result.returncode == 2
+    assert "WALLWHALE_GRPC_PORT" in result.stderr
+
+
+def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port_file = tmp_path / "port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wallwhale.cli", "serve", "--port", "0", "--port-file", str(port_file)],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        address = f"127.0.0.1:{int(port_file.read_text())}"
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            status = status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                status_pb2.GetStatusRequest(), metadata=(("x-request-id", "cli-test-1"),), timeout=10
+            )
+            assert status.database.schema_revision  # `serve` applied the migrations itself
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, stderr
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    rpc = next(e for e in events if e.get("event") == "rpc" and e.get("request_id") == "cli-test-1")
+    assert rpc["method"] == "/wallwhale.v1.StatusService/GetStatus"
+    assert rpc["code"] == "OK"
+    assert rpc["duration_ms"] > 0
+    names = [e.get("event") for e in events]
+    assert names.index("serving") < names.index("signal received") < names.index("stopped")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_migrate_on_empty_postgresql_leaves_no_drift_for_alembic_check(
+    postgres: PostgresDatabases, tmp_path: Path
+) -> None:
+    url = postgres.create().replace("postgresql+psycopg://", "postgresql://")
+    env = _env(tmp_path, WALLWHALE_DATABASE_URL=url)
+    migrated = _wallwhale("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    check = subprocess.run(
+        [str(Path(sys.executable).parent / "alembic"), "check"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "No new upgrade operations detected" in check.stdout + check.stderr
+
+
+def test_buf_curl_reaches_health_through_reflection(tmp_path: Path) -> None:
+    port = _free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wallwhale.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--port-file",
+            str(tmp_path / "p"),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "p").exists():
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        result = subprocess.run(
+            [
+                str(BUF),
+                "curl",
+                "--protocol",
+                "grpc",
+                "--http2-prior-knowledge",
+                "--reflect",
+                f"http://127.0.0.1:{port}/grpc.health.v1.Health/Check",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}
