@@ -21,7 +21,9 @@ from psycopg import sql
 
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import Settings, to_async_url
+from wallwhale.core.bootstrap import bootstrap_admin
 from wallwhale.db import migrate
+from wallwhale.db.engine import create_engine, session_factory
 
 FAKE_DEPOTDOWNLOADER = Path(__file__).parent / "fakes" / "depotdownloader.py"
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -86,6 +88,23 @@ async def migrated_database_url(
     url = _fresh_database(request.param, postgres, tmp_path_factory.mktemp("db"))
     await asyncio.to_thread(migrate.upgrade, url)
     return url
+
+
+@pytest_asyncio.fixture(scope="session")
+async def admin_key(migrated_database_url: str) -> str:
+    """The API key of the first admin (scopes admin:* and download:*) in the shared database."""
+    engine = create_engine(migrated_database_url)
+    try:
+        result = await bootstrap_admin(session_factory(engine), "admin@example.test")
+    finally:
+        await engine.dispose()
+    return result.api_key
+
+
+@pytest.fixture
+def admin(admin_key: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata with the admin's key."""
+    return (("x-api-key", admin_key),)
 
 
 def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Settings:

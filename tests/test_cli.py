@@ -72,6 +72,9 @@ def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
 
 
 def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    bootstrapped = _wallwhale("bootstrap", "--json", env=_env(tmp_path))
+    assert bootstrapped.returncode == 0, bootstrapped.stderr
+    key = json.loads(bootstrapped.stdout)["api_key"]
     port_file = tmp_path / "port"
     process = subprocess.Popen(
         [sys.executable, "-m", "wallwhale.cli", "serve", "--port", "0", "--port-file", str(port_file)],
@@ -91,9 +94,11 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
             status = status_pb2_grpc.StatusServiceStub(channel).GetStatus(
-                status_pb2.GetStatusRequest(), metadata=(("x-request-id", "cli-test-1"),), timeout=10
+                status_pb2.GetStatusRequest(),
+                metadata=(("x-api-key", key), ("x-request-id", "cli-test-1")),
+                timeout=10,
             )
-            assert status.database.schema_revision  # `serve` applied the migrations itself
+            assert status.database.schema_revision == "0001"
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:

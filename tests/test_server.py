@@ -19,6 +19,7 @@ from wallwhale.app import WallWhaleServer
 from wallwhale.db import migrate
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
 
+Metadata = tuple[tuple[str, str], ...]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -62,9 +63,11 @@ async def test_health_follows_the_database(postgres: PostgresDatabases, tmp_path
 
 
 async def test_status_reports_database_downloader_and_storage(
-    channel: aio.Channel, migrated_database_url: str
+    channel: aio.Channel, migrated_database_url: str, admin: Metadata
 ) -> None:
-    response = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(status_pb2.GetStatusRequest())
+    response = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+        status_pb2.GetStatusRequest(), metadata=admin
+    )
     assert response.database.ok, response.database.error
     assert response.database.backend == migrated_database_url.split("+")[0]
     assert response.database.schema_revision == await asyncio.to_thread(
@@ -81,7 +84,7 @@ async def test_status_reports_database_downloader_and_storage(
 
 
 async def test_status_says_why_the_downloader_is_unavailable(
-    migrated_database_url: str, tmp_path: Path
+    migrated_database_url: str, tmp_path: Path, admin: Metadata
 ) -> None:
     missing = tmp_path / "nowhere" / "DepotDownloader"
     broken = tmp_path / "broken"
@@ -93,7 +96,7 @@ async def test_status_says_why_the_downloader_is_unavailable(
         try:
             async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 response = await status_pb2_grpc.StatusServiceStub(channel).GetStatus(
-                    status_pb2.GetStatusRequest()
+                    status_pb2.GetStatusRequest(), metadata=admin
                 )
         finally:
             await server.stop(grace=0)
@@ -102,36 +105,38 @@ async def test_status_says_why_the_downloader_is_unavailable(
         assert response.database.ok
 
 
-async def test_unimplemented_rpcs_say_so_with_a_reason(channel: aio.Channel) -> None:
+async def test_unimplemented_rpcs_say_so_with_a_reason(channel: aio.Channel, admin: Metadata) -> None:
     stub = download_pb2_grpc.DownloadServiceStub(channel)
     with pytest.raises(grpc.RpcError) as raised:
-        await stub.CreateDownload(download_pb2.CreateDownloadRequest(url_or_id="2831234567"))
+        await stub.CreateDownload(download_pb2.CreateDownloadRequest(url_or_id="2831234567"), metadata=admin)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "DownloadService.CreateDownload" in (raised.value.details() or "")
     info = error_info(raised.value)
     assert (info.domain, info.reason) == ("wallwhale", "NOT_IMPLEMENTED")
 
-    stream = stub.WatchDownload(download_pb2.WatchDownloadRequest(id="x"))
+    stream = stub.WatchDownload(download_pb2.WatchDownloadRequest(id="x"), metadata=admin)
     with pytest.raises(grpc.RpcError) as raised:
         async for _ in stream:
             pass
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_request_id_is_echoed_or_generated(channel: aio.Channel) -> None:
+async def test_request_id_is_echoed_or_generated(channel: aio.Channel, admin: Metadata) -> None:
     stub = status_pb2_grpc.StatusServiceStub(channel)
-    call = stub.GetStatus(status_pb2.GetStatusRequest(), metadata=(("x-request-id", "client-chose-this"),))
+    call = stub.GetStatus(
+        status_pb2.GetStatusRequest(), metadata=(*admin, ("x-request-id", "client-chose-this"))
+    )
     await call
     assert ("x-request-id", "client-chose-this") in tuple(await call.initial_metadata())
 
-    call = stub.GetStatus(status_pb2.GetStatusRequest())
+    call = stub.GetStatus(status_pb2.GetStatusRequest(), metadata=admin)
     await call
     generated = dict(await call.initial_metadata())["x-request-id"]
     assert len(generated) == 24
 
     # On failure the id travels in the trailers; an id too long for a log line is replaced.
     failing = download_pb2_grpc.DownloadServiceStub(channel).GetDownload(
-        download_pb2.GetDownloadRequest(id="x"), metadata=(("x-request-id", "x" * 200),)
+        download_pb2.GetDownloadRequest(id="x"), metadata=(*admin, ("x-request-id", "x" * 200))
     )
     with pytest.raises(grpc.RpcError):
         await failing
@@ -157,11 +162,13 @@ async def test_reflection_lists_every_service(channel: aio.Channel) -> None:
     } <= names
 
 
-async def test_metrics_count_calls_by_method_and_code(server: WallWhaleServer, channel: aio.Channel) -> None:
+async def test_metrics_count_calls_by_method_and_code(
+    server: WallWhaleServer, channel: aio.Channel, admin: Metadata
+) -> None:
     stub = download_pb2_grpc.DownloadServiceStub(channel)
     for _ in range(3):
         with pytest.raises(grpc.RpcError):
-            await stub.DeleteDownload(download_pb2.DeleteDownloadRequest(id="x"))
+            await stub.DeleteDownload(download_pb2.DeleteDownloadRequest(id="x"), metadata=admin)
     assert server.metrics_server is not None
     url = f"http://127.0.0.1:{server.metrics_server.port}/metrics"
     text = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()

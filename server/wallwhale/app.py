@@ -7,6 +7,8 @@ import contextlib
 import os
 import secrets
 import socket
+from collections.abc import Callable
+from datetime import datetime
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -17,8 +19,10 @@ from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
+from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.rpc import access
+from wallwhale.rpc.authentication import AuthenticationInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
@@ -39,7 +43,12 @@ def new_instance_id() -> str:
 class WallWhaleServer:
     """One server instance. `start()` binds and serves; `stop()` drains and releases everything."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ):
         self.settings = settings
         self.instance_id = new_instance_id()
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
@@ -50,10 +59,15 @@ class WallWhaleServer:
         self.metrics_server: metrics.MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
-        access.load_rules()  # refuses to start when an RPC lacks its access rule
+        rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
 
         self.server = aio.server(
-            interceptors=[RequestContextInterceptor(), MetricsInterceptor(), ErrorMappingInterceptor()],
+            interceptors=[
+                RequestContextInterceptor(),
+                MetricsInterceptor(),
+                AuthenticationInterceptor(rules, self.sessions, clock),
+                ErrorMappingInterceptor(),
+            ],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),

@@ -61,11 +61,11 @@ async def bootstrap_admin(
         await session.flush()
         session.add(
             AuditEvent(
-                actor_kind="SYSTEM",
+                actor_kind="system",
                 actor_display="wallwhale bootstrap",
                 action="system.bootstrap",
                 resource=f"users/{user.id}",
-                outcome="SUCCESS",
+                outcome="success",
                 status_code="OK",
                 details={"api_key_id": api_key.id, "api_key_prefix": api_key.prefix},
             )

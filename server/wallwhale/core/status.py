@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, text
@@ -120,7 +119,3 @@ class StatusProbe:
 def _first_line(exc: BaseException) -> str:
     # Driver errors can span many lines (SQL, parameters); the first says what went wrong.
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

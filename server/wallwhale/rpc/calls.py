@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
+from wallwhale.core.identity import Principal
+
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 128
 
@@ -32,6 +34,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     headers_sent: bool = False
+    # Who is calling, once authenticated (None for anonymous calls and public services).
+    principal: Principal | None = None
 
     @property
     def service(self) -> str:

@@ -4,7 +4,8 @@
       -> Metrics (counts by status code, latency, in-flight)
         -> ErrorMapping (typed errors and surprises -> a rich google.rpc.Status)
 
-Authentication, scope checks, limits and audit sit between Metrics and ErrorMapping.
+AuthenticationInterceptor (rpc/authentication.py) sits between Metrics and ErrorMapping; limits and
+audit will join it there.
 """
 
 from __future__ import annotations

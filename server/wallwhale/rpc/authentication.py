@@ -1,0 +1,74 @@
+"""Authentication and scope checks, before any other work of the call.
+
+Methods of our services follow their `(wallwhale.v1.access)` rule; health and reflection are the
+only methods outside that table and need no credentials. Credentials: `x-api-key: <key>`, or
+`authorization: Bearer <key>`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wallwhale.core.errors import Unauthenticated, WallWhaleError
+from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
+from wallwhale.rpc import errors
+from wallwhale.rpc.access import Rule
+from wallwhale.rpc.calls import CallInterceptor, current_call
+
+# Health and reflection: Kubernetes probes and tools must reach them without credentials.
+PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class AuthenticationInterceptor(CallInterceptor):
+    def __init__(
+        self,
+        rules: dict[str, Rule],
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], datetime],
+    ):
+        self._rules = rules
+        self._sessions = sessions
+        self._clock = clock
+
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        call = current_call()
+        rule = self._rules.get(call.method)
+        if rule is None and call.method.startswith(PUBLIC_SERVICES):
+            yield
+            return
+        try:
+            if rule is None:  # a method added to the server without a rule: fail closed
+                raise Unauthenticated("this method is not open to callers", reason="CREDENTIALS_INVALID")
+            call.principal = await self._principal(call.metadata, rule)
+            if call.principal is not None:
+                require_scope(call.principal, rule.scope)
+        except WallWhaleError as denied:
+            await errors.abort(context, denied)
+        yield
+
+    async def _principal(self, metadata: dict[str, str], rule: Rule) -> Principal | None:
+        presented = metadata.get("x-api-key", "")
+        authorization = metadata.get("authorization", "")
+        if not presented and authorization:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("authorization must be 'Bearer <token>'", reason="CREDENTIALS_INVALID")
+            presented = token.strip()
+        if not presented:
+            if rule.allow_anonymous:
+                return None
+            raise Unauthenticated(
+                "credentials are missing: send an API key in the x-api-key header",
+                reason="CREDENTIALS_MISSING",
+            )
+        return await authenticate_api_key(self._sessions, presented, self._clock())
