@@ -41,6 +41,27 @@ def _wallwhale(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     )
 
 
+def _start_serving(data_dir: Path, stdout: int = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
+    """`wallwhale serve` on any free port; returns the process and the port once it serves."""
+    port_file = data_dir / "port"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wallwhale.cli", "serve", "--port", "0", "--port-file", str(port_file)],
+        env=_env(data_dir),
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not port_file.exists() or not port_file.read_text().strip():
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited: {process.communicate()[1]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the server did not start within 60s")
+        time.sleep(0.1)
+    return process, int(port_file.read_text())
+
+
 def test_bootstrap_creates_the_first_admin_once(tmp_path: Path) -> None:
     env = _env(tmp_path)
     first = _wallwhale("bootstrap", "--json", env=env)
@@ -75,21 +96,9 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     bootstrapped = _wallwhale("bootstrap", "--json", env=_env(tmp_path))
     assert bootstrapped.returncode == 0, bootstrapped.stderr
     key = json.loads(bootstrapped.stdout)["api_key"]
-    port_file = tmp_path / "port"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wallwhale.cli", "serve", "--port", "0", "--port-file", str(port_file)],
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, port = _start_serving(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        address = f"127.0.0.1:{int(port_file.read_text())}"
+        address = f"127.0.0.1:{port}"
         with grpc.insecure_channel(address) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
@@ -115,14 +124,6 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
     assert names.index("serving") < names.index("signal received") < names.index("stopped")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_migrate_on_empty_postgresql_leaves_no_drift_for_alembic_check(
     postgres: PostgresDatabases, tmp_path: Path
 ) -> None:
@@ -143,29 +144,8 @@ def test_migrate_on_empty_postgresql_leaves_no_drift_for_alembic_check(
 
 
 def test_buf_curl_reaches_health_through_reflection(tmp_path: Path) -> None:
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wallwhale.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--port-file",
-            str(tmp_path / "p"),
-        ],
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process, port = _start_serving(tmp_path, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "p").exists():
-            assert process.poll() is None, process.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
         result = subprocess.run(
             [
                 str(BUF),

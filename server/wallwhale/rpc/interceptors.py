@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -41,6 +41,21 @@ def _status_name(context: aio.ServicerContext[Any, Any], raised: BaseException |
     return "OK"
 
 
+@contextlib.asynccontextmanager
+async def _on_end(
+    context: aio.ServicerContext[Any, Any], callback: Callable[[str], None]
+) -> AsyncIterator[None]:
+    """Runs `callback` with the call's final status code name, however the call ends."""
+    raised: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        raised = exc
+        raise
+    finally:
+        callback(_status_name(context, raised))
+
+
 class RequestContextInterceptor(CallInterceptor):
     """Gives every call a request id (the client's x-request-id or a new one), binds it to the
     logging context, returns it in the response metadata, and logs one line when the call ends."""
@@ -51,18 +66,15 @@ class RequestContextInterceptor(CallInterceptor):
     ) -> AsyncIterator[None]:
         call = start_call(details, context)
         structlog.contextvars.bind_contextvars(request_id=call.request_id, method=call.method)
-        raised: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            raised = exc
-            raise
-        finally:
-            code = _status_name(context, raised)
+
+        def log_line(code: str) -> None:
             duration_ms = round((time.perf_counter() - call.started) * 1000, 3)
             level = "warning" if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else "info"
             getattr(_log, level)("rpc", code=code, duration_ms=duration_ms, peer=call.peer)
             structlog.contextvars.clear_contextvars()
+
+        async with _on_end(context, log_line):
+            yield
 
 
 class MetricsInterceptor(CallInterceptor):
@@ -74,16 +86,14 @@ class MetricsInterceptor(CallInterceptor):
         started = time.perf_counter()
         in_flight = metrics.RPC_IN_FLIGHT.labels(method)
         in_flight.inc()
-        raised: BaseException | None = None
-        try:
-            yield
-        except BaseException as exc:
-            raised = exc
-            raise
-        finally:
+
+        def record(code: str) -> None:
             in_flight.dec()
             metrics.RPC_DURATION.labels(method).observe(time.perf_counter() - started)
-            metrics.RPC_REQUESTS.labels(method, _status_name(context, raised)).inc()
+            metrics.RPC_REQUESTS.labels(method, code).inc()
+
+        async with _on_end(context, record):
+            yield
 
 
 class ErrorMappingInterceptor(CallInterceptor):
