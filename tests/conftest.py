@@ -84,21 +84,25 @@ def database_url(request: pytest.FixtureRequest, postgres: PostgresDatabases, tm
 async def migrated_database_url(
     request: pytest.FixtureRequest, postgres: PostgresDatabases, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    """A database migrated to the newest revision, shared by the tests of one backend."""
+    """A database migrated to the newest revision and bootstrapped with its first admin (see
+    admin_key), shared by the tests of one backend."""
     url = _fresh_database(request.param, postgres, tmp_path_factory.mktemp("db"))
     await asyncio.to_thread(migrate.upgrade, url)
+    engine = create_engine(url)
+    try:
+        _ADMIN_KEYS[url] = (await bootstrap_admin(session_factory(engine), "admin@example.test")).api_key
+    finally:
+        await engine.dispose()
     return url
 
 
-@pytest_asyncio.fixture(scope="session")
-async def admin_key(migrated_database_url: str) -> str:
+_ADMIN_KEYS: dict[str, str] = {}
+
+
+@pytest.fixture
+def admin_key(migrated_database_url: str) -> str:
     """The API key of the first admin (scopes admin:* and download:*) in the shared database."""
-    engine = create_engine(migrated_database_url)
-    try:
-        result = await bootstrap_admin(session_factory(engine), "admin@example.test")
-    finally:
-        await engine.dispose()
-    return result.api_key
+    return _ADMIN_KEYS[migrated_database_url]
 
 
 @pytest.fixture

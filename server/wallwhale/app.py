@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
 from wallwhale.config import Settings
+from wallwhale.core.audit import AuditWriter
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.rpc import access
+from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
@@ -60,12 +62,14 @@ class WallWhaleServer:
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
+        self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
 
         self.server = aio.server(
             interceptors=[
                 RequestContextInterceptor(),
                 MetricsInterceptor(),
-                AuthenticationInterceptor(rules, self.sessions, clock),
+                AuthenticationInterceptor(rules, self.sessions, clock, self.audit),
+                AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),
             ],
             options=[
@@ -101,6 +105,7 @@ class WallWhaleServer:
         serving = await self._database_answers()
         await self._set_health(serving)
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
+        self.audit.start()
         if self.settings.metrics_port >= 0:
             self.metrics_server = metrics.MetricsServer(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -126,6 +131,7 @@ class WallWhaleServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
         await self.server.stop(grace)
+        await self.audit.close()  # after the last call ended, so its record is stored too
         if self.metrics_server is not None:
             self.metrics_server.close()
         if self._owns_engine:

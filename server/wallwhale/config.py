@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     # How often the health service asks the database whether it answers.
     health_check_interval_seconds: float = Field(default=5.0, gt=0)
+    # How often queued audit events are written (a graceful stop writes the rest).
+    audit_flush_interval_seconds: float = Field(default=0.5, gt=0)
     # Apply pending migrations when `wallwhale serve` starts.
     migrate_on_start: bool = True
 

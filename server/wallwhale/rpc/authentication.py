@@ -16,10 +16,12 @@ import grpc
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core.errors import Unauthenticated, WallWhaleError
+from wallwhale.core.audit import AuditWriter
+from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
 from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
+from wallwhale.rpc.audit import record_for
 from wallwhale.rpc.calls import CallInterceptor, current_call
 
 # Health and reflection: Kubernetes probes and tools must reach them without credentials.
@@ -32,10 +34,12 @@ class AuthenticationInterceptor(CallInterceptor):
         rules: dict[str, Rule],
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
+        audit: AuditWriter,
     ):
         self._rules = rules
         self._sessions = sessions
         self._clock = clock
+        self._audit = audit
 
     @contextlib.asynccontextmanager
     async def around(
@@ -53,6 +57,8 @@ class AuthenticationInterceptor(CallInterceptor):
             if call.principal is not None:
                 require_scope(call.principal, rule.scope)
         except WallWhaleError as denied:
+            code = "PERMISSION_DENIED" if isinstance(denied, PermissionDenied) else "UNAUTHENTICATED"
+            self._audit.record(record_for(call, request, "denied", code, reason=denied.reason))
             await errors.abort(context, denied)
         yield
 

@@ -36,6 +36,10 @@ class Call:
     headers_sent: bool = False
     # Who is calling, once authenticated (None for anonymous calls and public services).
     principal: Principal | None = None
+    # What the audit record names: servicers set these when the request alone does not say it
+    # (e.g. the id of a resource the call created). Never secrets.
+    audit_resource: str | None = None
+    audit_details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def service(self) -> str:

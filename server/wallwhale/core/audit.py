@@ -1,0 +1,133 @@
+"""The audit trail: records of who did (or was refused) what, written in batches off the call path.
+
+Calls only append to a list; a background task inserts the batch every `flush_interval` seconds.
+close() inserts whatever is left, so a graceful stop loses nothing. If the database refuses a batch,
+it is kept and tried again; at close, records that still cannot be stored are written to the log,
+so that no event is silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wallwhale.db.models import AuditEvent
+from wallwhale.db.types import utcnow
+from wallwhale.ids import new_id
+from wallwhale.log import get_logger
+
+_log = get_logger("wallwhale.audit")
+
+# The records held at most while the database is away; past it the oldest go to the log.
+_MAX_PENDING = 50_000
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    action: str
+    outcome: str  # "success", "denied" or "failure"
+    status_code: str
+    actor_kind: str = "anonymous"  # "anonymous", "user", "api_key", "system"
+    actor_id: str | None = None
+    actor_display: str = ""
+    resource: str | None = None
+    client_address: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    event_time: datetime = field(default_factory=utcnow)
+
+
+class AuditWriter:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        flush_interval: float = 0.5,
+        max_batch: int = 500,
+    ):
+        self._sessions = sessions
+        self._flush_interval = flush_interval
+        self._max_batch = max_batch
+        self._pending: list[AuditRecord] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, record: AuditRecord) -> None:
+        """Queues a record; never blocks the call that makes it."""
+        self._pending.append(record)
+        if len(self._pending) > _MAX_PENDING:
+            _log.error(
+                "audit backlog full; event logged instead of stored", **_loggable(self._pending.pop(0))
+            )
+        if len(self._pending) >= self._max_batch:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        while self._pending:
+            if not await self.flush():
+                for record in self._pending:
+                    _log.error("audit event not stored", **_loggable(record))
+                self._pending.clear()
+
+    async def flush(self) -> bool:
+        """Stores one batch of pending records; False when the database refused it."""
+        batch = self._pending[: self._max_batch]
+        if not batch:
+            return True
+        rows = [{"id": new_id(), **asdict(record)} for record in batch]
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(insert(AuditEvent), rows)
+        except Exception as exc:
+            _log.warning(
+                "audit batch not stored yet", records=len(batch), error=str(exc).splitlines()[0][:200]
+            )
+            return False
+        del self._pending[: len(batch)]
+        return True
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            self._wake.clear()
+            while self._pending and await self.flush():
+                pass
+
+
+def _loggable(record: AuditRecord) -> dict[str, Any]:
+    values = asdict(record)
+    values["event_time"] = record.event_time.isoformat()
+    values["audit_action"] = values.pop("action")
+    return values
+
+
+_WORDS = re.compile(r"[A-Z][a-z0-9]*")
+# Verb-only method names take their service's name as the noun ("Login" -> "auth.login").
+_SERVICE_NOUNS = {"AuthService": "auth", "StatusService": "status"}
+
+
+def action_name(method: str) -> str:
+    """'/wallwhale.v1.AdminService/RevokeApiKey' -> 'api_key.revoke'."""
+    service, _, name = method.rpartition("/")
+    service = service.rsplit(".", 1)[-1]
+    words = [w.lower() for w in _WORDS.findall(name)]
+    if not words:
+        return "rpc.unknown"
+    verb, noun = words[0], "_".join(words[1:])
+    return f"{noun or _SERVICE_NOUNS.get(service, service.removesuffix('Service').lower())}.{verb}"

@@ -1,0 +1,81 @@
+"""Audit of calls: every denial (written by the authentication interceptor, which refuses before
+this one runs) and the outcome of every mutating RPC (written here). Reads are not audited."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from wallwhale.core.audit import AuditRecord, AuditWriter, action_name
+from wallwhale.rpc.access import Rule
+from wallwhale.rpc.calls import Call, CallInterceptor, current_call
+
+# Where a request's `id` field points, by the noun of the action.
+_COLLECTIONS = {
+    "download": "downloads",
+    "batch": "batches",
+    "user": "users",
+    "api_key": "api-keys",
+    "steam_account": "steam-accounts",
+    "steam_guard_code": "steam-accounts",
+    "qr_login": "steam-accounts",
+}
+
+
+def client_address(peer: str) -> str:
+    """'ipv4:127.0.0.1:5000' -> '127.0.0.1'; 'ipv6:[::1]:5000' -> '::1'."""
+    _, _, address = peer.partition(":")
+    host, _, _port = address.rpartition(":")
+    return host.strip("[]") or address
+
+
+def record_for(call: Call, request: Any, outcome: str, status_code: str, **details: Any) -> AuditRecord:
+    action = action_name(call.method)
+    resource = call.audit_resource
+    if resource is None:
+        noun = action.rpartition(".")[0]
+        item_id = getattr(request, "id", "") if noun in _COLLECTIONS else ""
+        resource = f"{_COLLECTIONS[noun]}/{item_id}" if item_id else None
+    principal = call.principal
+    return AuditRecord(
+        action=action,
+        outcome=outcome,
+        status_code=status_code,
+        actor_kind=principal.kind if principal else "anonymous",
+        actor_id=(principal.api_key_id or principal.user_id) if principal else None,
+        actor_display=principal.display if principal else "",
+        resource=resource,
+        client_address=client_address(call.peer),
+        user_agent=call.metadata.get("user-agent", "")[:256],
+        request_id=call.request_id,
+        details={**call.audit_details, **details},
+    )
+
+
+class AuditInterceptor(CallInterceptor):
+    def __init__(self, rules: dict[str, Rule], writer: AuditWriter):
+        self._rules = rules
+        self._writer = writer
+
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        rule = self._rules.get(details.method)
+        if rule is None or not rule.mutating:
+            yield
+            return
+        code = "OK"
+        try:
+            yield
+        except BaseException:
+            status = context.code()
+            code = status.name if isinstance(status, grpc.StatusCode) else "CANCELLED"
+            raise
+        finally:
+            outcome = "success" if code == "OK" else "failure"
+            self._writer.record(record_for(current_call(), request, outcome, code))
