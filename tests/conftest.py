@@ -21,7 +21,7 @@ from psycopg import sql
 
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import Settings, to_async_url
-from wallwhale.core.bootstrap import bootstrap_admin
+from wallwhale.core.bootstrap import BootstrapResult, bootstrap_admin
 from wallwhale.db import migrate
 from wallwhale.db.engine import create_engine, session_factory
 
@@ -90,19 +90,25 @@ async def migrated_database_url(
     await asyncio.to_thread(migrate.upgrade, url)
     engine = create_engine(url)
     try:
-        _ADMIN_KEYS[url] = (await bootstrap_admin(session_factory(engine), "admin@example.test")).api_key
+        _ADMINS[url] = await bootstrap_admin(session_factory(engine), "admin@example.test")
     finally:
         await engine.dispose()
     return url
 
 
-_ADMIN_KEYS: dict[str, str] = {}
+_ADMINS: dict[str, BootstrapResult] = {}
 
 
 @pytest.fixture
-def admin_key(migrated_database_url: str) -> str:
-    """The API key of the first admin (scopes admin:* and download:*) in the shared database."""
-    return _ADMIN_KEYS[migrated_database_url]
+def first_admin(migrated_database_url: str) -> BootstrapResult:
+    """The first admin of the shared database: e-mail, password and API key."""
+    return _ADMINS[migrated_database_url]
+
+
+@pytest.fixture
+def admin_key(first_admin: BootstrapResult) -> str:
+    """The API key of the first admin (scopes admin:* and download:*)."""
+    return first_admin.api_key
 
 
 @pytest.fixture

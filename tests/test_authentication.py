@@ -19,8 +19,6 @@ from wallwhale.db.types import utcnow
 from wallwhale.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    auth_pb2,
-    auth_pb2_grpc,
     download_pb2,
     download_pb2_grpc,
     status_pb2,
@@ -164,9 +162,3 @@ async def test_wildcard_scopes_cover_their_family_only(
             admin_pb2.ListUsersRequest(), metadata=downloader
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-
-
-async def test_anonymous_methods_need_no_credentials(channel: aio.Channel) -> None:
-    with pytest.raises(grpc.RpcError) as raised:
-        await auth_pb2_grpc.AuthServiceStub(channel).Login(auth_pb2.LoginRequest(email="a@b.c", password="x"))
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED  # reached the method, not refused

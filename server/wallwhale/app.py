@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core.audit import AuditWriter
+from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
 from wallwhale.db.types import utcnow
@@ -63,12 +64,21 @@ class WallWhaleServer:
         self._stopped = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
+        if settings.jwt_secret is None:
+            _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
+        logins = SessionService(
+            self.sessions,
+            settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
+            clock,
+            access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+            refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        )
 
         self.server = aio.server(
             interceptors=[
                 RequestContextInterceptor(),
                 MetricsInterceptor(),
-                AuthenticationInterceptor(rules, self.sessions, clock, self.audit),
+                AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
                 AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),
             ],
@@ -83,7 +93,7 @@ class WallWhaleServer:
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         download_pb2_grpc.add_DownloadServiceServicer_to_server(DownloadServicer(), self.server)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), self.server)  # type: ignore[abstract]
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(), self.server)  # type: ignore[abstract]
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(probe, self.instance_id), self.server
         )

@@ -79,8 +79,11 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
 
-    # Signs access tokens (HS256). Required in production; generated per process in development.
+    # Signs access tokens (HS256). Required in production; in development a random key per process
+    # (tokens then die with the process and are not shared between instances).
     jwt_secret: SecretStr | None = None
+    access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=300)
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None

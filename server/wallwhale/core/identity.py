@@ -20,16 +20,25 @@ from wallwhale.db.models import ApiKey, UserRole
 
 @dataclass(frozen=True)
 class Principal:
-    kind: str  # "api_key" (users' login tokens come with AuthService)
+    kind: str  # "user" (a person's access token) or "api_key"
     user_id: str
     role: UserRole
     scopes: frozenset[str]
     api_key_id: str = ""
     display: str = ""
+    # The login session (refresh-token family) of a person's access token.
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN and grants(self.scopes, "admin:read")
+
+
+def role_scopes(role: UserRole) -> frozenset[str]:
+    """What a logged-in person may do: admins everything, users their own downloads."""
+    if role is UserRole.ADMIN:
+        return frozenset({"admin:*", "download:*"})
+    return frozenset({"download:*"})
 
 
 def grants(granted: Iterable[str], required: str) -> bool:

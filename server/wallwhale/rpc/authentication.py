@@ -2,7 +2,7 @@
 
 Methods of our services follow their `(wallwhale.v1.access)` rule; health and reflection are the
 only methods outside that table and need no credentials. Credentials: `x-api-key: <key>`, or
-`authorization: Bearer <key>`.
+`authorization: Bearer <key or access token>`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import grpc
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
+from wallwhale.core.sessions import SessionService
 from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
 from wallwhale.rpc.audit import record_for
@@ -35,11 +37,13 @@ class AuthenticationInterceptor(CallInterceptor):
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
         audit: AuditWriter,
+        logins: SessionService,
     ):
         self._rules = rules
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
+        self._logins = logins
 
     @contextlib.asynccontextmanager
     async def around(
@@ -70,6 +74,8 @@ class AuthenticationInterceptor(CallInterceptor):
             if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated("authorization must be 'Bearer <token>'", reason="CREDENTIALS_INVALID")
             presented = token.strip()
+            if not presented.startswith(KEY_PREFIX):
+                return await self._logins.authenticate(presented)
         if not presented:
             if rule.allow_anonymous:
                 return None

@@ -1,11 +1,85 @@
-"""AuthService. Login sessions are not part of this version yet: every RPC is UNIMPLEMENTED."""
+"""AuthService: people's login sessions (core.sessions) and who-am-I."""
 
 from __future__ import annotations
 
-from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
-from wallwhale.v1 import auth_pb2, auth_pb2_grpc
+from typing import Any
+
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wallwhale.core.errors import Unauthenticated
+from wallwhale.core.sessions import ClientInfo, SessionService, Tokens
+from wallwhale.db.models import ApiKey, User
+from wallwhale.rpc import convert
+from wallwhale.rpc.audit import client_address
+from wallwhale.rpc.calls import current_call
+from wallwhale.v1 import admin_pb2, auth_pb2, auth_pb2_grpc
 
 
-@fill_unimplemented(auth_pb2.DESCRIPTOR.services_by_name["AuthService"])
+def _tokens(tokens: Tokens) -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        access_token=tokens.access_token,
+        access_token_expire_time=convert.timestamp(tokens.access_expire_time),
+        refresh_token=tokens.refresh_token,
+        refresh_token_expire_time=convert.timestamp(tokens.refresh_expire_time),
+    )
+
+
+def _client() -> ClientInfo:
+    call = current_call()
+    return ClientInfo(user_agent=call.metadata.get("user-agent", ""), address=client_address(call.peer))
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    pass
+    def __init__(self, logins: SessionService, sessions: async_sessionmaker[AsyncSession]):
+        self._logins = logins
+        self._sessions = sessions
+
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: aio.ServicerContext[Any, Any]
+    ) -> auth_pb2.LoginResponse:
+        current_call().audit_details["email"] = request.email[:320]
+        tokens, user = await self._logins.login(request.email, request.password, _client())
+        current_call().audit_resource = f"users/{user.id}"
+        return auth_pb2.LoginResponse(tokens=_tokens(tokens), user=convert.user(user))
+
+    async def Refresh(
+        self, request: auth_pb2.RefreshRequest, context: aio.ServicerContext[Any, Any]
+    ) -> auth_pb2.RefreshResponse:
+        return auth_pb2.RefreshResponse(
+            tokens=_tokens(await self._logins.refresh(request.refresh_token, _client()))
+        )
+
+    async def Logout(
+        self, request: auth_pb2.LogoutRequest, context: aio.ServicerContext[Any, Any]
+    ) -> auth_pb2.LogoutResponse:
+        await self._logins.logout(request.refresh_token, request.all_sessions)
+        return auth_pb2.LogoutResponse()
+
+    async def GetCaller(
+        self, request: auth_pb2.GetCallerRequest, context: aio.ServicerContext[Any, Any]
+    ) -> auth_pb2.GetCallerResponse:
+        principal = current_call().principal
+        if principal is None:  # the access rule requires credentials; this is a safety net
+            raise Unauthenticated("credentials are missing", reason="CREDENTIALS_MISSING")
+        async with self._sessions() as session:
+            user = await session.get(User, principal.user_id)
+            key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+        kind = admin_pb2.ACTOR_KIND_API_KEY if principal.api_key_id else admin_pb2.ACTOR_KIND_USER
+        return auth_pb2.GetCallerResponse(
+            actor=admin_pb2.Actor(
+                kind=kind, id=principal.api_key_id or principal.user_id, display=principal.display
+            ),
+            user=convert.user(user) if user else None,
+            api_key=convert.api_key(key) if key else None,
+            scopes=sorted(principal.scopes),
+        )
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: aio.ServicerContext[Any, Any]
+    ) -> auth_pb2.ChangePasswordResponse:
+        principal = current_call().principal
+        if principal is None:
+            raise Unauthenticated("credentials are missing", reason="CREDENTIALS_MISSING")
+        await self._logins.change_password(principal, request.current_password, request.new_password)
+        return auth_pb2.ChangePasswordResponse()
