@@ -20,7 +20,7 @@ WallWhale serves gRPC on $grpc (metrics: http://127.0.0.1:${WALLWHALE_METRICS_PO
 Try it (another terminal, from this folder):
   npx buf curl --protocol grpc --http2-prior-knowledge --reflect \\
       http://$grpc/grpc.health.v1.Health/Check
-  npx buf curl --protocol grpc --http2-prior-knowledge --reflect \\
+  npx buf curl --protocol grpc --http2-prior-knowledge --reflect -H "x-api-key: <the admin API key>" \\
       http://$grpc/wallwhale.v1.StatusService/GetStatus
 Stop with Ctrl-C.
 

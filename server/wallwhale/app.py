@@ -92,7 +92,8 @@ class WallWhaleServer:
         )
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         download_pb2_grpc.add_DownloadServiceServicer_to_server(DownloadServicer(), self.server)  # type: ignore[abstract]
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(), self.server)  # type: ignore[abstract]
+        admin = AdminServicer(self.sessions, clock)  # type: ignore[abstract]
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(probe, self.instance_id), self.server

@@ -10,6 +10,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wallwhale.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from wallwhale.core.paging import Page
+from wallwhale.db.models import ApiKey, User
 
 KEY_PREFIX = "ww_"
 _ALPHABET = string.ascii_letters + string.digits
@@ -37,3 +46,130 @@ def looks_like_key(value: str) -> bool:
         and len(value) == len(KEY_PREFIX) + _RANDOM_LENGTH
         and all(c in _ALPHABET for c in value[len(KEY_PREFIX) :])
     )
+
+
+# Managing keys -------------------------------------------------------------------------------
+
+UPDATABLE = frozenset({"name", "scopes", "limits", "expire_time", "disabled"})
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    requests_per_minute: int | None = None
+    burst: int | None = None
+    daily_download_quota: int | None = None
+    monthly_download_quota: int | None = None
+    max_concurrent_downloads: int | None = None
+    max_runtime_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class KeyInput:
+    name: str = ""
+    owner_user_id: str = ""
+    scopes: tuple[str, ...] = ()
+    limits: KeyLimits = KeyLimits()
+    expire_time: datetime | None = None
+    disabled: bool = False
+
+
+def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldViolation]:
+    found = []
+    if "name" in fields and not 1 <= len(data.name.strip()) <= 128:
+        found.append(FieldViolation("api_key.name", "must be 1 to 128 characters"))
+    if "scopes" in fields:
+        if not data.scopes:
+            found.append(FieldViolation("api_key.scopes", "must name at least one scope"))
+        for scope in sorted(set(data.scopes) - SCOPES):
+            found.append(
+                FieldViolation(
+                    "api_key.scopes", f"unknown scope {scope!r}; known: {', '.join(sorted(SCOPES))}"
+                )
+            )
+    if "limits" in fields:
+        for name, value in asdict(data.limits).items():
+            if value is not None and value < 0:
+                found.append(FieldViolation(f"api_key.limits.{name}", "must not be negative"))
+    if "expire_time" in fields and data.expire_time is not None and data.expire_time <= now:
+        found.append(FieldViolation("api_key.expire_time", "must be in the future"))
+    return found
+
+
+async def create_api_key(session: AsyncSession, data: KeyInput, now: datetime) -> tuple[ApiKey, str]:
+    """Creates a key; returns the row and the plaintext, which is never stored."""
+    violations = _violations(data, {"name", "scopes", "limits", "expire_time"}, now)
+    if violations:
+        raise InvalidArgument(violations)
+    if await session.get(User, data.owner_user_id) is None:
+        raise InvalidArgument.field("api_key.owner_user_id", "no such user")
+    key = generate_key()
+    row = ApiKey(
+        name=data.name.strip(),
+        owner_user_id=data.owner_user_id,
+        prefix=visible_prefix(key),
+        key_hash=hash_key(key),
+        scopes=sorted(set(data.scopes)),
+        expire_time=data.expire_time,
+        disabled=data.disabled,
+        **asdict(data.limits),
+    )
+    session.add(row)
+    await session.flush()
+    return row, key
+
+
+async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:
+    row = await session.get(ApiKey, key_id) if key_id else None
+    if row is None:
+        raise NotFound("api key", key_id)
+    return row
+
+
+async def list_api_keys(
+    session: AsyncSession, page: Page, owner_user_id: str = "", include_revoked: bool = False
+) -> tuple[list[ApiKey], int]:
+    query = select(ApiKey)
+    if owner_user_id:
+        query = query.where(ApiKey.owner_user_id == owner_user_id)
+    if not include_revoked:
+        query = query.where(ApiKey.revoke_time.is_(None))
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(ApiKey.create_time, ApiKey.id).offset(page.offset).limit(page.size)
+    )
+    return list(rows), total
+
+
+async def update_api_key(
+    session: AsyncSession, key_id: str, data: KeyInput, fields: set[str], now: datetime
+) -> ApiKey:
+    unknown = fields - UPDATABLE
+    if unknown:
+        raise InvalidArgument.field("update_mask", f"cannot change {', '.join(sorted(unknown))}")
+    violations = _violations(data, fields, now)
+    if violations:
+        raise InvalidArgument(violations)
+    row = await get_api_key(session, key_id)
+    if row.revoke_time is not None:
+        raise FailedPrecondition("a revoked key cannot be changed")
+    if "name" in fields:
+        row.name = data.name.strip()
+    if "scopes" in fields:
+        row.scopes = sorted(set(data.scopes))
+    if "limits" in fields:
+        for name, value in asdict(data.limits).items():
+            setattr(row, name, value)
+    if "expire_time" in fields:
+        row.expire_time = data.expire_time
+    if "disabled" in fields:
+        row.disabled = data.disabled
+    await session.flush()
+    return row
+
+
+async def revoke_api_key(session: AsyncSession, key_id: str, now: datetime) -> ApiKey:
+    row = await get_api_key(session, key_id)
+    if row.revoke_time is None:
+        row.revoke_time = now
+        await session.flush()
+    return row

@@ -1,12 +1,168 @@
-"""AdminService. Users, keys and accounts are managed through the CLI in this version; the RPCs are
-UNIMPLEMENTED."""
+"""AdminService: users and API keys (core.users, core.api_keys). Steam accounts, audit listing and
+statistics are not in this version yet and answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import field_mask_pb2
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wallwhale.core import api_keys, users
+from wallwhale.core.errors import InvalidArgument
+from wallwhale.core.paging import page
+from wallwhale.db.models import UserRole
+from wallwhale.rpc import convert
+from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc
+
+_ROLES = {admin_pb2.USER_ROLE_ADMIN: UserRole.ADMIN, admin_pb2.USER_ROLE_USER: UserRole.USER}
+
+
+def _mask(mask: field_mask_pb2.FieldMask, allowed: frozenset[str]) -> set[str]:
+    # AIP-134: no mask means "every field that can be changed".
+    return set(mask.paths) if mask.paths else set(allowed)
+
+
+def _user_input(user: admin_pb2.User) -> users.UserInput:
+    return users.UserInput(
+        email=user.email, display_name=user.display_name, role=_ROLES.get(user.role), disabled=user.disabled
+    )
+
+
+def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
+    limits = key.limits
+
+    def optional(name: str) -> int | None:
+        return int(getattr(limits, name)) if limits.HasField(name) else None  # type: ignore[arg-type]
+
+    return api_keys.KeyInput(
+        name=key.name,
+        owner_user_id=owner,
+        scopes=tuple(key.scopes),
+        limits=api_keys.KeyLimits(
+            requests_per_minute=optional("requests_per_minute"),
+            burst=optional("burst"),
+            daily_download_quota=optional("daily_download_quota"),
+            monthly_download_quota=optional("monthly_download_quota"),
+            max_concurrent_downloads=optional("max_concurrent_downloads"),
+            max_runtime_seconds=limits.max_runtime.seconds if limits.HasField("max_runtime") else None,
+        ),
+        expire_time=key.expire_time.ToDatetime(tzinfo=UTC) if key.HasField("expire_time") else None,
+        disabled=key.disabled,
+    )
 
 
 @fill_unimplemented(admin_pb2.DESCRIPTOR.services_by_name["AdminService"])
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    pass
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime]):
+        self._sessions = sessions
+        self._clock = clock
+
+    async def CreateUser(
+        self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.CreateUserResponse:
+        async with self._sessions.begin() as session:
+            user = await users.create_user(session, _user_input(request.user), request.password)
+        current_call().audit_resource = f"users/{user.id}"
+        return admin_pb2.CreateUserResponse(user=convert.user(user))
+
+    async def GetUser(
+        self, request: admin_pb2.GetUserRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.GetUserResponse:
+        async with self._sessions() as session:
+            return admin_pb2.GetUserResponse(user=convert.user(await users.get_user(session, request.id)))
+
+    async def ListUsers(
+        self, request: admin_pb2.ListUsersRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListUsersResponse:
+        role = _ROLES.get(request.role)
+        current = page(request.page_size, request.page_token, email=request.email_contains, role=role)
+        async with self._sessions() as session:
+            rows, total = await users.list_users(session, current, request.email_contains, role)
+        return admin_pb2.ListUsersResponse(
+            users=[convert.user(row) for row in rows],
+            next_page_token=current.next_token(total),
+            total_size=total,
+        )
+
+    async def UpdateUser(
+        self, request: admin_pb2.UpdateUserRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.UpdateUserResponse:
+        fields = _mask(request.update_mask, users.UPDATABLE)
+        async with self._sessions.begin() as session:
+            user = await users.update_user(
+                session, request.user.id, _user_input(request.user), fields, request.password
+            )
+        return admin_pb2.UpdateUserResponse(user=convert.user(user))
+
+    async def DeleteUser(
+        self, request: admin_pb2.DeleteUserRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.DeleteUserResponse:
+        principal = current_call().principal
+        async with self._sessions.begin() as session:
+            await users.delete_user(session, request.id, principal.user_id if principal else "")
+        return admin_pb2.DeleteUserResponse()
+
+    async def CreateApiKey(
+        self, request: admin_pb2.CreateApiKeyRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.CreateApiKeyResponse:
+        principal = current_call().principal
+        owner = request.api_key.owner_user_id or (principal.user_id if principal else "")
+        async with self._sessions.begin() as session:
+            row, plaintext = await api_keys.create_api_key(
+                session, _key_input(request.api_key, owner), self._clock()
+            )
+        current_call().audit_resource = f"api-keys/{row.id}"
+        current_call().audit_details.update(prefix=row.prefix, scopes=row.scopes, owner_user_id=owner)
+        return admin_pb2.CreateApiKeyResponse(api_key=convert.api_key(row), plaintext_key=plaintext)
+
+    async def GetApiKey(
+        self, request: admin_pb2.GetApiKeyRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.GetApiKeyResponse:
+        async with self._sessions() as session:
+            return admin_pb2.GetApiKeyResponse(
+                api_key=convert.api_key(await api_keys.get_api_key(session, request.id))
+            )
+
+    async def ListApiKeys(
+        self, request: admin_pb2.ListApiKeysRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListApiKeysResponse:
+        current = page(
+            request.page_size,
+            request.page_token,
+            owner=request.owner_user_id,
+            revoked=request.include_revoked,
+        )
+        async with self._sessions() as session:
+            rows, total = await api_keys.list_api_keys(
+                session, current, request.owner_user_id, request.include_revoked
+            )
+        return admin_pb2.ListApiKeysResponse(
+            api_keys=[convert.api_key(row) for row in rows],
+            next_page_token=current.next_token(total),
+            total_size=total,
+        )
+
+    async def UpdateApiKey(
+        self, request: admin_pb2.UpdateApiKeyRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.UpdateApiKeyResponse:
+        if not request.api_key.id:
+            raise InvalidArgument.field("api_key.id", "is required")
+        fields = _mask(request.update_mask, api_keys.UPDATABLE)
+        async with self._sessions.begin() as session:
+            row = await api_keys.update_api_key(
+                session, request.api_key.id, _key_input(request.api_key, ""), fields, self._clock()
+            )
+        return admin_pb2.UpdateApiKeyResponse(api_key=convert.api_key(row))
+
+    async def RevokeApiKey(
+        self, request: admin_pb2.RevokeApiKeyRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.RevokeApiKeyResponse:
+        async with self._sessions.begin() as session:
+            row = await api_keys.revoke_api_key(session, request.id, self._clock())
+        return admin_pb2.RevokeApiKeyResponse(api_key=convert.api_key(row))

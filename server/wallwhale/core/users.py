@@ -1,0 +1,127 @@
+"""Users: who may log in, with which role. Passwords are stored only as argon2 hashes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wallwhale.core import passwords
+from wallwhale.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from wallwhale.core.paging import Page
+from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
+
+_EMAIL_MAX = 320
+UPDATABLE = frozenset({"display_name", "role", "disabled"})
+
+
+@dataclass(frozen=True)
+class UserInput:
+    email: str = ""
+    display_name: str = ""
+    role: UserRole | None = None
+    disabled: bool = False
+
+
+def _check_email(email: str, field: str) -> str:
+    email = email.strip().lower()
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or len(email) > _EMAIL_MAX or any(c.isspace() for c in email):
+        raise InvalidArgument.field(field, "must be an e-mail address")
+    return email
+
+
+def _check_password(password: str, field: str) -> None:
+    if len(password) < passwords.MIN_PASSWORD_LENGTH:
+        raise InvalidArgument.field(field, f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters")
+
+
+async def create_user(session: AsyncSession, data: UserInput, password: str) -> User:
+    violations = []
+    try:
+        email = _check_email(data.email, "user.email")
+    except InvalidArgument as exc:
+        violations += exc.violations
+    if len(password) < passwords.MIN_PASSWORD_LENGTH:
+        violations.append(
+            FieldViolation("password", f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters")
+        )
+    if len(data.display_name) > 128:
+        violations.append(FieldViolation("user.display_name", "must be at most 128 characters"))
+    if violations:
+        raise InvalidArgument(violations)
+    if await session.scalar(select(User.id).where(User.email == email)):
+        raise AlreadyExists(f"a user with the e-mail {email!r} exists already")
+    user = User(
+        email=email,
+        display_name=data.display_name,
+        role=data.role or UserRole.USER,
+        disabled=data.disabled,
+        password_hash=passwords.hash_password(password),
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:  # a concurrent create won the race for the e-mail
+        raise AlreadyExists(f"a user with the e-mail {email!r} exists already") from None
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: str) -> User:
+    user = await session.get(User, user_id) if user_id else None
+    if user is None:
+        raise NotFound("user", user_id)
+    return user
+
+
+async def list_users(
+    session: AsyncSession, page: Page, email_contains: str = "", role: UserRole | None = None
+) -> tuple[list[User], int]:
+    query = select(User)
+    if email_contains:
+        query = query.where(User.email.contains(email_contains.strip().lower(), autoescape=True))
+    if role is not None:
+        query = query.where(User.role == role)
+    total = await session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = await session.scalars(
+        query.order_by(User.create_time, User.id).offset(page.offset).limit(page.size)
+    )
+    return list(rows), total
+
+
+async def update_user(
+    session: AsyncSession, user_id: str, data: UserInput, fields: set[str], password: str = ""
+) -> User:
+    unknown = fields - UPDATABLE
+    if unknown:
+        raise InvalidArgument.field("update_mask", f"cannot change {', '.join(sorted(unknown))}")
+    if password:
+        _check_password(password, "password")
+    user = await get_user(session, user_id)
+    if "display_name" in fields:
+        user.display_name = data.display_name
+    if "role" in fields:
+        if data.role is None:
+            raise InvalidArgument.field("user.role", "must be USER_ROLE_ADMIN or USER_ROLE_USER")
+        user.role = data.role
+    if "disabled" in fields:
+        user.disabled = data.disabled
+    if password:
+        user.password_hash = passwords.hash_password(password)
+    if password or ("disabled" in fields and data.disabled):
+        await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
+    await session.flush()
+    return user
+
+
+async def delete_user(session: AsyncSession, user_id: str, acting_user_id: str) -> None:
+    user = await get_user(session, user_id)
+    if user.id == acting_user_id:
+        raise InvalidArgument.field("id", "you cannot delete yourself")
+    admins = await session.scalar(select(func.count()).select_from(User).where(User.role == UserRole.ADMIN))
+    if user.role is UserRole.ADMIN and (admins or 0) <= 1:
+        raise InvalidArgument.field("id", "the last admin cannot be deleted")
+    await session.execute(delete(ApiKey).where(ApiKey.owner_user_id == user.id))
+    await session.delete(user)
