@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import grpc
@@ -210,3 +211,72 @@ async def test_listing_pages_through_every_user_once(channel: aio.Channel, admin
             admin_pb2.ListUsersRequest(page_size=2, page_token=token or "e30"), metadata=admin
         )
     assert error_info(raised.value).reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_the_audit_trail_is_listed_and_filtered(
+    channel: aio.Channel, admin: Metadata, admin_key: str
+) -> None:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    key = (
+        await stub.CreateApiKey(
+            admin_pb2.CreateApiKeyRequest(api_key=admin_pb2.ApiKey(name="audited", scopes=["download:read"])),
+            metadata=(*admin, ("x-request-id", "audit-list-1")),
+        )
+    ).api_key
+    await stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=key.id), metadata=admin)
+    with pytest.raises(grpc.RpcError):  # a denial, from nobody
+        await stub.GetStats(admin_pb2.GetStatsRequest())
+
+    events: list[admin_pb2.AuditEvent] = []
+    for _ in range(50):  # the writer stores events in batches, every half second
+        events = list(
+            (
+                await stub.ListAuditEvents(
+                    admin_pb2.ListAuditEventsRequest(resource=f"api-keys/{key.id}"), metadata=admin
+                )
+            ).audit_events
+        )
+        if len(events) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.action for e in events] == ["api_key.revoke", "api_key.create"]  # newest first
+    created = events[1]
+    assert created.outcome == admin_pb2.AUDIT_OUTCOME_SUCCESS
+    assert created.actor.kind == admin_pb2.ACTOR_KIND_API_KEY
+    assert created.request_id == "audit-list-1"
+    assert created.details["prefix"] == key.prefix
+    assert admin_key not in str(created)
+
+    prefixed = await stub.ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(action="api_key.", actor_id=created.actor.id), metadata=admin
+    )
+    assert {e.action for e in prefixed.audit_events} <= {"api_key.create", "api_key.revoke", "api_key.update"}
+    denied = await stub.ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(outcome=admin_pb2.AUDIT_OUTCOME_DENIED, action="stats.get"),
+        metadata=admin,
+    )
+    assert denied.total_size >= 1
+    assert all(e.actor.kind == admin_pb2.ACTOR_KIND_ANONYMOUS for e in denied.audit_events)
+
+
+async def test_stats_count_what_is_there(channel: aio.Channel, admin: Metadata) -> None:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    before = await stub.GetStats(admin_pb2.GetStatsRequest(), metadata=admin)
+    await stub.CreateUser(
+        admin_pb2.CreateUserRequest(user=admin_pb2.User(email=_email()), password="long enough password"),
+        metadata=admin,
+    )
+    key = (
+        await stub.CreateApiKey(
+            admin_pb2.CreateApiKeyRequest(api_key=admin_pb2.ApiKey(name="counted", scopes=["download:read"])),
+            metadata=admin,
+        )
+    ).api_key
+    after = await stub.GetStats(admin_pb2.GetStatsRequest(), metadata=admin)
+    assert after.users == before.users + 1
+    assert after.api_keys_active == before.api_keys_active + 1
+    await stub.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=key.id), metadata=admin)
+    assert (
+        await stub.GetStats(admin_pb2.GetStatsRequest(), metadata=admin)
+    ).api_keys_active == before.api_keys_active
+    assert after.downloads_total == sum(c.count for c in after.downloads_by_state)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
-from wallwhale.db.models import ApiKey, User, UserRole
+from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
 from wallwhale.v1 import admin_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}
@@ -46,4 +46,39 @@ def api_key(row: ApiKey) -> admin_pb2.ApiKey:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         last_used_time=timestamp(row.last_used_time),
+    )
+
+
+ACTOR_KINDS = {
+    "anonymous": admin_pb2.ACTOR_KIND_ANONYMOUS,
+    "user": admin_pb2.ACTOR_KIND_USER,
+    "api_key": admin_pb2.ACTOR_KIND_API_KEY,
+    "system": admin_pb2.ACTOR_KIND_SYSTEM,
+}
+OUTCOMES = {
+    "success": admin_pb2.AUDIT_OUTCOME_SUCCESS,
+    "denied": admin_pb2.AUDIT_OUTCOME_DENIED,
+    "failure": admin_pb2.AUDIT_OUTCOME_FAILURE,
+}
+
+
+def audit_event(row: AuditEvent) -> admin_pb2.AuditEvent:
+    details = struct_pb2.Struct()
+    details.update(row.details or {})
+    return admin_pb2.AuditEvent(
+        id=row.id,
+        event_time=timestamp(row.event_time),
+        actor=admin_pb2.Actor(
+            kind=ACTOR_KINDS.get(row.actor_kind, admin_pb2.ACTOR_KIND_UNSPECIFIED),
+            id=row.actor_id or "",
+            display=row.actor_display,
+        ),
+        action=row.action,
+        resource=row.resource or "",
+        outcome=OUTCOMES.get(row.outcome, admin_pb2.AUDIT_OUTCOME_UNSPECIFIED),
+        status_code=row.status_code,
+        client_address=row.client_address,
+        user_agent=row.user_agent,
+        request_id=row.request_id,
+        details=details,
     )

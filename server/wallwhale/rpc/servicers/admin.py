@@ -1,5 +1,5 @@
-"""AdminService: users and API keys (core.users, core.api_keys). Steam accounts, audit listing and
-statistics are not in this version yet and answer UNIMPLEMENTED."""
+"""AdminService: users and API keys (core.users, core.api_keys), the audit trail and statistics
+(core.reports). Steam accounts are not in this version yet and answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, users
+from wallwhale.core import api_keys, reports, users
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.paging import page
 from wallwhale.db.models import UserRole
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2
 
 _ROLES = {admin_pb2.USER_ROLE_ADMIN: UserRole.ADMIN, admin_pb2.USER_ROLE_USER: UserRole.USER}
 
@@ -166,3 +166,47 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         async with self._sessions.begin() as session:
             row = await api_keys.revoke_api_key(session, request.id, self._clock())
         return admin_pb2.RevokeApiKeyResponse(api_key=convert.api_key(row))
+
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListAuditEventsResponse:
+        outcome = {v: k for k, v in convert.OUTCOMES.items()}.get(request.outcome, "")
+        where = reports.AuditFilter(
+            actor_id=request.actor_id,
+            action=request.action,
+            resource=request.resource,
+            outcome=outcome,
+            start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
+            end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+        )
+        current = page(request.page_size, request.page_token, filter=where)
+        async with self._sessions() as session:
+            rows, total = await reports.list_audit_events(session, current, where)
+        return admin_pb2.ListAuditEventsResponse(
+            audit_events=[convert.audit_event(row) for row in rows],
+            next_page_token=current.next_token(total),
+            total_size=total,
+        )
+
+    async def GetStats(
+        self, request: admin_pb2.GetStatsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.GetStatsResponse:
+        async with self._sessions() as session:
+            stats = await reports.stats(session, self._clock())
+        return admin_pb2.GetStatsResponse(
+            downloads_by_state=[
+                admin_pb2.DownloadStateCount(
+                    state=download_pb2.DownloadState.Value(f"DOWNLOAD_STATE_{state.name}"), count=n
+                )
+                for state, n in sorted(stats.downloads_by_state.items())
+            ],
+            downloads_total=sum(stats.downloads_by_state.values()),
+            cache_hits=stats.cache_hits,
+            users=stats.users,
+            api_keys_active=stats.api_keys_active,
+            steam_accounts_active=stats.steam_accounts_active,
+            steam_accounts_total=stats.steam_accounts_total,
+            archives=stats.archives,
+            storage_used_bytes=stats.storage_used_bytes,
+            bytes_downloaded_total=stats.bytes_downloaded_total,
+        )
