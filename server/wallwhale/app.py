@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
 from wallwhale.config import Settings
+from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
@@ -37,6 +38,15 @@ _log = get_logger("wallwhale.server")
 
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
+
+
+def keyring_for(settings: Settings) -> secretbox.Keyring:
+    """The keys that seal Steam passwords, as configured (a key file in the data dir in development)."""
+    return secretbox.load_keyring(
+        settings.secret_key.get_secret_value() if settings.secret_key else None,
+        settings.secret_key_file,
+        settings.data_dir / "secret.key",
+    )
 
 
 def new_instance_id() -> str:
@@ -92,7 +102,7 @@ class WallWhaleServer:
         )
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         download_pb2_grpc.add_DownloadServiceServicer_to_server(DownloadServicer(), self.server)  # type: ignore[abstract]
-        admin = AdminServicer(self.sessions, clock)  # type: ignore[abstract]
+        admin = AdminServicer(self.sessions, clock, keyring_for(settings))  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(

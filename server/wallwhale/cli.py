@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     bootstrap.add_argument(
         "--if-empty", action="store_true", help="exit 0 without creating anything when users exist already"
     )
+    keys = commands.add_parser("keys", help="the keys that encrypt Steam passwords at rest")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_commands.add_parser(
+        "generate", help="print a new key (base64) for WALLWHALE_SECRET_KEY or the key file"
+    )
+    keys_commands.add_parser(
+        "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
+    )
     return parser
 
 
@@ -61,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "migrate":
             return _migrate(settings)
+        if args.command == "keys":
+            return _keys(settings, args.keys_command)
         if args.command == "bootstrap":
             return asyncio.run(_bootstrap(settings, args.email, as_json=args.json, if_empty=args.if_empty))
         return _serve(settings, args.port_file)
@@ -116,6 +126,35 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
             f"  API key:   {result.api_key}   (send as the x-api-key header)"
         )
     return EXIT_OK
+
+
+def _keys(settings: Settings, action: str) -> int:
+    from wallwhale.core import secretbox
+
+    if action == "generate":
+        print(secretbox.generate_key())
+        return EXIT_OK
+    try:
+        count = asyncio.run(_rotate(settings))
+    except secretbox.KeyringError as exc:
+        print(f"wallwhale: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"re-encrypted {count} Steam password(s) with the current key")
+    return EXIT_OK
+
+
+async def _rotate(settings: Settings) -> int:
+    from wallwhale.app import keyring_for
+    from wallwhale.core import steam_accounts
+    from wallwhale.db import engine as db_engine
+
+    keyring = keyring_for(settings)
+    engine = db_engine.create_engine(settings.resolved_database_url)
+    try:
+        async with db_engine.session_factory(engine).begin() as session:
+            return await steam_accounts.rotate_passwords(session, keyring)
+    finally:
+        await engine.dispose()
 
 
 def _serve(settings: Settings, port_file: Path | None) -> int:

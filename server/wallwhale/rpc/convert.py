@@ -6,7 +6,7 @@ from datetime import datetime
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
+from wallwhale.db.models import ApiKey, AuditEvent, SteamAccount, SteamAccountStatus, User, UserRole
 from wallwhale.v1 import admin_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}
@@ -81,4 +81,34 @@ def audit_event(row: AuditEvent) -> admin_pb2.AuditEvent:
         user_agent=row.user_agent,
         request_id=row.request_id,
         details=details,
+    )
+
+
+ACCOUNT_STATUSES = {
+    SteamAccountStatus.ACTIVE: admin_pb2.STEAM_ACCOUNT_STATUS_ACTIVE,
+    SteamAccountStatus.DISABLED: admin_pb2.STEAM_ACCOUNT_STATUS_DISABLED,
+    SteamAccountStatus.COOLING_DOWN: admin_pb2.STEAM_ACCOUNT_STATUS_COOLING_DOWN,
+    SteamAccountStatus.WAITING_FOR_STEAM_GUARD: admin_pb2.STEAM_ACCOUNT_STATUS_WAITING_FOR_STEAM_GUARD,
+}
+
+
+def steam_account(row: SteamAccount) -> admin_pb2.SteamAccount:
+    # An admin's switch wins over the health the account has on its own.
+    status = admin_pb2.STEAM_ACCOUNT_STATUS_DISABLED if row.disabled else ACCOUNT_STATUSES[row.status]
+    return admin_pb2.SteamAccount(
+        id=row.id,
+        username=row.username,
+        display_name=row.display_name,
+        status=status,
+        status_reason="disabled by an admin" if row.disabled else row.status_reason,
+        disabled=row.disabled,
+        cooldown_end_time=timestamp(row.cooldown_end_time),
+        owned_app_ids=row.owned_app_ids,
+        not_owned_app_ids=row.not_owned_app_ids,
+        has_remembered_login=row.has_remembered_login,
+        downloads_run=row.downloads_run,
+        downloads_failed=row.downloads_failed,
+        last_used_time=timestamp(row.last_used_time),
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
     )

@@ -1,5 +1,6 @@
 """AdminService: users and API keys (core.users, core.api_keys), the audit trail and statistics
-(core.reports). Steam accounts are not in this version yet and answer UNIMPLEMENTED."""
+(core.reports), Steam accounts (core.steam_accounts). Steam Guard answers and QR logins are not in
+this version yet and answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, reports, users
+from wallwhale.core import api_keys, reports, steam_accounts, users
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.paging import page
+from wallwhale.core.secretbox import Keyring
 from wallwhale.db.models import UserRole
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
@@ -32,6 +34,18 @@ def _user_input(user: admin_pb2.User) -> users.UserInput:
     return users.UserInput(
         email=user.email, display_name=user.display_name, role=_ROLES.get(user.role), disabled=user.disabled
     )
+
+
+def _account_input(account: admin_pb2.SteamAccount) -> steam_accounts.AccountInput:
+    return steam_accounts.AccountInput(
+        username=account.username,
+        display_name=account.display_name,
+        disabled=account.disabled,
+        owned_app_ids=tuple(account.owned_app_ids),
+    )
+
+
+_ACCOUNT_STATUSES = {v: k for k, v in convert.ACCOUNT_STATUSES.items()}
 
 
 def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
@@ -59,9 +73,12 @@ def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
 
 @fill_unimplemented(admin_pb2.DESCRIPTOR.services_by_name["AdminService"])
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime]):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime], keyring: Keyring
+    ):
         self._sessions = sessions
         self._clock = clock
+        self._keyring = keyring
 
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
@@ -210,3 +227,58 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             storage_used_bytes=stats.storage_used_bytes,
             bytes_downloaded_total=stats.bytes_downloaded_total,
         )
+
+    async def CreateSteamAccount(
+        self, request: admin_pb2.CreateSteamAccountRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.CreateSteamAccountResponse:
+        async with self._sessions.begin() as session:
+            account = await steam_accounts.create_account(
+                session, _account_input(request.steam_account), request.password, self._keyring
+            )
+        current_call().audit_resource = f"steam-accounts/{account.id}"
+        current_call().audit_details["username"] = account.username
+        return admin_pb2.CreateSteamAccountResponse(steam_account=convert.steam_account(account))
+
+    async def GetSteamAccount(
+        self, request: admin_pb2.GetSteamAccountRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.GetSteamAccountResponse:
+        async with self._sessions() as session:
+            account = await steam_accounts.get_account(session, request.id)
+        return admin_pb2.GetSteamAccountResponse(steam_account=convert.steam_account(account))
+
+    async def ListSteamAccounts(
+        self, request: admin_pb2.ListSteamAccountsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.ListSteamAccountsResponse:
+        statuses = tuple(_ACCOUNT_STATUSES[s] for s in request.statuses if s in _ACCOUNT_STATUSES)
+        current = page(request.page_size, request.page_token, statuses=sorted(statuses))
+        async with self._sessions() as session:
+            rows, total = await steam_accounts.list_accounts(session, current, statuses)
+        return admin_pb2.ListSteamAccountsResponse(
+            steam_accounts=[convert.steam_account(row) for row in rows],
+            next_page_token=current.next_token(total),
+            total_size=total,
+        )
+
+    async def UpdateSteamAccount(
+        self, request: admin_pb2.UpdateSteamAccountRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.UpdateSteamAccountResponse:
+        fields = _mask(request.update_mask, steam_accounts.UPDATABLE)
+        async with self._sessions.begin() as session:
+            account = await steam_accounts.update_account(
+                session,
+                request.steam_account.id,
+                _account_input(request.steam_account),
+                fields,
+                request.password,
+                self._keyring,
+            )
+        if request.password:
+            current_call().audit_details["password_changed"] = True
+        return admin_pb2.UpdateSteamAccountResponse(steam_account=convert.steam_account(account))
+
+    async def DeleteSteamAccount(
+        self, request: admin_pb2.DeleteSteamAccountRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.DeleteSteamAccountResponse:
+        async with self._sessions.begin() as session:
+            await steam_accounts.delete_account(session, request.id)
+        return admin_pb2.DeleteSteamAccountResponse()
