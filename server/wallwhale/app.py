@@ -19,6 +19,7 @@ from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
+from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
@@ -26,7 +27,7 @@ from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
-from wallwhale.rpc.authentication import AuthenticationInterceptor
+from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
@@ -88,6 +89,14 @@ class WallWhaleServer:
             interceptors=[
                 RequestContextInterceptor(),
                 MetricsInterceptor(),
+                NetworkRulesInterceptor(
+                    IpRules(
+                        allow=parse_networks(settings.ip_allow),
+                        deny=parse_networks(settings.ip_deny),
+                        trusted_proxies=parse_networks(settings.trusted_proxies),
+                    ),
+                    self.audit,
+                ),
                 AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
                 AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),

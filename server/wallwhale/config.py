@@ -11,15 +11,18 @@ import os
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from wallwhale.core.network import parse_networks
 
 ENV_PREFIX = "WALLWHALE_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
@@ -79,6 +82,12 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
 
+    # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
+    ip_allow: Annotated[list[str], NoDecode] = []
+    ip_deny: Annotated[list[str], NoDecode] = []
+    # Peers whose x-forwarded-for is believed (e.g. Envoy's address).
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
     # Signs access tokens (HS256). Required in production; in development a random key per process
     # (tokens then die with the process and are not shared between instances).
     jwt_secret: SecretStr | None = None
@@ -102,6 +111,14 @@ class Settings(BaseSettings):
         if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
+
+    @field_validator("ip_allow", "ip_deny", "trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> list[str]:
+        entries = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        entries = [str(entry).strip() for entry in entries if str(entry).strip()]
+        parse_networks(entries)  # raises ValueError naming the bad entry
+        return entries
 
     @field_validator("jwt_secret")
     @classmethod

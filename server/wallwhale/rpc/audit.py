@@ -26,13 +26,6 @@ _COLLECTIONS = {
 }
 
 
-def client_address(peer: str) -> str:
-    """'ipv4:127.0.0.1:5000' -> '127.0.0.1'; 'ipv6:[::1]:5000' -> '::1'."""
-    _, _, address = peer.partition(":")
-    host, _, _port = address.rpartition(":")
-    return host.strip("[]") or address
-
-
 def record_for(call: Call, request: Any, outcome: str, status_code: str, **details: Any) -> AuditRecord:
     action = action_name(call.method)
     resource = call.audit_resource
@@ -49,7 +42,7 @@ def record_for(call: Call, request: Any, outcome: str, status_code: str, **detai
         actor_id=(principal.api_key_id or principal.user_id) if principal else None,
         actor_display=principal.display if principal else "",
         resource=resource,
-        client_address=client_address(call.peer),
+        client_address=call.client_address,
         user_agent=call.metadata.get("user-agent", "")[:256],
         request_id=call.request_id,
         details={**call.audit_details, **details},

@@ -20,6 +20,7 @@ from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
+from wallwhale.core.network import IpRules
 from wallwhale.core.sessions import SessionService
 from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
@@ -28,6 +29,35 @@ from wallwhale.rpc.calls import CallInterceptor, current_call
 
 # Health and reflection: Kubernetes probes and tools must reach them without credentials.
 PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+class NetworkRulesInterceptor(CallInterceptor):
+    """Works out the client's address (trusting x-forwarded-for only from trusted proxies) and
+    applies the IP allow/deny lists, before credentials are even looked at."""
+
+    def __init__(self, rules: IpRules, audit: AuditWriter):
+        self._rules = rules
+        self._audit = audit
+
+    @contextlib.asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        call = current_call()
+        call.client_address = self._rules.client_address(
+            call.client_address, call.metadata.get("x-forwarded-for", "")
+        )
+        if (
+            self._rules.active
+            and not call.method.startswith(PUBLIC_SERVICES)
+            and not self._rules.allows(call.client_address)
+        ):
+            denied = PermissionDenied(
+                f"requests from {call.client_address} are not allowed", reason="IP_NOT_ALLOWED"
+            )
+            self._audit.record(record_for(call, request, "denied", "PERMISSION_DENIED", reason=denied.reason))
+            await errors.abort(context, denied)
+        yield
 
 
 class AuthenticationInterceptor(CallInterceptor):

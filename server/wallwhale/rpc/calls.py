@@ -34,6 +34,8 @@ class Call:
     started: float = field(default_factory=time.perf_counter)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     headers_sent: bool = False
+    # The client's IP: the peer's, or from x-forwarded-for when the peer is a trusted proxy.
+    client_address: str = ""
     # Who is calling, once authenticated (None for anonymous calls and public services).
     principal: Principal | None = None
     # What the audit record names: servicers set these when the request alone does not say it
@@ -68,10 +70,24 @@ def current_call() -> Call:
 def start_call(details: grpc.HandlerCallDetails, context: aio.ServicerContext[Any, Any]) -> Call:
     metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
     request_id = _clean_request_id(metadata.get(REQUEST_ID_HEADER)) or secrets.token_hex(12)
-    call = Call(method=details.method, request_id=request_id, peer=context.peer() or "", metadata=metadata)
+    peer = context.peer() or ""
+    call = Call(
+        method=details.method,
+        request_id=request_id,
+        peer=peer,
+        metadata=metadata,
+        client_address=peer_address(peer),
+    )
     call.add_header(REQUEST_ID_HEADER, request_id)
     _current.set(call)
     return call
+
+
+def peer_address(peer: str) -> str:
+    """grpc's peer string without scheme and port: 'ipv4:127.0.0.1:5000' -> '127.0.0.1'."""
+    _, _, address = peer.partition(":")
+    host, _, _port = address.rpartition(":")
+    return host.strip("[]") or address
 
 
 def _clean_request_id(value: str | None) -> str | None:

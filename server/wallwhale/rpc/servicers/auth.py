@@ -11,7 +11,6 @@ from wallwhale.core.errors import Unauthenticated
 from wallwhale.core.sessions import ClientInfo, SessionService, Tokens
 from wallwhale.db.models import ApiKey, User
 from wallwhale.rpc import convert
-from wallwhale.rpc.audit import client_address
 from wallwhale.rpc.calls import current_call
 from wallwhale.v1 import admin_pb2, auth_pb2, auth_pb2_grpc
 
@@ -27,7 +26,7 @@ def _tokens(tokens: Tokens) -> auth_pb2.TokenPair:
 
 def _client() -> ClientInfo:
     call = current_call()
-    return ClientInfo(user_agent=call.metadata.get("user-agent", ""), address=client_address(call.peer))
+    return ClientInfo(user_agent=call.metadata.get("user-agent", ""), address=call.client_address)
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):

@@ -1,0 +1,75 @@
+"""Client addresses and IP allow/deny rules.
+
+The client is the peer of the connection, unless that peer is a configured trusted proxy: then
+x-forwarded-for is read from the right, skipping trusted proxies, and the first address that is
+not one is the client. A forwarded-for header from anyone else is ignored (it is just text a
+client chose).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
+    """CIDRs or single addresses; raises ValueError naming the bad entry."""
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+    # An IPv4 client seen over an IPv6 socket counts as its IPv4 address.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _within(address: Address, networks: tuple[Network, ...]) -> bool:
+    return any(address.version == network.version and address in network for network in networks)
+
+
+@dataclass(frozen=True)
+class IpRules:
+    allow: tuple[Network, ...] = ()
+    deny: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return bool(self.allow or self.deny)
+
+    def client_address(self, peer: str, forwarded_for: str = "") -> str:
+        address = _address(peer)
+        if address is None:
+            return peer
+        if forwarded_for and _within(address, self.trusted_proxies):
+            for hop in reversed(forwarded_for.split(",")):
+                hop_address = _address(hop)
+                if hop_address is None:
+                    break  # garbage in the chain: trust nothing further left
+                address = hop_address
+                if not _within(hop_address, self.trusted_proxies):
+                    break
+        return str(address)
+
+    def allows(self, client: str) -> bool:
+        address = _address(client)
+        if address is None:
+            return not self.allow  # an address we cannot read passes only when nothing is allow-listed
+        if _within(address, self.deny):
+            return False
+        return not self.allow or _within(address, self.allow)
