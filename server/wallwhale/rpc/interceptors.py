@@ -1,11 +1,13 @@
-"""The interceptor chain, outermost first:
+"""The interceptor chain, outermost first (assembled in app.py):
 
-    RequestContext (request id, logging context, one log line per RPC)
-      -> Metrics (counts by status code, latency, in-flight)
-        -> ErrorMapping (typed errors and surprises -> a rich google.rpc.Status)
+    RequestContext   request id, logging context, one log line per RPC       (here)
+    Metrics          counts by status code, latency, in-flight                 (here)
+    NetworkRules     client address, IP allow/deny lists                       (authentication.py)
+    Authentication   API key or access token, then the method's scope          (authentication.py)
+    Audit            the outcome of every mutating RPC                         (audit.py)
+    ErrorMapping     typed errors and surprises -> a rich google.rpc.Status    (here)
 
-AuthenticationInterceptor (rpc/authentication.py) sits between Metrics and ErrorMapping; limits and
-audit will join it there.
+Rate limits and quotas will sit between Authentication and Audit.
 """
 
 from __future__ import annotations
