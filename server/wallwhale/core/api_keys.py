@@ -1,15 +1,8 @@
-"""API key material: generation, the stored hash, the visible prefix.
-
-A key is "ww_" + 43 base62 characters (about 256 random bits). Only its SHA-256 is stored: with
-that much entropy a plain hash cannot be reversed by guessing, and lookups stay a single indexed
-equality. The first characters are kept in clear so people can tell their keys apart in a list.
-"""
+"""API keys: the key material (a core.tokens token with the prefix "ww_", stored as its hash, its
+first characters kept in clear so people can tell keys apart in a list) and their management."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
-import string
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -18,22 +11,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
+from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 
 KEY_PREFIX = "ww_"
-_ALPHABET = string.ascii_letters + string.digits
-_RANDOM_LENGTH = 43
 _VISIBLE_LENGTH = len(KEY_PREFIX) + 6
 
 SCOPES = frozenset({"download:read", "download:write", "download:*", "admin:read", "admin:write", "admin:*"})
 
 
 def generate_key() -> str:
-    return KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LENGTH))
+    return new_token(KEY_PREFIX)
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return token_hash(key)
 
 
 def visible_prefix(key: str) -> str:
@@ -41,11 +33,7 @@ def visible_prefix(key: str) -> str:
 
 
 def looks_like_key(value: str) -> bool:
-    return (
-        value.startswith(KEY_PREFIX)
-        and len(value) == len(KEY_PREFIX) + _RANDOM_LENGTH
-        and all(c in _ALPHABET for c in value[len(KEY_PREFIX) :])
-    )
+    return is_token(value, KEY_PREFIX)
 
 
 # Managing keys -------------------------------------------------------------------------------

@@ -3,16 +3,15 @@
 - Access tokens are HS256 JWTs (the algorithm is pinned on both sides: no `none`, no key
   confusion) with issuer, audience, expiry and the session id (`sid`). Expiry is checked against
   the server's clock, so tests can move it.
-- A refresh token is random; only its SHA-256 is stored. Each use marks it used and issues a new
-  one in the same family (one family = one login). A used token shown again means it leaked: the
-  whole family is revoked, which also ends its access tokens at their next call.
+- A refresh token is a core.tokens token ("wwr_"); only its hash is stored. Each use marks it
+  used and issues a new one in the same family (one family = one login). A used token shown
+  again means it leaked: the whole family is revoked, which also ends its access tokens at their
+  next call.
 """
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core import passwords
 from wallwhale.core.errors import InvalidArgument, Unauthenticated
 from wallwhale.core.identity import Principal, role_scopes
+from wallwhale.core.tokens import new_token, token_hash
 from wallwhale.db.models import RefreshToken, User
 from wallwhale.ids import new_id
 
@@ -32,7 +32,6 @@ ALGORITHM = "HS256"
 ISSUER = "wallwhale"
 AUDIENCE = "wallwhale-api"
 REFRESH_PREFIX = "wwr_"
-_ALPHABET = string.ascii_letters + string.digits
 # Verified when the e-mail is unknown, so that a wrong e-mail costs the same time as a wrong password.
 _DUMMY_HASH = passwords.hash_password(secrets.token_urlsafe(16))
 
@@ -49,10 +48,6 @@ class Tokens:
 class ClientInfo:
     user_agent: str = ""
     address: str = ""
-
-
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class SessionService:
@@ -98,7 +93,9 @@ class SessionService:
         now = self._clock()
         async with self._sessions.begin() as session:
             stored = await session.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == _hash(refresh_token)).with_for_update()
+                select(RefreshToken)
+                .where(RefreshToken.token_hash == token_hash(refresh_token))
+                .with_for_update()
             )
             if stored is None or stored.revoke_time is not None:
                 raise invalid
@@ -125,7 +122,7 @@ class SessionService:
         now = self._clock()
         async with self._sessions.begin() as session:
             stored = await session.scalar(
-                select(RefreshToken).where(RefreshToken.token_hash == _hash(refresh_token))
+                select(RefreshToken).where(RefreshToken.token_hash == token_hash(refresh_token))
             )
             if stored is None:
                 return
@@ -216,13 +213,13 @@ class SessionService:
             self._secret,
             algorithm=ALGORITHM,
         )
-        refresh = REFRESH_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(43))
+        refresh = new_token(REFRESH_PREFIX)
         refresh_expire = now + self._refresh_ttl
         session.add(
             RefreshToken(
                 user_id=user.id,
                 family_id=family_id,
-                token_hash=_hash(refresh),
+                token_hash=token_hash(refresh),
                 create_time=now,
                 expire_time=refresh_expire,
                 user_agent=client.user_agent[:256],
