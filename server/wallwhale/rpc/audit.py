@@ -1,18 +1,21 @@
-"""Audit of calls: every denial (written by the authentication interceptor, which refuses before
-this one runs) and the outcome of every mutating RPC (written here). Reads are not audited."""
+"""Audit of calls: every denial (through deny(), which the IP-rule and authentication interceptors
+call before this one runs) and the outcome of every mutating RPC (written here). Reads are not
+audited."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
 from wallwhale.core.audit import AuditRecord, AuditWriter, action_name
+from wallwhale.core.errors import WallWhaleError
+from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
-from wallwhale.rpc.calls import Call, CallInterceptor, current_call
+from wallwhale.rpc.calls import Call, CallInterceptor, current_call, on_end
 
 # Where a request's `id` field points, by the noun of the action.
 _COLLECTIONS = {
@@ -62,13 +65,17 @@ class AuditInterceptor(CallInterceptor):
         if rule is None or not rule.mutating:
             yield
             return
-        code = "OK"
-        try:
+        call = current_call()
+
+        def record(code: str) -> None:
+            self._writer.record(record_for(call, request, "success" if code == "OK" else "failure", code))
+
+        async with on_end(context, record):
             yield
-        except BaseException:
-            status = context.code()
-            code = status.name if isinstance(status, grpc.StatusCode) else "CANCELLED"
-            raise
-        finally:
-            outcome = "success" if code == "OK" else "failure"
-            self._writer.record(record_for(current_call(), request, outcome, code))
+
+
+async def deny(writer: AuditWriter, context: Any, request: Any, denied: WallWhaleError) -> NoReturn:
+    """Refuses the call before any work: records the denial, then ends the call with its status."""
+    call = current_call()
+    writer.record(record_for(call, request, "denied", errors.code_name(denied), reason=denied.reason))
+    await errors.abort(context, denied)

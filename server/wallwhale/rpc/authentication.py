@@ -22,9 +22,8 @@ from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleEr
 from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
 from wallwhale.core.network import IpRules
 from wallwhale.core.sessions import SessionService
-from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
-from wallwhale.rpc.audit import record_for
+from wallwhale.rpc.audit import deny
 from wallwhale.rpc.calls import CallInterceptor, current_call
 
 # Health and reflection: Kubernetes probes and tools must reach them without credentials.
@@ -55,8 +54,7 @@ class NetworkRulesInterceptor(CallInterceptor):
             denied = PermissionDenied(
                 f"requests from {call.client_address} are not allowed", reason="IP_NOT_ALLOWED"
             )
-            self._audit.record(record_for(call, request, "denied", "PERMISSION_DENIED", reason=denied.reason))
-            await errors.abort(context, denied)
+            await deny(self._audit, context, request, denied)
         yield
 
 
@@ -91,9 +89,7 @@ class AuthenticationInterceptor(CallInterceptor):
             if call.principal is not None:
                 require_scope(call.principal, rule.scope)
         except WallWhaleError as denied:
-            code = "PERMISSION_DENIED" if isinstance(denied, PermissionDenied) else "UNAUTHENTICATED"
-            self._audit.record(record_for(call, request, "denied", code, reason=denied.reason))
-            await errors.abort(context, denied)
+            await deny(self._audit, context, request, denied)
         yield
 
     async def _principal(self, metadata: dict[str, str], rule: Rule) -> Principal | None:

@@ -7,6 +7,7 @@ Response headers are collected here and sent once: with the first response messa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import secrets
@@ -171,3 +172,30 @@ class CallInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler
         return wrap_handler(handler, handler_call_details, self.around)
+
+
+def status_name(context: aio.ServicerContext[Any, Any], raised: BaseException | None) -> str:
+    if isinstance(raised, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"  # the client went away (a closed stream ends its generator)
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if raised is not None:
+        # Only ErrorMapping's aborts should get here; anything else is grpc's UNKNOWN.
+        return "UNKNOWN"
+    return "OK"
+
+
+@contextlib.asynccontextmanager
+async def on_end(
+    context: aio.ServicerContext[Any, Any], callback: Callable[[str], None]
+) -> AsyncIterator[None]:
+    """Runs `callback` with the call's final status code name, however the call ends."""
+    raised: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        raised = exc
+        raise
+    finally:
+        callback(status_name(context, raised))

@@ -49,6 +49,11 @@ def _code_of(error: errors.WallWhaleError) -> int:
     return int(code_pb2.INTERNAL)
 
 
+def code_name(error: errors.WallWhaleError) -> str:
+    """The gRPC status code name an error is sent with, e.g. "PERMISSION_DENIED"."""
+    return str(code_pb2.Code.Name(_code_of(error)))
+
+
 def status_for(error: BaseException, request_id: str) -> status_pb2.Status:
     """The google.rpc.Status to send for an exception raised while serving a call."""
     if not isinstance(error, errors.WallWhaleError):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -26,36 +26,9 @@ from wallwhale import metrics
 from wallwhale.core.errors import WallWhaleError
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
-from wallwhale.rpc.calls import CallInterceptor, current_call, start_call
+from wallwhale.rpc.calls import CallInterceptor, current_call, on_end, start_call
 
 _log = get_logger("wallwhale.rpc")
-
-
-def _status_name(context: aio.ServicerContext[Any, Any], raised: BaseException | None) -> str:
-    if isinstance(raised, asyncio.CancelledError):
-        return "CANCELLED"
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    if raised is not None:
-        # Only ErrorMapping's aborts should get here; anything else is grpc's UNKNOWN.
-        return "UNKNOWN"
-    return "OK"
-
-
-@contextlib.asynccontextmanager
-async def _on_end(
-    context: aio.ServicerContext[Any, Any], callback: Callable[[str], None]
-) -> AsyncIterator[None]:
-    """Runs `callback` with the call's final status code name, however the call ends."""
-    raised: BaseException | None = None
-    try:
-        yield
-    except BaseException as exc:
-        raised = exc
-        raise
-    finally:
-        callback(_status_name(context, raised))
 
 
 class RequestContextInterceptor(CallInterceptor):
@@ -75,7 +48,7 @@ class RequestContextInterceptor(CallInterceptor):
             getattr(_log, level)("rpc", code=code, duration_ms=duration_ms, peer=call.peer)
             structlog.contextvars.clear_contextvars()
 
-        async with _on_end(context, log_line):
+        async with on_end(context, log_line):
             yield
 
 
@@ -94,7 +67,7 @@ class MetricsInterceptor(CallInterceptor):
             metrics.RPC_DURATION.labels(method).observe(time.perf_counter() - started)
             metrics.RPC_REQUESTS.labels(method, code).inc()
 
-        async with _on_end(context, record):
+        async with on_end(context, record):
             yield
 
 
