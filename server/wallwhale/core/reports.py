@@ -67,16 +67,26 @@ class Stats:
     bytes_downloaded_total: int
 
 
+async def downloads_by_state(session: AsyncSession) -> dict[DownloadState, int]:
+    rows = await session.execute(select(Download.state, func.count()).group_by(Download.state))
+    return {state: count for state, count in rows.all()}
+
+
+async def active_steam_accounts(session: AsyncSession) -> int:
+    """Accounts that take jobs: healthy, and not switched off by an admin."""
+    query = (
+        select(func.count())
+        .select_from(SteamAccount)
+        .where(SteamAccount.status == SteamAccountStatus.ACTIVE, SteamAccount.disabled.is_(False))
+    )
+    return int(await session.scalar(query) or 0)
+
+
 async def stats(session: AsyncSession, now: datetime) -> Stats:
     async def count(query: Select[Any]) -> int:
         return int(await session.scalar(query) or 0)
 
-    by_state = {
-        state: n
-        for state, n in (
-            await session.execute(select(Download.state, func.count()).group_by(Download.state))
-        ).all()
-    }
+    by_state = await downloads_by_state(session)
     archived = Download.archive_state == "AVAILABLE"
     return Stats(
         downloads_by_state=by_state,
@@ -93,11 +103,7 @@ async def stats(session: AsyncSession, now: datetime) -> Stats:
                 or_(ApiKey.expire_time.is_(None), ApiKey.expire_time > now),
             )
         ),
-        steam_accounts_active=await count(
-            select(func.count())
-            .select_from(SteamAccount)
-            .where(SteamAccount.status == SteamAccountStatus.ACTIVE, SteamAccount.disabled.is_(False))
-        ),
+        steam_accounts_active=await active_steam_accounts(session),
         steam_accounts_total=await count(select(func.count()).select_from(SteamAccount)),
         archives=await count(select(func.count()).select_from(Download).where(archived)),
         storage_used_bytes=await count(

@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from wallwhale.core import reports
 from wallwhale.db import engine as db_engine
-from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
+from wallwhale.db.models import DownloadState
 from wallwhale.steam import depotdownloader
 from wallwhale.steam.depotdownloader import DownloaderInfo
 
@@ -99,21 +100,14 @@ class StatusProbe:
 
     async def _counts(self) -> tuple[QueueReport, int]:
         async with self.sessions() as session:
-            rows = (
-                await session.execute(select(Download.state, func.count()).group_by(Download.state))
-            ).all()
-            accounts = await session.scalar(
-                select(func.count())
-                .select_from(SteamAccount)
-                .where(SteamAccount.status == SteamAccountStatus.ACTIVE, SteamAccount.disabled.is_(False))
-            )
-        by_state = {state: count for state, count in rows}
+            by_state = await reports.downloads_by_state(session)
+            accounts = await reports.active_steam_accounts(session)
         queue = QueueReport(
             queued=by_state.get(DownloadState.QUEUED, 0),
             running=by_state.get(DownloadState.RUNNING, 0) + by_state.get(DownloadState.ARCHIVING, 0),
             waiting_for_steam_guard=by_state.get(DownloadState.WAITING_FOR_STEAM_GUARD, 0),
         )
-        return queue, accounts or 0
+        return queue, accounts
 
 
 def _first_line(exc: BaseException) -> str:

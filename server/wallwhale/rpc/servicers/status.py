@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from grpc import aio
 
 from wallwhale import __version__
 from wallwhale.core.status import StatusProbe
+from wallwhale.db.types import utcnow
+from wallwhale.rpc import convert
 from wallwhale.v1 import status_pb2, status_pb2_grpc
 
 
@@ -24,19 +26,17 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         self._probe = probe
         self._instance_id = instance_id
         self._concurrency_limit = concurrency_limit
-        self._start_wall = time.time()
+        self._start_time = utcnow()
         self._start_monotonic = time.monotonic()
 
     async def GetStatus(
         self, request: status_pb2.GetStatusRequest, context: aio.ServicerContext[Any, Any]
     ) -> status_pb2.GetStatusResponse:
         report = await self._probe.report()
-        start_time = timestamp_pb2.Timestamp()
-        start_time.FromNanoseconds(round(self._start_wall * 1e9))
         return status_pb2.GetStatusResponse(
             version=__version__,
             instance_id=self._instance_id,
-            start_time=start_time,
+            start_time=convert.timestamp(self._start_time),
             uptime=_duration(time.monotonic() - self._start_monotonic),
             database=status_pb2.DatabaseStatus(
                 ok=report.database.ok,
