@@ -150,6 +150,7 @@ class WallWhaleServer:
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         downloads = DownloadServicer(  # type: ignore[abstract]
             self.sessions,
+            db_engine.read_only_sessions(self.engine),
             clock,
             self.downloads,
             self.hub,

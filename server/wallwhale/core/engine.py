@@ -285,6 +285,7 @@ class JobRun(RunHooks):
         self.runner: Runner | None = None
         self._stop_reason: StopReason | None = None
         self._write_lock = asyncio.Lock()
+        self._run_over = asyncio.Event()
         self._waiting = False
         self._phase = Phase.STARTING
         self._percent = 0.0
@@ -308,7 +309,7 @@ class JobRun(RunHooks):
             if self._stop_reason is not None:
                 self.runner.stop(self._stop_reason)
             result = await self.runner.run()
-            flusher.cancel()
+            await self._stop_flusher(flusher)
             await self._finish(result)
         except LeaseLost:
             _log.warning("job abandoned: lease lost", download_id=self.id)
@@ -317,9 +318,7 @@ class JobRun(RunHooks):
             with contextlib.suppress(Exception):
                 await self._fail(Failure(Reason.INTERNAL, f"server error: {_first_line(exc)}"))
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await self._stop_flusher(flusher)
             with contextlib.suppress(Exception):
                 async with self.engine.sessions() as session, session.begin():
                     await queue.release_account(session, self.claim.account_id, settings.instance_id)
@@ -362,20 +361,22 @@ class JobRun(RunHooks):
             )
             return
         failure = result.failure
-        if failure is None and not storage.has_content(self.id):
+        # Depot downloads name each file they complete; pack those only (a web-file item names none).
+        files = result.transcript.completed_files or None
+        if failure is None and not storage.content_files(self.id, files):
             failure = Failure(Reason.NO_FILES, "DepotDownloader reported success but wrote no files")
         if failure is not None:
             await self._fail(failure)
             return
         await self._account_succeeded()
-        await self._archive()
+        await self._archive(files)
 
-    async def _archive(self) -> None:
+    async def _archive(self, files: set[str] | None) -> None:
         settings = self.engine.settings
         storage = settings.storage
         await self._write(S.ARCHIVING, phase=Phase.ARCHIVING.value)
         try:
-            info = await asyncio.to_thread(storage.build_archive, self.id)
+            info = await asyncio.to_thread(storage.build_archive, self.id, files)
         except StorageError as exc:
             await self._fail(Failure(Reason.STORAGE_ERROR, str(exc)))
             return
@@ -545,8 +546,9 @@ class JobRun(RunHooks):
             self.engine.hub.publish(stored)
 
     async def _flush_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(self.engine.settings.event_flush_interval)
+        while not self._run_over.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._run_over.wait(), self.engine.settings.event_flush_interval)
             try:
                 await self.flush()
             except LeaseLost:
@@ -554,6 +556,12 @@ class JobRun(RunHooks):
                 return
             except Exception as exc:  # the next flush tries again; the lease keeper notices real trouble
                 _log.warning("progress write failed", download_id=self.id, error=_first_line(exc))
+
+    async def _stop_flusher(self, flusher: asyncio.Task[None]) -> None:
+        # Told to stop, never cancelled: a cancel in the middle of a write can leave SQLite's write
+        # lock with a connection that is being torn down.
+        self._run_over.set()
+        await flusher
 
     # --- runner hooks ----------------------------------------------------------------------------
 

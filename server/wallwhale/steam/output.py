@@ -255,6 +255,9 @@ class Transcript:
     code_rejected: bool = False
     failure: Failure | None = None
     prepared_files: list[str] = field(default_factory=list)
+    # Files the run reported complete (a progress line each, also for files already valid): the
+    # item as this run knows it. Leftovers of an interrupted run of an older version are not in it.
+    completed_files: set[str] = field(default_factory=set)
 
     def observe(self, line: Line) -> list[Phase | Progress]:
         """Records a line; returns the phase change and/or progress it reports (for the job's events)."""
@@ -264,6 +267,7 @@ class Transcript:
             # Parallel workers print out of order and "NaN" appears for empty depots: keep the maximum.
             value = 100.0 if match.group(1) == "NaN" else min(float(match.group(1)), 100.0)
             self.current_file = match.group(2)
+            self.completed_files.add(match.group(2))
             if self.phase is not Phase.DOWNLOADING:
                 self.phase = Phase.DOWNLOADING
                 changes.append(Phase.DOWNLOADING)

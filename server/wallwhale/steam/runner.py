@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import shutil
 import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -41,6 +44,24 @@ _INHERITED_ENV = (
 )
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
+
+
+@functools.cache
+def _death_pact() -> tuple[str, ...]:
+    """A prefix that makes the child die with the server (Linux PR_SET_PDEATHSIG via util-linux's
+    setpriv), so a killed server leaves no DepotDownloader racing the instance that takes the job
+    over (same -dir, same account session). Setting it ourselves between fork and exec (preexec_fn)
+    is not safe in a threaded process. Where setpriv is missing, children are started as they are."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return ()
+    try:
+        subprocess.run(
+            [setpriv, "--pdeathsig", "KILL", "--", "true"], check=True, capture_output=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (setpriv, "--pdeathsig", "KILL", "--")
 
 
 class StopReason(StrEnum):
@@ -179,6 +200,7 @@ class Runner:
             return RunResult(None, None, transcript, self._stop_reason)
         try:
             process = await asyncio.create_subprocess_exec(
+                *_death_pact(),
                 *self.request.argv(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,

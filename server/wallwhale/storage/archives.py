@@ -106,13 +106,16 @@ class Storage:
     def delete(self, relative_path: str) -> None:
         self.path_of(relative_path).unlink(missing_ok=True)
 
-    def build_archive(self, download_id: str) -> ArchiveInfo:
-        """Packs the job's downloaded files into archives/<id>.zip (blocking: run it in a thread)."""
+    def build_archive(self, download_id: str, only: set[str] | None = None) -> ArchiveInfo:
+        """Packs the job's downloaded files into archives/<id>.zip (blocking: run it in a thread).
+
+        `only`: the relative paths to pack (the files DepotDownloader reported), when known.
+        """
         source = self.work_dir(download_id)
         final = self.archive_root / f"{_checked_id(download_id)}.zip"
         partial = final.with_suffix(".zip.partial")
         self.archive_root.mkdir(parents=True, exist_ok=True)
-        files = sorted(_content_files(source))
+        files = sorted(self.content_files(download_id, only))
         try:
             with partial.open("wb") as raw:
                 writer = _HashingWriter(raw)
@@ -132,8 +135,13 @@ class Storage:
             content_bytes=content_bytes,
         )
 
-    def has_content(self, download_id: str) -> bool:
-        return any(True for _ in _content_files(self.work_dir(download_id)))
+    def content_files(self, download_id: str, only: set[str] | None = None) -> list[Path]:
+        source = self.work_dir(download_id)
+        files = _content_files(source)
+        if only is None:
+            return list(files)
+        wanted = {Path(name).as_posix() for name in only}
+        return [path for path in files if path.relative_to(source).as_posix() in wanted]
 
     def used_bytes(self) -> int:
         return sum(entry.stat().st_size for entry in self.archive_root.glob("*.zip") if entry.is_file())

@@ -62,6 +62,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
+        readers: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
         engine: Engine,
         hub: EventHub,
@@ -69,6 +70,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         options: DownloadOptions,
     ):
         self._sessions = sessions
+        self._readers = readers
         self._clock = clock
         self._engine = engine
         self._hub = hub
@@ -118,7 +120,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
     async def GetDownload(
         self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
     ) -> download_pb2.GetDownloadResponse:
-        async with self._sessions() as session:
+        async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
             return download_pb2.GetDownloadResponse(download=await self._message(session, row))
 
@@ -136,7 +138,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             batch_id=request.batch_id,
             owner_user_id=request.owner_user_id,
         )
-        async with self._sessions() as session:
+        async with self._readers() as session:
             rows, total, token = await downloads.list_visible(
                 session, _principal(), filters, request.page_size, request.page_token
             )
@@ -154,7 +156,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         # Running here: stop it now and answer with the final state. Running elsewhere: that
         # instance sees the request at its next lease renewal.
         await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
-        async with self._sessions() as session:
+        async with self._readers() as session:
             row = await downloads.get_visible(session, principal, request.id)
             return download_pb2.CancelDownloadResponse(download=await self._message(session, row))
 
@@ -189,11 +191,11 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         if request.after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
         principal = _principal()
-        async with self._sessions() as session:
+        async with self._readers() as session:
             row = await downloads.get_visible(session, principal, request.id)
             final = row.state in FINAL_STATES
             snapshot = downloads.snapshot(row)
-        stream = _EventStream(self._sessions, request)
+        stream = _EventStream(self._readers, request)
         with self._hub.watch(request.id) as watcher:
             # Registered before the replay, so nothing written in between is missed.
             async for message in stream.replay():
@@ -232,7 +234,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             raise InvalidArgument.field("offset", "must not be negative")
         if request.length < 0:
             raise InvalidArgument.field("length", "must not be negative")
-        async with self._sessions() as session:
+        async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
         path, size = self._archive_file(row)
         if request.offset > size:
