@@ -16,11 +16,14 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from tests.conftest import make_settings
+from tests.test_audit import _wait_for_events
 from tests.test_authentication import _add_key
 from tests.test_server import Metadata
 from wallwhale.app import WallWhaleServer
@@ -30,7 +33,7 @@ from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import ApiKey
 from wallwhale.db.types import utcnow
 from wallwhale.rpc import errors
-from wallwhale.v1 import auth_pb2, auth_pb2_grpc
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc
 
 M = TypeVar("M", bound=Message)
 
@@ -111,6 +114,171 @@ def _detail(answer: Answer, kind: type[M]) -> M:
 
 def _budget(answer: Answer) -> tuple[str, str, str]:
     return tuple(answer.headers.get(f"x-ratelimit-{h}", "") for h in ("limit", "remaining", "reset"))  # type: ignore[return-value]
+
+
+# Rate limits ---------------------------------------------------------------------------------
+
+
+async def test_a_burst_passes_then_the_key_is_refused_until_the_clock_moves(
+    limited: aio.Channel, migrated_database_url: str, clock: Clock
+) -> None:
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=3)
+    metadata = (("x-api-key", key),)
+    answers = [await _get_caller(limited, metadata) for _ in range(3)]
+    assert [a.code for a in answers] == [grpc.StatusCode.OK] * 3
+    # Limit = the burst; remaining counts down; reset = seconds until the whole burst is back.
+    assert [_budget(a) for a in answers] == [("3", "2", "1"), ("3", "1", "2"), ("3", "0", "3")]
+
+    refused = await _get_caller(limited, metadata)
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _budget(refused) == ("3", "0", "3")
+    info = _detail(refused, error_details_pb2.ErrorInfo)
+    assert (info.domain, info.reason) == ("wallwhale", "RATE_LIMITED")
+    failure = _detail(refused, error_details_pb2.QuotaFailure)
+    [violation] = failure.violations
+    assert violation.subject == f"api-keys/{await _key_id(migrated_database_url, key)}"
+    assert "60 requests per minute" in violation.description
+    retry = _detail(refused, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.ToMilliseconds() == 1000
+
+    clock.advance(0.999)
+    assert (await _get_caller(limited, metadata)).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    clock.advance(0.001)  # exactly when RetryInfo said
+    assert _budget(await _get_caller(limited, metadata)) == ("3", "0", "3")
+    clock.advance(3)
+    answers = [await _get_caller(limited, metadata) for _ in range(4)]
+    assert [a.code for a in answers] == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+async def test_the_budget_refills_at_the_rate_across_minutes(
+    limited: aio.Channel, migrated_database_url: str, clock: Clock
+) -> None:
+    # Two a minute, no burst given: a minute's worth (two) at once, then one every 30 seconds.
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=2)
+    metadata = (("x-api-key", key),)
+    codes = [(await _get_caller(limited, metadata)).code for _ in range(3)]
+    assert codes == [grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+    refused = await _get_caller(limited, metadata)
+    assert _detail(refused, error_details_pb2.RetryInfo).retry_delay.seconds == 30
+    assert _budget(refused) == ("2", "0", "60")
+    clock.advance(30)
+    assert _budget(await _get_caller(limited, metadata)) == ("2", "0", "60")
+    assert (await _get_caller(limited, metadata)).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    clock.advance(120)  # past the next minute: the whole budget, no more
+    codes = [(await _get_caller(limited, metadata)).code for _ in range(3)]
+    assert codes == [grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+
+async def test_two_instances_share_one_keys_budget(
+    migrated_database_url: str, tmp_path: Path, clock: Clock
+) -> None:
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=4)
+    metadata = (("x-api-key", key),)
+    first = await _start(migrated_database_url, tmp_path, clock)
+    second = await _start(migrated_database_url, tmp_path, clock)
+    try:
+        async with (
+            aio.insecure_channel(f"127.0.0.1:{first.port}") as a,
+            aio.insecure_channel(f"127.0.0.1:{second.port}") as b,
+        ):
+            answers = [await _get_caller(channel, metadata) for channel in (a, b, a, b, a, b)]
+    finally:
+        await first.stop(grace=0)
+        await second.stop(grace=0)
+    assert [a.code for a in answers] == [grpc.StatusCode.OK] * 4 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+    assert [_budget(a)[1] for a in answers] == ["3", "2", "1", "0", "0", "0"]
+
+
+async def test_a_key_without_limits_is_never_limited(
+    limited: aio.Channel, migrated_database_url: str
+) -> None:
+    metadata = (("x-api-key", await _add_key(migrated_database_url, ["download:read"])),)
+    answers = await asyncio.gather(*(_get_caller(limited, metadata) for _ in range(100)))
+    assert {a.code for a in answers} == {grpc.StatusCode.OK}
+    assert not any(name.startswith("x-ratelimit") for a in answers for name in a.headers)
+
+
+async def test_a_limit_of_zero_refuses_every_call(limited: aio.Channel, migrated_database_url: str) -> None:
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=0, burst=5)
+    refused = await _get_caller(limited, (("x-api-key", key),))
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _budget(refused) == ("0", "0", "60")
+
+
+async def test_health_and_reflection_are_not_counted(
+    limited: aio.Channel, migrated_database_url: str
+) -> None:
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=1, burst=1)
+    metadata = (("x-api-key", key),)
+    health = health_pb2_grpc.HealthStub(limited)
+    for _ in range(5):
+        call = health.Check(health_pb2.HealthCheckRequest(), metadata=metadata)
+        assert (await call).status == health_pb2.HealthCheckResponse.SERVING
+        assert "x-ratelimit-limit" not in dict(await call.initial_metadata() or ())  # type: ignore[arg-type]
+    reflection = reflection_pb2_grpc.ServerReflectionStub(limited)
+    for _ in range(3):
+        stream = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata
+        )
+        async for response in stream:
+            assert response.list_services_response.service
+    # The key's single request is still there.
+    assert _budget(await _get_caller(limited, metadata)) == ("1", "0", "60")
+    assert (await _get_caller(limited, metadata)).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_people_follow_the_per_user_setting_and_anonymous_calls_do_not_count(
+    migrated_database_url: str, tmp_path: Path, clock: Clock, admin: Metadata
+) -> None:
+    server = await _start(migrated_database_url, tmp_path, clock, user_requests_per_minute=30, user_burst=2)
+    email = f"limited-{id(clock)}@example.test"
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            # The admin's API key has no limits of its own: the per-user setting is not applied to it.
+            for _ in range(5):
+                await admin_pb2_grpc.AdminServiceStub(channel).ListUsers(
+                    admin_pb2.ListUsersRequest(page_size=1), metadata=admin
+                )
+            created = await admin_pb2_grpc.AdminServiceStub(channel).CreateUser(
+                admin_pb2.CreateUserRequest(user=admin_pb2.User(email=email), password="a long password 1"),
+                metadata=admin,
+            )
+            auth = auth_pb2_grpc.AuthServiceStub(channel)
+            login = await auth.Login(auth_pb2.LoginRequest(email=email, password="a long password 1"))
+            tokens = (
+                await auth.Refresh(auth_pb2.RefreshRequest(refresh_token=login.tokens.refresh_token))
+            ).tokens
+            bearer = (("authorization", f"Bearer {tokens.access_token}"),)
+            answers = [await _get_caller(channel, bearer) for _ in range(3)]
+    finally:
+        await server.stop(grace=0)
+    assert [a.code for a in answers] == [grpc.StatusCode.OK] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert _budget(answers[0]) == ("2", "1", "2")
+    failure = _detail(answers[2], error_details_pb2.QuotaFailure)
+    assert failure.violations[0].subject == f"users/{created.user.id}"
+
+
+async def test_refusals_are_audited_as_denied(
+    limited: aio.Channel, migrated_database_url: str, admin: Metadata
+) -> None:
+    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=10, burst=1)
+    key_id = await _key_id(migrated_database_url, key)
+    await _get_caller(limited, (("x-api-key", key),))
+    refused = await _get_caller(limited, (("x-api-key", key), ("x-request-id", f"limited-{key_id}")))
+    assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    [event] = await _wait_for_events(migrated_database_url, f"limited-{key_id}")
+    assert (event.action, event.outcome, event.status_code) == ("caller.get", "denied", "RESOURCE_EXHAUSTED")
+    assert (event.actor_kind, event.actor_id) == ("api_key", key_id)
+    assert event.details == {"reason": "RATE_LIMITED"}
+    assert key not in repr(event.__dict__)
+
+    listed = await admin_pb2_grpc.AdminServiceStub(limited).ListAuditEvents(
+        admin_pb2.ListAuditEventsRequest(actor_id=key_id, outcome=admin_pb2.AUDIT_OUTCOME_DENIED),
+        metadata=admin,
+    )
+    [shown] = listed.audit_events
+    assert shown.status_code == "RESOURCE_EXHAUSTED"
+    assert shown.details["reason"] == "RATE_LIMITED"
 
 
 # Download quotas -----------------------------------------------------------------------------

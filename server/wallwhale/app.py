@@ -19,6 +19,7 @@ from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
+from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
@@ -29,6 +30,7 @@ from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
+from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadServicer
@@ -98,6 +100,12 @@ class WallWhaleServer:
                     self.audit,
                 ),
                 AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
+                RateLimitInterceptor(
+                    RateLimiter(self.engine),
+                    clock,
+                    self.audit,
+                    RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                ),
                 AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),
             ],
