@@ -451,3 +451,28 @@ async def test_a_quota_refusal_is_resource_exhausted_with_its_details() -> None:
     )
     assert _detail(answer, error_details_pb2.QuotaFailure).violations[0].subject == "api-keys/k1"
     assert _detail(answer, error_details_pb2.RetryInfo).retry_delay.ToMilliseconds() == 90500
+
+
+async def test_admins_see_a_keys_limits_and_usage(
+    channel: aio.Channel, migrated_database_url: str, admin: Metadata, engine: AsyncEngine
+) -> None:
+    key = await _quota_key(
+        engine,
+        migrated_database_url,
+        requests_per_minute=120,
+        daily_download_quota=7,
+        monthly_download_quota=None,
+    )
+    await _reserve(session_factory(engine), key, utcnow(), count=2)
+    shown = (
+        await admin_pb2_grpc.AdminServiceStub(channel).GetApiKey(
+            admin_pb2.GetApiKeyRequest(id=key.id), metadata=admin
+        )
+    ).api_key
+    assert (shown.limits.requests_per_minute, shown.limits.daily_download_quota) == (120, 7)
+    assert not shown.limits.HasField("monthly_download_quota")  # unlimited
+    assert (shown.usage.daily_downloads, shown.usage.monthly_downloads) == (2, 2)
+    listed = await admin_pb2_grpc.AdminServiceStub(channel).ListApiKeys(
+        admin_pb2.ListApiKeysRequest(owner_user_id=key.owner_user_id), metadata=admin
+    )
+    assert [k.usage.daily_downloads for k in listed.api_keys] == [2]
