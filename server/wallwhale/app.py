@@ -101,8 +101,7 @@ class WallWhaleServer:
                 ),
                 AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
                 RateLimitInterceptor(
-                    RateLimiter(self.engine),
-                    clock,
+                    RateLimiter(self.engine, clock),
                     self.audit,
                     RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                 ),

@@ -14,15 +14,17 @@ conditional upsert per period inside the caller's transaction (see reserve_downl
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from wallwhale.core.errors import QuotaExceeded, QuotaViolation, RateLimited
 from wallwhale.db.models import ApiKey, RateLimitState, UsageCounter, UsagePeriod
@@ -93,16 +95,30 @@ class RateDecision:
 
 
 class RateLimiter:
-    """Takes one request from a caller's budget in the `rate_limits` table."""
+    """Takes one request from a caller's budget in the `rate_limits` table.
 
-    def __init__(self, engine: AsyncEngine):
+    The time is read from `clock` only once the statement is about to run: a request that waited
+    for a connection or a lock must not be judged by the time it arrived, or the requests that went
+    before it would push the budget beyond its window and refuse it wrongly.
+    """
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]):
         self._engine = engine
+        self._clock = clock
         self._table: sa.Table = RateLimitState.__table__  # type: ignore[assignment]
+        # SQLite has one writer at a time: queue this instance's updates here rather than in
+        # SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        self._one_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
 
-    async def acquire(self, subject: str, limit: RateLimit, now: datetime) -> RateDecision:
-        _require_aware(now)
+    async def acquire(self, subject: str, limit: RateLimit) -> RateDecision:
         if limit.requests_per_minute <= 0:
             return RateDecision(False, 0, 0, _BLOCKED_RETRY_SECONDS, _BLOCKED_RETRY_SECONDS)
+        async with self._one_writer or contextlib.nullcontext(), self._engine.begin() as connection:
+            return await self._acquire(connection, subject, limit)
+
+    async def _acquire(self, connection: AsyncConnection, subject: str, limit: RateLimit) -> RateDecision:
+        now = self._clock()
+        _require_aware(now)
         now_us = (now - _EPOCH) // _MICROSECOND
         interval = -(-_MINUTE_US // limit.requests_per_minute)  # rounded up: never more than the rate
         window = limit.burst * interval
@@ -119,18 +135,17 @@ class RateLimiter:
             )
             .returning(tat)
         )
-        async with self._engine.begin() as connection:
-            passed = (await connection.execute(statement)).scalar()
-            if passed is not None:
-                return RateDecision(
-                    allowed=True,
-                    limit=limit.burst,
-                    remaining=(now_us + window - passed) // interval,
-                    reset_after=(passed - now_us) / 1e6,
-                    retry_after=0.0,
-                )
-            # Refused, and nothing was taken: read when the budget frees up, to tell the caller.
-            current = await connection.scalar(sa.select(tat).where(self._table.c.subject == subject))
+        passed = (await connection.execute(statement)).scalar()
+        if passed is not None:
+            return RateDecision(
+                allowed=True,
+                limit=limit.burst,
+                remaining=(now_us + window - passed) // interval,
+                reset_after=(passed - now_us) / 1e6,
+                retry_after=0.0,
+            )
+        # Refused, and nothing was taken: read when the budget frees up, to tell the caller.
+        current = await connection.scalar(sa.select(tat).where(self._table.c.subject == subject))
         full_at = max(int(current or now_us), now_us)
         return RateDecision(
             allowed=False,

@@ -9,8 +9,7 @@ in its response headers, whether it passes or not.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -32,12 +31,10 @@ class RateLimitInterceptor(CallInterceptor):
     def __init__(
         self,
         limiter: RateLimiter,
-        clock: Callable[[], datetime],
         audit: AuditWriter,
         user_limit: RateLimit | None = None,
     ):
         self._limiter = limiter
-        self._clock = clock
         self._audit = audit
         self._user_limit = user_limit
 
@@ -57,7 +54,7 @@ class RateLimitInterceptor(CallInterceptor):
             return
         decision: RateDecision | None = None
         try:
-            decision = await self._limiter.acquire(subject, limit, self._clock())
+            decision = await self._limiter.acquire(subject, limit)
         except Exception as exc:
             # Without its store the limiter cannot tell; refusing is safer than letting floods through.
             _log.warning("rate limit store failed", error=str(exc).splitlines()[0][:200] if str(exc) else "")
