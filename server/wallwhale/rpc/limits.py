@@ -28,12 +28,7 @@ _log = get_logger("wallwhale.rpc")
 
 
 class RateLimitInterceptor(CallInterceptor):
-    def __init__(
-        self,
-        limiter: RateLimiter,
-        audit: AuditWriter,
-        user_limit: RateLimit | None = None,
-    ):
+    def __init__(self, limiter: RateLimiter, audit: AuditWriter, user_limit: RateLimit | None = None):
         self._limiter = limiter
         self._audit = audit
         self._user_limit = user_limit
