@@ -180,9 +180,8 @@ def describe(events: list[download_pb2.WatchDownloadResponse]) -> str:
     for event in events:
         kind = event.WhichOneof("event")
         if kind == "state_changed":
-            lines.append(
-                f"{event.sequence} state {download_pb2.DownloadState.Name(event.state_changed.download.state)}"
-            )
+            state = download_pb2.DownloadState.Name(event.state_changed.download.state)
+            lines.append(f"{event.sequence} state {state}")
         elif kind == "log_line":
             lines.append(f"{event.sequence} log {event.log_line.line}")
         else:

@@ -516,3 +516,28 @@ async def test_a_killed_server_loses_nothing_and_the_job_runs_once(harness: Harn
     assert len(harness.steam.runs()) == 2  # the first died before the second started (checked above)
     data, _ = await harness.fetch(created.id)
     assert unzip(data) == harness.steam.expected_files(ITEM)
+
+
+async def test_quotas_count_created_downloads_and_reset_at_the_utc_day(harness: Harness) -> None:
+    now = [datetime(2026, 11, 24, 23, 59, 58, tzinfo=UTC)]
+    await harness.start(clock=lambda: now[0])
+    key = await harness.add_key(["download:*"], daily_download_quota=2)
+    first = await harness.create("1", metadata=key, request_id="q-1")
+    await harness.create("2", metadata=key)
+    replay = await harness.create("1", metadata=key, request_id="q-1")  # a replay creates nothing
+    assert replay.id == first.id
+    error = await rpc_error(
+        harness.downloads.CreateDownload(D.CreateDownloadRequest(url_or_id="3"), metadata=key)
+    )
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(error).reason == "DAILY_QUOTA_EXCEEDED"
+    status = rpc_status.from_call(error)
+    assert status is not None
+    kinds = {detail.type_url.rsplit("/", 1)[1] for detail in status.details}
+    assert {"google.rpc.QuotaFailure", "google.rpc.RetryInfo"} <= kinds
+    listed = await harness.downloads.ListDownloads(
+        D.ListDownloadsRequest(workshop_id=3), metadata=harness.admin
+    )
+    assert list(listed.downloads) == []  # the refused download was not kept
+    now[0] = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC)  # a new UTC day
+    assert (await harness.create("3", metadata=key)).workshop_id == 3

@@ -21,6 +21,7 @@ from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
+from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.retention import Policy
 from wallwhale.core.sessions import SessionService
@@ -32,6 +33,7 @@ from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
+from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
@@ -130,6 +132,11 @@ class WallWhaleServer:
                     self.audit,
                 ),
                 AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
+                RateLimitInterceptor(
+                    RateLimiter(self.engine, clock),
+                    self.audit,
+                    RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                ),
                 AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),
             ],

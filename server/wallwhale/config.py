@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=300)
+    # The rate limit of a person signed in with an access token, per user over all their sessions
+    # (API keys carry their own limits). Unset: people are not limited.
+    user_requests_per_minute: int | None = Field(default=None, ge=0)
+    user_burst: int | None = Field(default=None, ge=0)
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None

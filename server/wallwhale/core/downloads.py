@@ -29,7 +29,8 @@ from wallwhale.core.errors import (
 )
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.db.models import Download, DownloadState, IdempotencyRecord, SteamAccount
+from wallwhale.core.limits import reserve_downloads
+from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.ids import is_valid_id
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
@@ -185,6 +186,10 @@ async def create(
         [NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
         now,
     )
+    if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
+        # Last, in the same transaction: a refused quota rolls the download back, and the key's
+        # counter row stays locked for the shortest time.
+        await reserve_downloads(session, key, 1, now)
     return Created(download, stored, replayed=False)
 
 

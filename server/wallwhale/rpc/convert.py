@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from wallwhale.core.events import EventKind, StoredEvent
+from wallwhale.core.limits import QuotaUsage
 from wallwhale.db.models import ApiKey, AuditEvent, SteamAccount, SteamAccountStatus, User, UserRole
 from wallwhale.v1 import admin_pb2, download_pb2
 
@@ -36,13 +37,35 @@ def user(row: User) -> admin_pb2.User:
     )
 
 
-def api_key(row: ApiKey) -> admin_pb2.ApiKey:
+def key_limits(row: ApiKey) -> admin_pb2.ApiKeyLimits:
+    # None leaves an optional field unset, which the API reads as unlimited.
+    runtime = row.max_runtime_seconds
+    return admin_pb2.ApiKeyLimits(
+        requests_per_minute=row.requests_per_minute,
+        burst=row.burst,
+        daily_download_quota=row.daily_download_quota,
+        monthly_download_quota=row.monthly_download_quota,
+        max_concurrent_downloads=row.max_concurrent_downloads,
+        max_runtime=None if runtime is None else duration_pb2.Duration(seconds=runtime),
+    )
+
+
+def key_usage(usage: QuotaUsage | None) -> admin_pb2.ApiKeyUsage | None:
+    if usage is None:
+        return None
+    return admin_pb2.ApiKeyUsage(daily_downloads=usage.day.used, monthly_downloads=usage.month.used)
+
+
+def api_key(row: ApiKey, usage: QuotaUsage | None = None) -> admin_pb2.ApiKey:
+    """The key as the API shows it; `usage` (downloads this UTC day and month) where it was read."""
     return admin_pb2.ApiKey(
         id=row.id,
         name=row.name,
         owner_user_id=row.owner_user_id,
         prefix=row.prefix,
         scopes=row.scopes,
+        limits=key_limits(row),
+        usage=key_usage(usage),
         expire_time=timestamp(row.expire_time),
         disabled=row.disabled,
         revoke_time=timestamp(row.revoke_time),
