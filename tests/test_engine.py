@@ -541,3 +541,41 @@ async def test_quotas_count_created_downloads_and_reset_at_the_utc_day(harness: 
     assert list(listed.downloads) == []  # the refused download was not kept
     now[0] = datetime(2026, 11, 25, 0, 0, 0, tzinfo=UTC)  # a new UTC day
     assert (await harness.create("3", metadata=key)).workshop_id == 3
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_instances_on_postgresql_hear_each_other_at_once(harness: Harness) -> None:
+    """A job created on B starts on A without waiting for A's poll; B's watcher sees A's progress
+    live; a cancel sent to B stops A's process. Polls and heartbeats are set to a minute, so only
+    LISTEN/NOTIFY can explain answers within seconds."""
+    slow = {"queue_poll_interval_seconds": 60.0, "watch_heartbeat_seconds": 60.0}
+    worker = await harness.start(**slow)
+    await harness.add_account("nina_we", "pw-nina")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 1000 for i in range(30)}, behaviour={"file_delay": seconds(0.2)}
+    )
+    await harness.start(max_concurrent_downloads=0, **slow)  # B: answers calls, runs no jobs
+    created = await harness.create(str(ITEM))
+    assert (await harness.wait_for_progress(created.id, limit=10)).steam_account_id
+    assert worker.downloads.jobs  # it runs on A
+
+    stream = harness.downloads.WatchDownload(
+        D.WatchDownloadRequest(
+            id=created.id, after_sequence=(await harness.get(created.id)).last_event_sequence
+        ),
+        metadata=harness.admin,
+    )
+    live = 0
+    async for event in stream:
+        live += event.HasField("progress")
+        if live == 3:
+            break
+    stream.cancel()
+    response = await harness.downloads.CancelDownload(
+        D.CancelDownloadRequest(id=created.id), metadata=harness.admin
+    )
+    assert response.download.state in (D.DOWNLOAD_STATE_RUNNING, D.DOWNLOAD_STATE_CANCELLED)
+    done = await harness.wait_for(created.id, limit=10)
+    assert done.state == D.DOWNLOAD_STATE_CANCELLED
+    [run] = harness.steam.runs()
+    assert not _alive(run["pid"])

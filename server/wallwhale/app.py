@@ -27,6 +27,7 @@ from wallwhale.core.retention import Policy
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
+from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.rpc import access
@@ -149,15 +150,17 @@ class WallWhaleServer:
             self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
         )
         keyring = keyring_for(settings)
-        self.hub = EventHub()
+        readers = db_engine.read_only_sessions(self.engine)
+        self.hub = EventHub(readers)
         self.storage = Storage(settings.resolved_storage_dir)
         self.downloads = Engine(
             self.sessions, self.hub, keyring, engine_settings(settings, self.instance_id, self.storage), clock
         )
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
+        self.listener = self._listener(settings)
         downloads = DownloadServicer(  # type: ignore[abstract]
             self.sessions,
-            db_engine.read_only_sessions(self.engine),
+            readers,
             clock,
             self.downloads,
             self.hub,
@@ -185,6 +188,29 @@ class WallWhaleServer:
             self.server,
         )
 
+    def _listener(self, settings: Settings) -> Listener | None:
+        """PostgreSQL: hear other instances' events, new jobs and cancels (SQLite is one instance)."""
+        if db_engine.backend_name(self.engine) != "postgresql":
+            return None
+
+        def events(payload: str) -> None:
+            download_id, _, sequence = payload.partition(":")
+            self.hub.announced(download_id, int(sequence or 0))
+
+        def reconnected() -> None:
+            self.hub.notify_all()
+            self.downloads.wake()
+
+        return Listener(
+            libpq_url(settings.resolved_database_url),
+            {
+                Channel.EVENTS: events,
+                Channel.QUEUE: lambda _: self.downloads.wake(),
+                Channel.CANCEL: self.downloads.cancel_requested,
+            },
+            reconnected,
+        )
+
     async def start(self) -> None:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(address)
@@ -199,6 +225,8 @@ class WallWhaleServer:
                 self.settings.metrics_host, self.settings.metrics_port
             )
         await self.server.start()
+        if self.listener is not None:
+            self.listener.start()
         self.downloads.start()
         _log.info(
             "serving",
@@ -216,6 +244,8 @@ class WallWhaleServer:
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
         await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
+        if self.listener is not None:
+            await self.listener.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -31,6 +31,7 @@ from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
+from wallwhale.db.notify import Channel, announce
 from wallwhale.ids import is_valid_id
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
@@ -111,6 +112,8 @@ async def transition(
     new = [NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)})]
     if note:
         new.append(NewEvent(EventKind.LOG, {"stream": "server", "line": note}))
+    if state is S.QUEUED:
+        await announce(session, Channel.QUEUE)  # other instances' dispatchers wake up
     return await events.append(session, download, new, now)
 
 
@@ -186,6 +189,7 @@ async def create(
         [NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
         now,
     )
+    await announce(session, Channel.QUEUE)
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, in the same transaction: a refused quota rolls the download back, and the key's
         # counter row stays locked for the shortest time.
@@ -308,6 +312,7 @@ async def cancel(
     if download.state in ACTIVE_STATES and not _lease_expired(download, now):
         download.cancel_requested = True
         download.update_time = now
+        await announce(session, Channel.CANCEL, download.id)  # the instance running it stops it now
         return []
     return await transition(
         session,

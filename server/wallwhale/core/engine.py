@@ -136,6 +136,11 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
 
+    def cancel_requested(self, download_id: str) -> None:
+        """Another instance recorded a cancel: stop the job if it runs here."""
+        if job := self.jobs.get(download_id):
+            job.stop(StopReason.CANCELLED)
+
     async def cancel_local(self, download_id: str, wait_seconds: float) -> bool:
         """Stops a job running here and waits (up to `wait_seconds`) until it is CANCELLED."""
         job = self.jobs.get(download_id)

@@ -3,8 +3,8 @@
 The database is the truth (a watcher that joins late or reconnects replays from it); the hub only
 spares the live watchers a query per event. A watcher is a bounded queue: one that falls behind is
 told so and catches up from the database, so a client that stops reading costs no unbounded memory.
-Events written by another instance reach this one's watchers through `EventHub.notify` (PostgreSQL
-LISTEN/NOTIFY) and, as a safety net, through a slow poll by each stream.
+Events written by another instance reach this one's watchers through PostgreSQL LISTEN/NOTIFY
+(`EventHub.announced`) and, as a safety net, through a slow poll by each stream.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.db.models import Download, DownloadEvent
+from wallwhale.db.notify import Channel, announce
 
 WATCHER_QUEUE_SIZE = 256
 
@@ -69,6 +70,7 @@ async def append(
     )
     assert last is not None
     download.last_event_sequence = last
+    await announce(session, Channel.EVENTS, f"{download.id}:{last}")
     first = last - len(events) + 1
     stored = [
         StoredEvent(download.id, first + offset, now, event.kind, event.payload)
@@ -138,15 +140,26 @@ class Watcher:
 
 
 class EventHub:
-    """Live watchers of this instance, by download."""
+    """Live watchers of this instance, by download.
 
-    def __init__(self) -> None:
+    Events written here are published directly after their commit. Events written by another
+    instance are announced (PostgreSQL NOTIFY, with the download's newest sequence); the hub then
+    reads them once from the database and publishes them to all its watchers of that download.
+    """
+
+    def __init__(self, readers: async_sessionmaker[AsyncSession] | None = None) -> None:
+        self._readers = readers
         self._watchers: dict[str, set[Watcher]] = {}
+        # Per watched download: the newest sequence published to its watchers.
+        self._last: dict[str, int] = {}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
 
     @contextmanager
-    def watch(self, download_id: str) -> Iterator[Watcher]:
+    def watch(self, download_id: str, known_last: int = 0) -> Iterator[Watcher]:
+        """A new watcher; `known_last` is the newest sequence it will read from the database itself."""
         watcher = Watcher(download_id)
         self._watchers.setdefault(download_id, set()).add(watcher)
+        self._last.setdefault(download_id, known_last)
         try:
             yield watcher
         finally:
@@ -155,16 +168,48 @@ class EventHub:
                 watchers.discard(watcher)
                 if not watchers:
                     del self._watchers[download_id]
+                    self._last.pop(download_id, None)
 
     def publish(self, events: list[StoredEvent]) -> None:
         for event in events:
-            for watcher in self._watchers.get(event.download_id, ()):
+            watchers = self._watchers.get(event.download_id)
+            if not watchers:
+                continue
+            if event.sequence > self._last.get(event.download_id, 0):
+                self._last[event.download_id] = event.sequence
+            for watcher in watchers:
                 watcher.offer(event)
 
+    def announced(self, download_id: str, sequence: int) -> None:
+        """Another instance wrote events of this download, up to `sequence`."""
+        if download_id not in self._watchers or sequence <= self._last.get(download_id, 0):
+            return  # nobody here watches it, or they have it already (this instance wrote it)
+        if self._readers is None:
+            self.notify(download_id)
+            return
+        if download_id not in self._fetching:
+            task = asyncio.create_task(self._fetch(download_id))
+            self._fetching[download_id] = task
+            task.add_done_callback(lambda _: self._fetching.pop(download_id, None))
+
+    async def _fetch(self, download_id: str) -> None:
+        assert self._readers is not None
+        try:
+            async with self._readers() as session:
+                events = await history(session, download_id, self._last.get(download_id, 0))
+        except Exception:
+            self.notify(download_id)  # let each stream read for itself
+            return
+        self.publish(events)
+
     def notify(self, download_id: str) -> None:
-        """Events of this download were written by another instance: its watchers re-read the database."""
+        """Its watchers must re-read the database (events may have been missed)."""
         for watcher in self._watchers.get(download_id, ()):
             watcher.behind.set()
+
+    def notify_all(self) -> None:
+        for download_id in list(self._watchers):
+            self.notify(download_id)
 
     def watched(self) -> set[str]:
         return set(self._watchers)

@@ -196,7 +196,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             final = row.state in FINAL_STATES
             snapshot = downloads.snapshot(row)
         stream = _EventStream(self._readers, request)
-        with self._hub.watch(request.id) as watcher:
+        with self._hub.watch(request.id, snapshot["last_event_sequence"]) as watcher:
             # Registered before the replay, so nothing written in between is missed.
             async for message in stream.replay():
                 yield message
