@@ -33,7 +33,11 @@ PACKAGE = "wallwhale.v1"
 # ResourceInfo, QuotaFailure, RetryInfo live in error_details.proto). Without them in the descriptor
 # set, the transcoder cannot decode grpc-status-details-bin and REST clients get an empty body.
 ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
-READ_RETRIES = "connect-failure,refused-stream"
+# Reads are retried on another instance when they were not served: the connection failed or was
+# cut, the stream was refused or reset, or the instance answered CANCELLED or UNAVAILABLE at once
+# (what a server that is stopping does to calls that reach it in the moment before Envoy's health
+# checks take it out). Writes are never retried.
+READ_RETRIES = "connect-failure,refused-stream,reset,cancelled,unavailable"
 ENVOY = Path(sys.executable).parent / "envoy"
 
 
