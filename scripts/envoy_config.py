@@ -61,7 +61,7 @@ def build_descriptor_set(output: Path) -> None:
             "grpc_tools.protoc",
             f"--proto_path={PROTO_ROOT}",
             "--include_imports",
-            f"--descriptor_set_out={output}",
+            f"--descriptor_set_out={output.resolve()}",
             *protos,
             *ERROR_PROTOS,
         ],
