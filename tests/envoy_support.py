@@ -1,14 +1,15 @@
 """Test helpers for the real Envoy in front of real servers, and a plain HTTP client to call it.
 
-    async with running_envoy(tmp_path, [server.port]) as envoy:
-        reply = await http("GET", envoy.url("/v1/status"), headers={"x-api-key": key})
-        assert reply.status == 200 and reply.json()["instanceId"]
+    async with servers_behind_envoy(tmp_path, migrated_database_url) as (envoy, [server]):
+        reply = await http("GET", envoy.url("/v1/status"), headers={"x-api-key": admin_key})
+        assert reply.status == 200 and reply.json()["instanceId"] == server.instance_id
 
         async with event_stream(envoy.url(f"/v1/downloads/{id}:watch"), headers=...) as events:
             assert events.status == 200
             async for event in events:        # one parsed `data:` JSON object per server message
                 ...
 
+running_envoy(directory, ports) puts Envoy in front of servers started otherwise (or of a stand-in).
 Envoy is rendered by scripts/envoy_config.py (the same script the run script uses) into the test's
 directory and started on free ports. It connects to the servers from ENVOY_ADDRESS, a loopback
 address of its own, so servers can trust it (trusted_proxies) without trusting the test client
@@ -33,6 +34,8 @@ from http import client as http_client
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import make_settings
+from wallwhale.app import WallWhaleServer
 from wallwhale.core.bootstrap import BootstrapResult, bootstrap_admin
 from wallwhale.db import migrate
 from wallwhale.db.engine import create_engine, session_factory
@@ -203,6 +206,34 @@ async def running_envoy(
         yield envoy
     finally:
         await envoy.stop()
+
+
+@contextlib.asynccontextmanager
+async def servers_behind_envoy(
+    directory: Path,
+    database_url: str,
+    count: int = 1,
+    *,
+    cors_origins: Iterable[str] = (),
+    **settings: object,
+) -> AsyncIterator[tuple[Envoy, list[WallWhaleServer]]]:
+    """`count` real servers on one (migrated) database, trusting Envoy as their proxy, and Envoy in
+    front of them, healthy. `settings` go to every server (e.g. ip_deny=[...])."""
+    trusted = {"trusted_proxies": [ENVOY_ADDRESS]}
+    servers = [
+        WallWhaleServer(make_settings(database_url, directory / f"server-{i}", **trusted, **settings))
+        for i in range(count)
+    ]
+    try:
+        for server in servers:
+            await server.start()
+        async with running_envoy(
+            directory / "envoy", [s.port for s in servers], cors_origins=cors_origins
+        ) as envoy:
+            yield envoy, servers
+    finally:
+        for server in servers:
+            await server.stop(grace=0)
 
 
 async def _wait_ready(envoy: Envoy, within: float = 15) -> None:

@@ -31,9 +31,8 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.conftest import PostgresDatabases, make_settings
+from tests.conftest import PostgresDatabases
 from tests.envoy_support import (
-    ENVOY_ADDRESS,
     ENVOY_BINARY,
     Envoy,
     Reply,
@@ -45,6 +44,7 @@ from tests.envoy_support import (
     prepare_database,
     render_envoy_config,
     running_envoy,
+    servers_behind_envoy,
 )
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import to_async_url
@@ -88,17 +88,10 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     directory = tmp_path_factory.mktemp("envoy-stack")
     url = to_async_url(f"sqlite:///{directory / 'wallwhale.sqlite3'}")
     admin = await prepare_database(url)
-    server = WallWhaleServer(
-        make_settings(url, directory / "data", trusted_proxies=[ENVOY_ADDRESS], ip_deny=[DENIED_CLIENT])
-    )
-    await server.start()
-    try:
-        async with running_envoy(
-            directory / "envoy", [server.port], cors_origins=[ALLOWED_ORIGIN]
-        ) as envoy:
-            yield Stack(envoy, server, admin)
-    finally:
-        await server.stop(grace=0)
+    async with servers_behind_envoy(
+        directory, url, cors_origins=[ALLOWED_ORIGIN], ip_deny=[DENIED_CLIENT]
+    ) as (envoy, [server]):
+        yield Stack(envoy, server, admin)
 
 
 def detail(body: dict[str, Any], type_name: str) -> dict[str, Any]:
@@ -571,38 +564,28 @@ async def test_two_instances_share_the_load_and_one_stopping_loses_no_request(
     url = postgres.create()
     admin = await prepare_database(url)
     key = {"x-api-key": admin.api_key}
-    servers = [
-        WallWhaleServer(make_settings(url, tmp_path / f"data-{i}", trusted_proxies=[ENVOY_ADDRESS]))
-        for i in range(2)
-    ]
-    for server in servers:
-        await server.start()
-    try:
-        async with running_envoy(tmp_path / "envoy", [s.port for s in servers]) as envoy:
-            # Round robin, per request: REST calls and gRPC calls over one channel alike.
-            rest = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(6)]
-            assert {r.json()["instanceId"] for r in rest} == {s.instance_id for s in servers}
-            async with aio.insecure_channel(envoy.grpc_target) as channel:
-                stub = status_pb2_grpc.StatusServiceStub(channel)
-                answers = [
-                    await stub.GetStatus(status_pb2.GetStatusRequest(), metadata=tuple(key.items()))
-                    for _ in range(6)
-                ]
-            assert {a.instance_id for a in answers} == {s.instance_id for s in servers}
+    async with servers_behind_envoy(tmp_path, url, count=2) as (envoy, servers):
+        # Round robin, per request: REST calls and gRPC calls over one channel alike.
+        rest = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(6)]
+        assert {r.json()["instanceId"] for r in rest} == {s.instance_id for s in servers}
+        async with aio.insecure_channel(envoy.grpc_target) as channel:
+            stub = status_pb2_grpc.StatusServiceStub(channel)
+            answers = [
+                await stub.GetStatus(status_pb2.GetStatusRequest(), metadata=tuple(key.items()))
+                for _ in range(6)
+            ]
+        assert {a.instance_id for a in answers} == {s.instance_id for s in servers}
 
-            # Calls keep coming while one instance stops (as on SIGTERM): none of them fails.
-            replies: list[Reply] = []
-            stopping = asyncio.create_task(servers[0].stop(grace=1))
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
-                replies.append(await http("GET", envoy.url("/v1/status"), headers=key))
-                await asyncio.sleep(0.02)
-            await stopping
-            assert [r.status for r in replies if r.status != 200] == []
-            assert replies[-1].json()["instanceId"] == servers[1].instance_id
-            await envoy.wait_healthy([servers[1].port])
-            after = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(4)]
-            assert {r.json()["instanceId"] for r in after} == {servers[1].instance_id}
-    finally:
-        for server in servers:
-            await server.stop(grace=0)
+        # Calls keep coming while one instance stops (as on SIGTERM): none of them fails.
+        replies: list[Reply] = []
+        stopping = asyncio.create_task(servers[0].stop(grace=1))
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            replies.append(await http("GET", envoy.url("/v1/status"), headers=key))
+            await asyncio.sleep(0.02)
+        await stopping
+        assert [r.status for r in replies if r.status != 200] == []
+        assert replies[-1].json()["instanceId"] == servers[1].instance_id
+        await envoy.wait_healthy([servers[1].port])
+        after = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(4)]
+        assert {r.json()["instanceId"] for r in after} == {servers[1].instance_id}
