@@ -100,7 +100,7 @@ async def test_mutating_calls_are_audited_and_reads_are_not(
             metadata=(*admin, ("x-request-id", "audit-write-1")),
         )
     [event] = await _wait_for_events(migrated_database_url, "audit-write-1")
-    assert (event.action, event.outcome, event.status_code) == ("download.retry", "failure", "UNIMPLEMENTED")
+    assert (event.action, event.outcome, event.status_code) == ("download.retry", "failure", "NOT_FOUND")
     assert event.resource == "downloads/job-2"
 
     await status_pb2_grpc.StatusServiceStub(channel).GetStatus(

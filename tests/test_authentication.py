@@ -136,27 +136,26 @@ async def test_a_missing_scope_is_refused_before_the_method_runs(
 ) -> None:
     reader = (("x-api-key", await _add_key(migrated_database_url, ["download:read"])),)
     stub = download_pb2_grpc.DownloadServiceStub(channel)
-    # CreateDownload is not implemented yet, so UNIMPLEMENTED here would mean the scope was never checked.
+    # A valid request: only the missing scope can refuse it.
     with pytest.raises(grpc.RpcError) as raised:
         await stub.CreateDownload(download_pb2.CreateDownloadRequest(url_or_id="1"), metadata=reader)
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert error_info(raised.value).reason == "SCOPE_MISSING"
     assert "download:write" in (raised.value.details() or "")
-    # The scope it has lets it through to the method.
+    # The scope it has lets it through to the method, which looks the download up.
     with pytest.raises(grpc.RpcError) as raised:
         await stub.GetDownload(download_pb2.GetDownloadRequest(id="x"), metadata=reader)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_wildcard_scopes_cover_their_family_only(
     channel: aio.Channel, migrated_database_url: str
 ) -> None:
     downloader = (("x-api-key", await _add_key(migrated_database_url, ["download:*"])),)
-    with pytest.raises(grpc.RpcError) as raised:
-        await download_pb2_grpc.DownloadServiceStub(channel).CreateDownload(
-            download_pb2.CreateDownloadRequest(url_or_id="1"), metadata=downloader
-        )
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    created = await download_pb2_grpc.DownloadServiceStub(channel).CreateDownload(
+        download_pb2.CreateDownloadRequest(url_or_id="1"), metadata=downloader
+    )
+    assert created.download.workshop_id == 1
     with pytest.raises(grpc.RpcError) as raised:
         await admin_pb2_grpc.AdminServiceStub(channel).ListUsers(
             admin_pb2.ListUsersRequest(), metadata=downloader

@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import FAKE_DEPOTDOWNLOADER, PostgresDatabases
+from wallwhale.db import migrate
 from wallwhale.v1 import status_pb2, status_pb2_grpc
 
 pytestmark = pytest.mark.slow
@@ -107,7 +108,7 @@ def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> 
                 metadata=(("x-api-key", key), ("x-request-id", "cli-test-1")),
                 timeout=10,
             )
-            assert status.database.schema_revision == "0001"
+            assert status.database.schema_revision == migrate.head_revision()  # serve migrated to the newest
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:

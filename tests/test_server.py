@@ -13,10 +13,13 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
+from sqlalchemy import func, select
 
 from tests.conftest import PostgresDatabases, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.db import migrate
+from wallwhale.db.engine import create_engine
+from wallwhale.db.models import Download, DownloadState
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
@@ -62,6 +65,20 @@ async def test_health_follows_the_database(postgres: PostgresDatabases, tmp_path
         await server.stop(grace=0)
 
 
+async def _count_queued(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return int(
+                await connection.scalar(
+                    select(func.count()).select_from(Download).where(Download.state == DownloadState.QUEUED)
+                )
+                or 0
+            )
+    finally:
+        await engine.dispose()
+
+
 async def test_status_reports_database_downloader_and_storage(
     channel: aio.Channel, migrated_database_url: str, admin: Metadata
 ) -> None:
@@ -78,7 +95,7 @@ async def test_status_reports_database_downloader_and_storage(
     assert response.downloader.runtime.startswith(".NET 9")
     assert response.storage.writable
     assert 0 < response.storage.free_bytes <= response.storage.total_bytes
-    assert response.queue.queued == 0
+    assert response.queue.queued == await _count_queued(migrated_database_url)
     assert response.version
     assert response.uptime.ToNanoseconds() > 0
 
@@ -108,13 +125,13 @@ async def test_status_says_why_the_downloader_is_unavailable(
 async def test_unimplemented_rpcs_say_so_with_a_reason(channel: aio.Channel, admin: Metadata) -> None:
     stub = download_pb2_grpc.DownloadServiceStub(channel)
     with pytest.raises(grpc.RpcError) as raised:
-        await stub.CreateDownload(download_pb2.CreateDownloadRequest(url_or_id="2831234567"), metadata=admin)
+        await stub.CreateBatch(download_pb2.CreateBatchRequest(urls_or_ids=["2831234567"]), metadata=admin)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "DownloadService.CreateDownload" in (raised.value.details() or "")
+    assert "DownloadService.CreateBatch" in (raised.value.details() or "")
     info = error_info(raised.value)
     assert (info.domain, info.reason) == ("wallwhale", "NOT_IMPLEMENTED")
 
-    stream = stub.WatchDownload(download_pb2.WatchDownloadRequest(id="x"), metadata=admin)
+    stream = stub.WatchBatch(download_pb2.WatchBatchRequest(id="x"), metadata=admin)
     with pytest.raises(grpc.RpcError) as raised:
         async for _ in stream:
             pass
@@ -178,7 +195,7 @@ async def test_metrics_count_calls_by_method_and_code(
         if line.startswith("wallwhale_rpc_requests_total{")
         and 'method="/wallwhale.v1.DownloadService/DeleteDownload"' in line
     )
-    assert 'code="UNIMPLEMENTED"' in line
+    assert 'code="NOT_FOUND"' in line
     assert float(line.rsplit(" ", 1)[1]) >= 3
     assert "process_resident_memory_bytes" in text
 

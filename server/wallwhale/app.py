@@ -19,7 +19,11 @@ from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
+from wallwhale.core.engine import Engine, EngineSettings
+from wallwhale.core.events import EventHub
+from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.network import IpRules, parse_networks
+from wallwhale.core.retention import Policy
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
@@ -29,10 +33,12 @@ from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
+from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
-from wallwhale.rpc.servicers.download import DownloadServicer
+from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
 
 _log = get_logger("wallwhale.server")
@@ -47,6 +53,34 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
         settings.secret_key.get_secret_value() if settings.secret_key else None,
         settings.secret_key_file,
         settings.data_dir / "secret.key",
+    )
+
+
+def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> EngineSettings:
+    budget = settings.archive_disk_budget_mb * 1024 * 1024
+    return EngineSettings(
+        instance_id=instance_id,
+        executable=settings.depotdownloader_path,
+        storage=storage,
+        homes=(settings.data_dir / "steam-homes").resolve(),
+        max_concurrent=settings.max_concurrent_downloads,
+        lease=timedelta(seconds=settings.job_lease_seconds),
+        poll_interval=settings.queue_poll_interval_seconds,
+        default_max_runtime=settings.download_timeout_seconds,
+        inactivity_limit=settings.inactivity_timeout_seconds,
+        guard_limit=settings.steam_guard_timeout_seconds,
+        stop_grace=settings.process_stop_grace_seconds,
+        retry_base=settings.retry_base_seconds,
+        retry_max=settings.retry_max_seconds,
+        throttle_cooldown=timedelta(seconds=settings.steam_throttle_cooldown_seconds),
+        chunk_error_limit=settings.chunk_error_limit,
+        retention_policy=Policy(
+            max_age=timedelta(hours=settings.archive_max_age_hours)
+            if settings.archive_max_age_hours
+            else None,
+            budget_bytes=budget or None,
+        ),
+        retention_interval=settings.retention_interval_seconds,
     )
 
 
@@ -98,6 +132,11 @@ class WallWhaleServer:
                     self.audit,
                 ),
                 AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
+                RateLimitInterceptor(
+                    RateLimiter(self.engine, clock),
+                    self.audit,
+                    RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                ),
                 AuditInterceptor(rules, self.audit),
                 ErrorMappingInterceptor(),
             ],
@@ -109,9 +148,28 @@ class WallWhaleServer:
         probe = StatusProbe(
             self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
         )
+        keyring = keyring_for(settings)
+        self.hub = EventHub()
+        self.storage = Storage(settings.resolved_storage_dir)
+        self.downloads = Engine(
+            self.sessions, self.hub, keyring, engine_settings(settings, self.instance_id, self.storage), clock
+        )
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
-        download_pb2_grpc.add_DownloadServiceServicer_to_server(DownloadServicer(), self.server)  # type: ignore[abstract]
-        admin = AdminServicer(self.sessions, clock, keyring_for(settings))  # type: ignore[abstract]
+        downloads = DownloadServicer(  # type: ignore[abstract]
+            self.sessions,
+            db_engine.read_only_sessions(self.engine),
+            clock,
+            self.downloads,
+            self.hub,
+            self.storage,
+            DownloadOptions(
+                max_attempts=settings.max_attempts,
+                heartbeat_seconds=settings.watch_heartbeat_seconds,
+                cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
+            ),
+        )
+        download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
+        admin = AdminServicer(self.sessions, clock, keyring)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -141,6 +199,7 @@ class WallWhaleServer:
                 self.settings.metrics_host, self.settings.metrics_port
             )
         await self.server.start()
+        self.downloads.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -156,6 +215,7 @@ class WallWhaleServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
+        await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

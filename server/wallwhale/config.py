@@ -82,6 +82,34 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
 
+    # The download engine. Concurrency is per instance; per key and per Steam account limits hold
+    # across instances (they are counted in the database).
+    max_concurrent_downloads: int = Field(default=4, ge=0, le=256)
+    # A running job's lease: renewed every third of it; a dead instance's jobs return after it.
+    job_lease_seconds: float = Field(default=30.0, ge=1)
+    queue_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Automatic attempts per download (transient failures are retried with back-off).
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    retry_base_seconds: float = Field(default=15.0, ge=0)
+    retry_max_seconds: float = Field(default=900.0, ge=0)
+    # Limits of one DepotDownloader run: overall (unless the API key sets one), without any output,
+    # and waiting for a person to answer Steam Guard.
+    download_timeout_seconds: float = Field(default=3600.0, gt=0)
+    inactivity_timeout_seconds: float = Field(default=300.0, gt=0)
+    steam_guard_timeout_seconds: float = Field(default=600.0, gt=0)
+    # SIGTERM, then SIGKILL after this long.
+    process_stop_grace_seconds: float = Field(default=10.0, ge=0)
+    # How long an account rests after Steam throttled its logins.
+    steam_throttle_cooldown_seconds: float = Field(default=6 * 3600.0, ge=0)
+    # Consecutive chunk errors after which a run is given up (DepotDownloader retries forever).
+    chunk_error_limit: int = Field(default=50, ge=1)
+    # Heartbeats on quiet WatchDownload streams, so that idle proxies keep them open.
+    watch_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # Retention: archives older than this (0 keeps them), and a disk budget for all of them (0: none).
+    archive_max_age_hours: float = Field(default=0.0, ge=0)
+    archive_disk_budget_mb: int = Field(default=0, ge=0)
+    retention_interval_seconds: float = Field(default=300.0, gt=0)
+
     # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
     ip_allow: Annotated[list[str], NoDecode] = []
     ip_deny: Annotated[list[str], NoDecode] = []
@@ -93,6 +121,10 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     access_token_ttl_seconds: int = Field(default=900, ge=30, le=86400)
     refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=300)
+    # The rate limit of a person signed in with an access token, per user over all their sessions
+    # (API keys carry their own limits). Unset: people are not limited.
+    user_requests_per_minute: int | None = Field(default=None, ge=0)
+    user_burst: int | None = Field(default=None, ge=0)
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,44 @@ class ResourceExhausted(WallWhaleError):
         super().__init__(message, reason=reason, metadata=metadata)
         self.retry_after_seconds = retry_after_seconds
         self.violations = violations or []
+
+
+class RateLimited(ResourceExhausted):
+    """A caller sent more requests than its rate limit allows; one passes after retry_after_seconds."""
+
+    reason = "RATE_LIMITED"
+
+
+class QuotaExceeded(ResourceExhausted):
+    """A download quota of an API key would be crossed; nothing was counted.
+
+    `period` is "day" or "month" (UTC); the quota is whole again at `reset_time`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        period: str,
+        limit: int,
+        used: int,
+        requested: int,
+        reset_time: datetime,
+        retry_after_seconds: float,
+        violations: list[QuotaViolation],
+    ):
+        super().__init__(
+            message,
+            retry_after_seconds=retry_after_seconds,
+            violations=violations,
+            reason="DAILY_QUOTA_EXCEEDED" if period == "day" else "MONTHLY_QUOTA_EXCEEDED",
+            metadata={"period": period, "limit": str(limit), "reset_time": reset_time.isoformat()},
+        )
+        self.period = period
+        self.limit = limit
+        self.used = used
+        self.requested = requested
+        self.reset_time = reset_time
 
 
 class Unavailable(WallWhaleError):

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
 from wallwhale.core.errors import PermissionDenied, Unauthenticated
+from wallwhale.core.limits import RateLimit
 from wallwhale.db.models import ApiKey, UserRole
 
 
@@ -28,6 +29,8 @@ class Principal:
     display: str = ""
     # The login session (refresh-token family) of a person's access token.
     session_id: str = ""
+    # An API key's own rate limit (None: not limited); people get the server's setting instead.
+    rate_limit: RateLimit | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -80,4 +83,5 @@ async def authenticate_api_key(
         scopes=frozenset(key.scopes),
         api_key_id=key.id,
         display=f"{key.prefix} ({key.name})",
+        rate_limit=RateLimit.of(key.requests_per_minute, key.burst),
     )

@@ -231,6 +231,21 @@ class UsageCounter(Base):
     bytes: Mapped[int] = _counter()
 
 
+class RateLimitState(Base):
+    """The request budget of one rate-limited caller, shared by every server instance (GCRA).
+
+    `subject` is "api-keys/<id>" or "users/<id>": no foreign key, so one table serves both. A row
+    whose time has passed means a full budget, the same as no row; rows of deleted keys are inert.
+    """
+
+    __tablename__ = "rate_limits"
+
+    subject: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    # GCRA's theoretical arrival time in microseconds since the Unix epoch (integers, so SQLite and
+    # PostgreSQL do the same arithmetic): the moment the caller's budget is full again.
+    theoretical_arrival_us: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 class SteamAccount(Base):
     """A Steam login in the pool that DepotDownloader runs as.
 

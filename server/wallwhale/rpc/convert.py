@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from wallwhale.core.events import EventKind, StoredEvent
+from wallwhale.core.limits import QuotaUsage
 from wallwhale.db.models import ApiKey, AuditEvent, SteamAccount, SteamAccountStatus, User, UserRole
-from wallwhale.v1 import admin_pb2
+from wallwhale.v1 import admin_pb2, download_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}
 
@@ -33,13 +37,35 @@ def user(row: User) -> admin_pb2.User:
     )
 
 
-def api_key(row: ApiKey) -> admin_pb2.ApiKey:
+def key_limits(row: ApiKey) -> admin_pb2.ApiKeyLimits:
+    # None leaves an optional field unset, which the API reads as unlimited.
+    runtime = row.max_runtime_seconds
+    return admin_pb2.ApiKeyLimits(
+        requests_per_minute=row.requests_per_minute,
+        burst=row.burst,
+        daily_download_quota=row.daily_download_quota,
+        monthly_download_quota=row.monthly_download_quota,
+        max_concurrent_downloads=row.max_concurrent_downloads,
+        max_runtime=None if runtime is None else duration_pb2.Duration(seconds=runtime),
+    )
+
+
+def key_usage(usage: QuotaUsage | None) -> admin_pb2.ApiKeyUsage | None:
+    if usage is None:
+        return None
+    return admin_pb2.ApiKeyUsage(daily_downloads=usage.day.used, monthly_downloads=usage.month.used)
+
+
+def api_key(row: ApiKey, usage: QuotaUsage | None = None) -> admin_pb2.ApiKey:
+    """The key as the API shows it; `usage` (downloads this UTC day and month) where it was read."""
     return admin_pb2.ApiKey(
         id=row.id,
         name=row.name,
         owner_user_id=row.owner_user_id,
         prefix=row.prefix,
         scopes=row.scopes,
+        limits=key_limits(row),
+        usage=key_usage(usage),
         expire_time=timestamp(row.expire_time),
         disabled=row.disabled,
         revoke_time=timestamp(row.revoke_time),
@@ -112,3 +138,144 @@ def steam_account(row: SteamAccount) -> admin_pb2.SteamAccount:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
     )
+
+
+# --- downloads ---------------------------------------------------------------------------------
+# Downloads are converted from core.downloads.snapshot() values (a row's columns, JSON-safe), so a
+# live row and the copy remembered in a state event produce the same message.
+
+
+def _enum(enum: Any, prefix: str, name: str | None) -> Any:  # a ValueType of `enum`
+    if not name:
+        return 0
+    try:
+        return enum.Value(f"{prefix}{name}")
+    except ValueError:
+        return 0
+
+
+def _time(value: str | None) -> timestamp_pb2.Timestamp | None:
+    return timestamp(datetime.fromisoformat(value)) if value else None
+
+
+def download(values: Mapping[str, Any], queue_position: int = 0) -> download_pb2.Download:
+    state = values["state"]
+    message = download_pb2.Download(
+        id=values["id"],
+        workshop_id=values["workshop_id"],
+        app_id=values["app_id"],
+        state=_enum(download_pb2.DownloadState, "DOWNLOAD_STATE_", state),
+        priority=values["priority"],
+        progress=download_pb2.DownloadProgress(
+            phase=_enum(download_pb2.DownloadPhase, "DOWNLOAD_PHASE_", values["phase"]),
+            percent=values["percent"],
+            bytes_downloaded=values["bytes_downloaded"],
+            bytes_total=values["bytes_total"],
+            current_file=values["current_file"],
+        ),
+        steam_account_id=values["steam_account_id"] or "",
+        owner_user_id=values["owner_user_id"] or "",
+        api_key_id=values["api_key_id"] or "",
+        batch_id=values["batch_id"] or "",
+        from_cache=values["from_cache"],
+        attempt=values["attempt"],
+        max_attempts=values["max_attempts"],
+        next_attempt_time=_time(values["next_attempt_time"]) if state == "QUEUED" else None,
+        queue_position=queue_position,
+        create_time=_time(values["create_time"]),
+        start_time=_time(values["start_time"]),
+        end_time=_time(values["end_time"]),
+        update_time=_time(values["update_time"]),
+        last_event_sequence=values["last_event_sequence"],
+    )
+    if values["title"] or values["content_handle"]:
+        message.item.CopyFrom(
+            download_pb2.WorkshopItem(
+                workshop_id=values["workshop_id"],
+                app_id=values["app_id"],
+                title=values["title"],
+                file_size=values["item_file_size"] or 0,
+                update_time=_time(values["item_update_time"]),
+                preview_url=values["preview_url"],
+                content_handle=values["content_handle"] or 0,
+            )
+        )
+    if values["failure_reason"] and state in ("FAILED", "QUEUED"):
+        message.failure.CopyFrom(
+            download_pb2.DownloadFailure(
+                reason=_enum(download_pb2.FailureReason, "FAILURE_REASON_", values["failure_reason"]),
+                message=values["failure_message"] or "",
+                retryable=values["failure_retryable"],
+            )
+        )
+    if state == "WAITING_FOR_STEAM_GUARD" and values["guard_kind"]:
+        message.steam_guard.CopyFrom(
+            download_pb2.SteamGuardChallenge(
+                steam_account_id=values["steam_account_id"] or "",
+                kind=_enum(download_pb2.SteamGuardKind, "STEAM_GUARD_KIND_", values["guard_kind"]),
+                email_hint=values["guard_email_hint"] or "",
+                previous_code_rejected=values["guard_previous_rejected"],
+                expire_time=_time(values["guard_expire_time"]),
+            )
+        )
+    if values["archive_state"]:
+        message.archive.CopyFrom(
+            download_pb2.Archive(
+                state=_enum(download_pb2.ArchiveState, "ARCHIVE_STATE_", values["archive_state"]),
+                filename=values["archive_filename"] or "",
+                size_bytes=values["archive_size"] or 0,
+                sha256=values["archive_sha256"] or "",
+                file_count=values["archive_file_count"] or 0,
+                content_bytes=values["archive_content_bytes"] or 0,
+                create_time=_time(values["archive_create_time"]),
+                expire_time=_time(values["archive_expire_time"]),
+            )
+        )
+    return message
+
+
+def progress(payload: Mapping[str, Any]) -> download_pb2.DownloadProgress:
+    message = download_pb2.DownloadProgress(
+        phase=_enum(download_pb2.DownloadPhase, "DOWNLOAD_PHASE_", payload.get("phase")),
+        percent=payload.get("percent", 0.0),
+        bytes_downloaded=payload.get("bytes_downloaded", 0),
+        bytes_total=payload.get("bytes_total", 0),
+        current_file=payload.get("current_file", ""),
+        bytes_per_second=payload.get("bytes_per_second", 0),
+    )
+    if payload.get("eta_seconds") is not None:
+        message.eta.FromTimedelta(timedelta(seconds=payload["eta_seconds"]))
+    return message
+
+
+_LOG_STREAMS = {
+    "stdout": download_pb2.LogLineEvent.STREAM_STDOUT,
+    "stderr": download_pb2.LogLineEvent.STREAM_STDERR,
+    "server": download_pb2.LogLineEvent.STREAM_SERVER,
+}
+
+
+def watch_event(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
+    message = download_pb2.WatchDownloadResponse(
+        sequence=event.sequence, event_time=timestamp(event.event_time), download_id=event.download_id
+    )
+    payload = event.payload
+    if event.kind is EventKind.STATE:
+        message.state_changed.CopyFrom(
+            download_pb2.StateChangedEvent(
+                previous_state=_enum(download_pb2.DownloadState, "DOWNLOAD_STATE_", payload["previous"]),
+                download=download(payload["download"]),
+            )
+        )
+    elif event.kind is EventKind.PROGRESS:
+        message.progress.CopyFrom(progress(payload))
+    else:
+        message.log_line.CopyFrom(
+            download_pb2.LogLineEvent(
+                stream=_LOG_STREAMS.get(
+                    payload.get("stream", ""), download_pb2.LogLineEvent.STREAM_UNSPECIFIED
+                ),
+                line=payload.get("line", ""),
+            )
+        )
+    return message

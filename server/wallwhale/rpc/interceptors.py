@@ -4,10 +4,12 @@
     Metrics          counts by status code, latency, in-flight                 (here)
     NetworkRules     client address, IP allow/deny lists                       (authentication.py)
     Authentication   API key or access token, then the method's scope          (authentication.py)
+    RateLimit        the caller's requests per minute, x-ratelimit-* headers   (limits.py)
     Audit            the outcome of every mutating RPC                         (audit.py)
     ErrorMapping     typed errors and surprises -> a rich google.rpc.Status    (here)
 
-Rate limits and quotas will sit between Authentication and Audit.
+Download quotas are no interceptor: they are counted where downloads are created, in the same
+transaction (core.limits.reserve_downloads), so a refused or failed creation counts nothing.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, reports, steam_accounts, users
+from wallwhale.core import api_keys, limits, reports, steam_accounts, users
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.paging import page
 from wallwhale.core.secretbox import Keyring
@@ -142,9 +142,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.GetApiKeyRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.GetApiKeyResponse:
         async with self._sessions() as session:
-            return admin_pb2.GetApiKeyResponse(
-                api_key=convert.api_key(await api_keys.get_api_key(session, request.id))
-            )
+            row = await api_keys.get_api_key(session, request.id)
+            usage = await limits.quota_usage(session, row, self._clock())
+        return admin_pb2.GetApiKeyResponse(api_key=convert.api_key(row, usage))
 
     async def ListApiKeys(
         self, request: admin_pb2.ListApiKeysRequest, context: aio.ServicerContext[Any, Any]
@@ -159,8 +159,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             rows, total = await api_keys.list_api_keys(
                 session, current, request.owner_user_id, request.include_revoked
             )
+            usage = await limits.download_usage(session, rows, self._clock())
         return admin_pb2.ListApiKeysResponse(
-            api_keys=[convert.api_key(row) for row in rows],
+            api_keys=[convert.api_key(row, usage[row.id]) for row in rows],
             next_page_token=current.next_token(total),
             total_size=total,
         )

@@ -1,11 +1,322 @@
-"""DownloadService. The download engine is not part of this version yet: every RPC is UNIMPLEMENTED."""
+"""DownloadService: jobs (core.downloads), their event streams (core.events) and archives (storage).
+
+Batches are not in this version yet and answer UNIMPLEMENTED.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api import httpbody_pb2
+from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from wallwhale.core import downloads, events
+from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
+from wallwhale.core.engine import Engine
+from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from wallwhale.core.events import EventHub, EventKind, StoredEvent
+from wallwhale.core.identity import Principal
+from wallwhale.db.models import ApiKey, Download, DownloadState
+from wallwhale.rpc import convert
+from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
+
+_REPLAY_BATCH = 500
+_FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
+ARCHIVE_CHUNK = 256 * 1024  # well under gRPC's 4 MiB message limit and Envoy's buffers
+_STATES = {
+    value: DownloadState(name.removeprefix("DOWNLOAD_STATE_"))
+    for name, value in download_pb2.DownloadState.items()
+    if value
+}
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    max_attempts: int
+    heartbeat_seconds: float
+    # A running job cancelled on this instance: how long CancelDownload waits to answer CANCELLED.
+    cancel_wait_seconds: float
+
+
+def _principal() -> Principal:
+    principal = current_call().principal
+    if principal is None:  # the authentication interceptor lets no anonymous call reach here
+        raise Unauthenticated("credentials are required", reason="CREDENTIALS_MISSING")
+    return principal
+
+
+def _audit(download_id: str) -> None:
+    current_call().audit_resource = f"downloads/{download_id}"
 
 
 @fill_unimplemented(download_pb2.DESCRIPTOR.services_by_name["DownloadService"])
 class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
-    pass
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        readers: async_sessionmaker[AsyncSession],
+        clock: Callable[[], datetime],
+        engine: Engine,
+        hub: EventHub,
+        storage: Storage,
+        options: DownloadOptions,
+    ):
+        self._sessions = sessions
+        self._readers = readers
+        self._clock = clock
+        self._engine = engine
+        self._hub = hub
+        self._storage = storage
+        self._options = options
+
+    async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
+        runtime = None
+        if principal.api_key_id:
+            runtime = await session.get(ApiKey, principal.api_key_id)
+        return JobLimits(
+            max_attempts=self._options.max_attempts,
+            max_runtime_seconds=runtime.max_runtime_seconds if runtime else None,
+        )
+
+    async def _message(self, session: AsyncSession, row: Download) -> download_pb2.Download:
+        position = await downloads.queue_position(session, row, self._clock())
+        return convert.download(downloads.snapshot(row), position)
+
+    async def CreateDownload(
+        self, request: download_pb2.CreateDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.CreateDownloadResponse:
+        principal = _principal()
+        data = CreateInput(
+            url_or_id=request.url_or_id,
+            app_id=request.app_id if request.HasField("app_id") else None,
+            priority=request.priority or downloads.PRIORITY_NORMAL,
+            request_id=request.request_id,
+            steam_account_id=request.steam_account_id,
+            skip_cache=request.skip_cache,
+        )
+        now = self._clock()
+        async with self._sessions.begin() as session:
+            created = await downloads.create(
+                session, principal, data, await self._limits(session, principal), now
+            )
+            message = await self._message(session, created.download)
+        self._hub.publish(created.events)
+        if not created.replayed:
+            self._engine.wake()
+        _audit(created.download.id)
+        current_call().audit_details.update(
+            workshop_id=created.download.workshop_id, replayed=created.replayed
+        )
+        return download_pb2.CreateDownloadResponse(download=message)
+
+    async def GetDownload(
+        self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.GetDownloadResponse:
+        async with self._readers() as session:
+            row = await downloads.get_visible(session, _principal(), request.id)
+            return download_pb2.GetDownloadResponse(download=await self._message(session, row))
+
+    async def ListDownloads(
+        self, request: download_pb2.ListDownloadsRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.ListDownloadsResponse:
+        unknown = [value for value in request.states if value not in _STATES]
+        if unknown:
+            raise InvalidArgument.field("states", f"unknown state {unknown[0]}")
+        filters = ListFilter(
+            states=tuple(_STATES[value] for value in request.states),
+            workshop_id=request.workshop_id,
+            create_time_after=_when(request, "create_time_after"),
+            create_time_before=_when(request, "create_time_before"),
+            batch_id=request.batch_id,
+            owner_user_id=request.owner_user_id,
+        )
+        async with self._readers() as session:
+            rows, total, token = await downloads.list_visible(
+                session, _principal(), filters, request.page_size, request.page_token
+            )
+            messages = [await self._message(session, row) for row in rows]
+        return download_pb2.ListDownloadsResponse(downloads=messages, next_page_token=token, total_size=total)
+
+    async def CancelDownload(
+        self, request: download_pb2.CancelDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.CancelDownloadResponse:
+        principal = _principal()
+        _audit(request.id)
+        async with self._sessions.begin() as session:
+            stored = await downloads.cancel(session, principal, request.id, self._clock())
+        self._hub.publish(stored)
+        # Running here: stop it now and answer with the final state. Running elsewhere: that
+        # instance sees the request at its next lease renewal.
+        await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
+        async with self._readers() as session:
+            row = await downloads.get_visible(session, principal, request.id)
+            return download_pb2.CancelDownloadResponse(download=await self._message(session, row))
+
+    async def RetryDownload(
+        self, request: download_pb2.RetryDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.RetryDownloadResponse:
+        principal = _principal()
+        _audit(request.id)
+        async with self._sessions.begin() as session:
+            limits = await self._limits(session, principal)
+            row, stored = await downloads.retry(
+                session, principal, request.id, request.request_id, limits, self._clock()
+            )
+            message = await self._message(session, row)
+        self._hub.publish(stored)
+        self._engine.wake()
+        return download_pb2.RetryDownloadResponse(download=message)
+
+    async def DeleteDownload(
+        self, request: download_pb2.DeleteDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.DeleteDownloadResponse:
+        _audit(request.id)
+        async with self._sessions.begin() as session:
+            archive = await downloads.delete(session, _principal(), request.id)
+        if archive:
+            self._storage.delete(archive)
+        return download_pb2.DeleteDownloadResponse()
+
+    async def WatchDownload(
+        self, request: download_pb2.WatchDownloadRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[download_pb2.WatchDownloadResponse]:
+        if request.after_sequence < 0:
+            raise InvalidArgument.field("after_sequence", "must not be negative")
+        principal = _principal()
+        async with self._readers() as session:
+            row = await downloads.get_visible(session, principal, request.id)
+            final = row.state in FINAL_STATES
+            snapshot = downloads.snapshot(row)
+        stream = _EventStream(self._readers, request)
+        with self._hub.watch(request.id) as watcher:
+            # Registered before the replay, so nothing written in between is missed.
+            async for message in stream.replay():
+                yield message
+            if stream.finished is None and final and stream.last >= snapshot["last_event_sequence"]:
+                stream.finished = snapshot
+            while stream.finished is None:
+                event = await watcher.next(self._options.heartbeat_seconds)
+                if event is not None:
+                    if (accepted := stream.accept(event)) is not None:
+                        yield accepted
+                    continue
+                caught_up = False
+                async for message in stream.replay():  # behind, written elsewhere, or quiet
+                    caught_up = True
+                    yield message
+                watcher.drain()
+                if not caught_up and stream.finished is None:
+                    yield download_pb2.WatchDownloadResponse(
+                        sequence=stream.last,
+                        event_time=convert.timestamp(self._clock()),
+                        download_id=request.id,
+                        heartbeat=download_pb2.HeartbeatEvent(),
+                    )
+        yield download_pb2.WatchDownloadResponse(
+            sequence=stream.last,
+            event_time=convert.timestamp(self._clock()),
+            download_id=request.id,
+            finished=download_pb2.FinishedEvent(download=convert.download(stream.finished)),
+        )
+
+    async def FetchArchive(
+        self, request: download_pb2.FetchArchiveRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        if request.offset < 0:
+            raise InvalidArgument.field("offset", "must not be negative")
+        if request.length < 0:
+            raise InvalidArgument.field("length", "must not be negative")
+        async with self._readers() as session:
+            row = await downloads.get_visible(session, _principal(), request.id)
+        path, size = self._archive_file(row)
+        if request.offset > size:
+            raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
+        end = size if request.length == 0 else min(size, request.offset + request.length)
+        call = current_call()
+        for key, value in (
+            ("x-archive-size", str(size)),
+            ("x-archive-sha256", row.archive_sha256 or ""),
+            ("x-archive-filename", row.archive_filename or f"{row.workshop_id}.zip"),
+            ("content-disposition", f'attachment; filename="{row.archive_filename or row.workshop_id}"'),
+            ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
+        ):
+            call.add_header(key, value)
+        with path.open("rb") as archive:
+            archive.seek(request.offset)
+            position = request.offset
+            while position < end:
+                data = await asyncio.to_thread(archive.read, min(ARCHIVE_CHUNK, end - position))
+                if not data:
+                    break  # the file shrank under us: the client sees a short body and a size mismatch
+                position += len(data)
+                yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
+        if request.offset == end:  # nothing to send: an empty body still tells the headers
+            yield httpbody_pb2.HttpBody(content_type="application/zip")
+
+    def _archive_file(self, row: Download) -> tuple[Any, int]:
+        """Everything that can go wrong is found before the first byte (HTTP clients see no trailers)."""
+        if row.state is not DownloadState.SUCCEEDED:
+            raise FailedPrecondition(
+                f"the download is {row.state.value.lower()}; its archive exists once it has succeeded",
+                reason="ARCHIVE_NOT_READY",
+            )
+        if row.archive_state == "EXPIRED":
+            raise NotFound(
+                "archive", row.id, "the archive was removed by the retention policy; download the item again"
+            )
+        if row.archive_state != "AVAILABLE" or not row.archive_path:
+            raise NotFound("archive", row.id, "the archive was deleted")
+        try:
+            path = self._storage.path_of(row.archive_path)
+            size = path.stat().st_size
+        except (StorageError, OSError):
+            raise NotFound("archive", row.id, "the archive is missing from storage") from None
+        if size != row.archive_size:
+            raise NotFound("archive", row.id, "the archive in storage is damaged (its size changed)")
+        return path, size
+
+
+class _EventStream:
+    """The position of one WatchDownload stream: replays from the database, skips what was sent."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], request: download_pb2.WatchDownloadRequest
+    ):
+        self._sessions = sessions
+        self._request = request
+        self.last = request.after_sequence
+        self.finished: dict[str, Any] | None = None
+
+    async def replay(self) -> AsyncIterator[download_pb2.WatchDownloadResponse]:
+        """Everything recorded after `last`; a final state that a retry left behind does not end it."""
+        while True:
+            async with self._sessions() as session:
+                batch = await events.history(session, self._request.id, self.last, _REPLAY_BATCH)
+            for event in batch:
+                if (message := self.accept(event)) is not None:
+                    yield message
+            if len(batch) < _REPLAY_BATCH:
+                return
+
+    def accept(self, event: StoredEvent) -> download_pb2.WatchDownloadResponse | None:
+        if event.sequence <= self.last:
+            return None  # already sent (live copy of a replayed event, or the reverse)
+        self.last = event.sequence
+        if event.kind is EventKind.STATE:
+            state = event.payload["download"]["state"]
+            self.finished = event.payload["download"] if state in _FINAL_NAMES else None
+        if event.kind is EventKind.LOG and self._request.exclude_logs:
+            return None
+        return convert.watch_event(event)
+
+
+def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:
+    return getattr(request, name).ToDatetime(tzinfo=UTC) if request.HasField(name) else None  # type: ignore[arg-type]

@@ -1,0 +1,392 @@
+"""Download jobs as callers see them: create (idempotent), read, list, cancel, retry, delete.
+
+Visibility: people and their keys see their own downloads; admins see all. Someone else's download
+answers NOT_FOUND, exactly like one that does not exist, so ids cannot be probed.
+
+State changes go through `transition`, which checks the move against the table below and writes a
+state event (with a snapshot of the download) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wallwhale.core import events, paging
+from wallwhale.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from wallwhale.core.events import EventKind, NewEvent, StoredEvent
+from wallwhale.core.identity import Principal
+from wallwhale.core.limits import reserve_downloads
+from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
+from wallwhale.ids import is_valid_id
+from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
+
+S = DownloadState
+FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
+# States in which a worker holds the job's lease (and a DepotDownloader process may run).
+ACTIVE_STATES = frozenset({S.RUNNING, S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING})
+_MOVES: dict[DownloadState, frozenset[DownloadState]] = {
+    S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.WAITING_FOR_STEAM_GUARD: frozenset({S.RUNNING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.ARCHIVING: frozenset({S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset({S.QUEUED}),
+    S.CANCELLED: frozenset({S.QUEUED}),
+}
+
+PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH = 1, 2, 3
+MAX_REQUEST_ID = 64
+_RETRY_METHOD = "RetryDownload"
+_IDEMPOTENCY_DAYS = 7
+
+
+@dataclass(frozen=True)
+class CreateInput:
+    url_or_id: str
+    app_id: int | None = None
+    priority: int = PRIORITY_NORMAL
+    request_id: str = ""
+    steam_account_id: str = ""
+    skip_cache: bool = False
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    max_attempts: int
+    max_runtime_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Created:
+    download: Download
+    events: list[StoredEvent]
+    replayed: bool  # the request_id was seen before: nothing new was created
+
+
+def snapshot(download: Download) -> dict[str, Any]:
+    """Every column of the download, JSON-safe: what a state event remembers and the API shows."""
+    values: dict[str, Any] = {}
+    for column in Download.__table__.columns:
+        value = getattr(download, column.key)
+        values[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return values
+
+
+async def transition(
+    session: AsyncSession,
+    download: Download,
+    state: DownloadState,
+    now: datetime,
+    *,
+    note: str = "",
+    **changes: Any,
+) -> list[StoredEvent]:
+    """Moves the download to `state` (with column `changes`) and records the state event.
+
+    A `note` is also recorded as a server log line (e.g. why a retry waits).
+    """
+    previous = download.state
+    if state is not previous and state not in _MOVES[previous]:
+        raise FailedPrecondition(f"a download cannot go from {previous.value} to {state.value}")
+    download.state = state
+    for name, value in changes.items():
+        setattr(download, name, value)
+    download.update_time = now
+    if state in FINAL_STATES and download.end_time is None:
+        download.end_time = now
+    new = [NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)})]
+    if note:
+        new.append(NewEvent(EventKind.LOG, {"stream": "server", "line": note}))
+    return await events.append(session, download, new, now)
+
+
+def _scope(principal: Principal) -> str:
+    # request_ids are the caller's: a key's and its owner's never collide.
+    return principal.api_key_id or principal.user_id
+
+
+def _fingerprint(values: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+async def create(
+    session: AsyncSession, principal: Principal, data: CreateInput, limits: JobLimits, now: datetime
+) -> Created:
+    """Queues a download (in the caller's transaction), or returns the one made with the same request_id."""
+    workshop_id = parse_workshop_id(data.url_or_id)
+    app_id = check_app_id(data.app_id) if data.app_id is not None else WALLPAPER_ENGINE_APP_ID
+    if len(data.request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    if data.steam_account_id:
+        if not principal.is_admin:
+            raise PermissionDenied(
+                "only admins choose the Steam account of a download", reason="SCOPE_MISSING"
+            )
+        if (
+            not is_valid_id(data.steam_account_id)
+            or await session.get(SteamAccount, data.steam_account_id) is None
+        ):
+            raise NotFound("steam account", data.steam_account_id)
+    fingerprint = _fingerprint(
+        {
+            "workshop_id": workshop_id,
+            "app_id": app_id,
+            "priority": data.priority,
+            "steam_account_id": data.steam_account_id,
+            "skip_cache": data.skip_cache,
+        }
+    )
+    scope = _scope(principal)
+    if data.request_id and (earlier := await _by_request_id(session, scope, data.request_id)) is not None:
+        return _replay(earlier, fingerprint)
+    download = Download(
+        workshop_id=workshop_id,
+        app_id=app_id,
+        priority=data.priority,
+        owner_user_id=principal.user_id,
+        api_key_id=principal.api_key_id or None,
+        requested_steam_account_id=data.steam_account_id or None,
+        idempotency_scope=scope if data.request_id else None,
+        request_id=data.request_id or None,
+        request_fingerprint=fingerprint if data.request_id else None,
+        skip_cache=data.skip_cache,
+        max_attempts=limits.max_attempts,
+        max_runtime_seconds=limits.max_runtime_seconds,
+        phase="STARTING",
+        create_time=now,
+        update_time=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(download)
+            await session.flush()
+    except IntegrityError:
+        # Another call with the same request_id won the race; answer with its download.
+        earlier = await _by_request_id(session, scope, data.request_id) if data.request_id else None
+        if earlier is None:
+            raise
+        return _replay(earlier, fingerprint)
+    stored = await events.append(
+        session,
+        download,
+        [NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
+        now,
+    )
+    if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
+        # Last, in the same transaction: a refused quota rolls the download back, and the key's
+        # counter row stays locked for the shortest time.
+        await reserve_downloads(session, key, 1, now)
+    return Created(download, stored, replayed=False)
+
+
+async def _by_request_id(session: AsyncSession, scope: str, request_id: str) -> Download | None:
+    return await session.scalar(
+        select(Download).where(Download.idempotency_scope == scope, Download.request_id == request_id)
+    )
+
+
+def _replay(earlier: Download, fingerprint: str) -> Created:
+    if earlier.request_fingerprint != fingerprint:
+        raise AlreadyExists(
+            "request_id was used before for a different download request", reason="REQUEST_ID_REUSED"
+        )
+    return Created(earlier, [], replayed=True)
+
+
+def visible_to(principal: Principal, download: Download) -> bool:
+    return principal.is_admin or download.owner_user_id == principal.user_id
+
+
+async def get_visible(
+    session: AsyncSession, principal: Principal, download_id: str, *, lock: bool = False
+) -> Download:
+    """The download if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
+    missing = NotFound("download", download_id)
+    if not download_id:
+        raise InvalidArgument.field("id", "is required")
+    if not is_valid_id(download_id):
+        raise missing
+    query = select(Download).where(Download.id == download_id)
+    if lock:
+        query = query.with_for_update()
+    download = await session.scalar(query)
+    if download is None or not visible_to(principal, download):
+        raise missing
+    return download
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    states: tuple[DownloadState, ...] = ()
+    workshop_id: int = 0
+    create_time_after: datetime | None = None
+    create_time_before: datetime | None = None
+    batch_id: str = ""
+    owner_user_id: str = ""
+
+
+async def list_visible(
+    session: AsyncSession, principal: Principal, filters: ListFilter, page_size: int, page_token: str
+) -> tuple[list[Download], int, str]:
+    if filters.owner_user_id and not principal.is_admin and filters.owner_user_id != principal.user_id:
+        raise PermissionDenied("only admins list other users' downloads", reason="SCOPE_MISSING")
+    page = paging.page(
+        page_size,
+        page_token,
+        viewer=principal.user_id,
+        states=sorted(filters.states),
+        workshop_id=filters.workshop_id,
+        after=filters.create_time_after,
+        before=filters.create_time_before,
+        batch=filters.batch_id,
+        owner=filters.owner_user_id,
+    )
+    query: Select[Any] = select(Download)
+    if not principal.is_admin:
+        query = query.where(Download.owner_user_id == principal.user_id)
+    if filters.owner_user_id:
+        query = query.where(Download.owner_user_id == filters.owner_user_id)
+    if filters.states:
+        query = query.where(Download.state.in_(filters.states))
+    if filters.workshop_id:
+        query = query.where(Download.workshop_id == filters.workshop_id)
+    if filters.create_time_after is not None:
+        query = query.where(Download.create_time >= filters.create_time_after)
+    if filters.create_time_before is not None:
+        query = query.where(Download.create_time < filters.create_time_before)
+    if filters.batch_id:
+        query = query.where(Download.batch_id == filters.batch_id)
+    rows, total = await paging.fetch(session, query, page, Download.create_time.desc(), Download.id.desc())
+    return rows, total, page.next_token(total)
+
+
+async def queue_position(session: AsyncSession, download: Download, now: datetime) -> int:
+    """How many queued jobs are claimed before this one (higher priority, or older at the same)."""
+    if download.state is not S.QUEUED:
+        return 0
+    ahead = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(
+            Download.state == S.QUEUED,
+            Download.id != download.id,
+            or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
+            or_(
+                Download.priority > download.priority,
+                and_(Download.priority == download.priority, Download.create_time < download.create_time),
+            ),
+        )
+    )
+    return int(ahead or 0)
+
+
+async def cancel(
+    session: AsyncSession, principal: Principal, download_id: str, now: datetime
+) -> list[StoredEvent]:
+    """Cancels at once what no worker holds; for a running job, asks its worker (returns no events)."""
+    download = await get_visible(session, principal, download_id, lock=True)
+    if download.state is S.CANCELLED:
+        return []
+    if download.state in FINAL_STATES:
+        raise FailedPrecondition(
+            f"the download has {download.state.value.lower()} already; it cannot be cancelled"
+        )
+    if download.state in ACTIVE_STATES and not _lease_expired(download, now):
+        download.cancel_requested = True
+        download.update_time = now
+        return []
+    return await transition(
+        session,
+        download,
+        S.CANCELLED,
+        now,
+        note="cancelled",
+        cancel_requested=False,
+        next_attempt_time=None,
+        lease_owner=None,
+        lease_expire_time=None,
+    )
+
+
+def _lease_expired(download: Download, now: datetime) -> bool:
+    return download.lease_expire_time is None or download.lease_expire_time <= now
+
+
+async def retry(
+    session: AsyncSession,
+    principal: Principal,
+    download_id: str,
+    request_id: str,
+    limits: JobLimits,
+    now: datetime,
+) -> tuple[Download, list[StoredEvent]]:
+    """Queues a failed or cancelled download again, with a fresh allowance of automatic attempts."""
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    download = await get_visible(session, principal, download_id, lock=True)
+    if request_id:
+        record = await session.get(IdempotencyRecord, (_scope(principal), request_id))
+        request_hash = _fingerprint({"retry": download.id})
+        if record is not None:
+            if record.request_hash != request_hash:
+                raise AlreadyExists(
+                    "request_id was used before for another request", reason="REQUEST_ID_REUSED"
+                )
+            return download, []
+        session.add(
+            IdempotencyRecord(
+                scope=_scope(principal),
+                request_id=request_id,
+                method=_RETRY_METHOD,
+                request_hash=request_hash,
+                response=download.id.encode(),
+                status_code=0,
+                create_time=now,
+                expire_time=now + timedelta(days=_IDEMPOTENCY_DAYS),
+            )
+        )
+    if download.state not in (S.FAILED, S.CANCELLED):
+        raise FailedPrecondition(
+            f"only failed or cancelled downloads can be retried; this one is {download.state.value.lower()}"
+        )
+    stored = await transition(
+        session,
+        download,
+        S.QUEUED,
+        now,
+        note="queued again by RetryDownload",
+        max_attempts=download.attempt + limits.max_attempts,
+        next_attempt_time=None,
+        failure_reason=None,
+        failure_message=None,
+        failure_retryable=False,
+        cancel_requested=False,
+        end_time=None,
+        percent=0.0,
+        phase="STARTING",
+    )
+    return download, stored
+
+
+async def delete(session: AsyncSession, principal: Principal, download_id: str) -> str | None:
+    """Deletes a final download; returns its archive path (relative) for the caller to remove."""
+    download = await get_visible(session, principal, download_id, lock=True)
+    if download.state not in FINAL_STATES:
+        raise FailedPrecondition("the download is still active; cancel it first")
+    archive = download.archive_path
+    await session.delete(download)
+    return archive

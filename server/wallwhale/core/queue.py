@@ -1,0 +1,296 @@
+"""The job queue in the database: claiming, leases, and taking back the jobs of dead instances.
+
+A worker claims the first QUEUED job (highest priority, then oldest) that is due, whose API key is
+under its concurrency limit, and for which a Steam account is free; it writes its lease on the job
+and on the account in the same transaction. On PostgreSQL candidate jobs and accounts are locked with
+FOR UPDATE SKIP LOCKED, so instances sharing the database never claim the same job or account, and the
+key row is locked while its running jobs are counted. SQLite has one writer at a time, which gives
+the same guarantee for the single instance it is meant for.
+
+A lease that is not renewed expires: the job goes back to the queue (or fails after its last attempt)
+and its account becomes free again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from wallwhale.core.downloads import ACTIVE_STATES, transition
+from wallwhale.core.events import StoredEvent
+from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
+
+_CANDIDATES = 16
+
+
+@dataclass(frozen=True)
+class Claim:
+    download_id: str
+    workshop_id: int
+    app_id: int
+    attempt: int
+    max_attempts: int
+    max_runtime_seconds: int | None
+    account_id: str
+    account_username: str
+    login_id: int
+    events: list[StoredEvent]
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim | None
+    # Jobs that were failed because no account could ever run them, and their events.
+    events: list[StoredEvent]
+
+
+async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lease: timedelta) -> ClaimResult:
+    candidates = await session.scalars(
+        select(Download)
+        .where(
+            Download.state == DownloadState.QUEUED,
+            Download.cancel_requested.is_(False),
+            or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
+        )
+        .order_by(Download.priority.desc(), Download.create_time, Download.id)
+        .limit(_CANDIDATES)
+        .with_for_update(skip_locked=True)
+    )
+    failed: list[StoredEvent] = []
+    for download in list(candidates):
+        if not await _key_has_room(session, download):
+            continue  # over its key's max_concurrent: it waits, it does not fail
+        accounts = await _usable_accounts(session, download)
+        if not accounts:
+            failed += await transition(
+                session,
+                download,
+                DownloadState.FAILED,
+                now,
+                note="no Steam account can run this download",
+                failure_reason="NO_ACCOUNT_AVAILABLE",
+                failure_message=_no_account_message(download),
+                failure_retryable=True,
+            )
+            continue
+        account = await _take_free_account(session, accounts, download.app_id, instance_id, now, lease)
+        if account is None:
+            continue  # every account that could run it is busy or cooling down: it waits
+        stored = await transition(
+            session,
+            download,
+            DownloadState.RUNNING,
+            now,
+            note=f"attempt {download.attempt + 1} of {download.max_attempts} as {account.username}",
+            attempt=download.attempt + 1,
+            lease_owner=instance_id,
+            lease_expire_time=now + lease,
+            steam_account_id=account.id,
+            start_time=download.start_time or now,
+            phase="STARTING",
+            percent=0.0,
+            current_file="",
+            next_attempt_time=None,
+            failure_reason=None,
+            failure_message=None,
+            failure_retryable=False,
+        )
+        claim = Claim(
+            download_id=download.id,
+            workshop_id=download.workshop_id,
+            app_id=download.app_id,
+            attempt=download.attempt,
+            max_attempts=download.max_attempts,
+            max_runtime_seconds=download.max_runtime_seconds,
+            account_id=account.id,
+            account_username=account.username,
+            login_id=account.login_id,
+            events=stored,
+        )
+        return ClaimResult(claim, failed)
+    return ClaimResult(None, failed)
+
+
+async def _key_has_room(session: AsyncSession, download: Download) -> bool:
+    if download.api_key_id is None:
+        return True
+    # Locking the key row serialises the count-and-claim of its jobs across instances.
+    limit = await session.scalar(
+        select(ApiKey.max_concurrent_downloads).where(ApiKey.id == download.api_key_id).with_for_update()
+    )
+    if limit is None:
+        return True
+    running = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(Download.api_key_id == download.api_key_id, Download.state.in_(ACTIVE_STATES))
+    )
+    return int(running or 0) < limit
+
+
+async def _usable_accounts(session: AsyncSession, download: Download) -> list[SteamAccount]:
+    """Accounts that could run the job some time: enabled, not known to lack its app."""
+    query = select(SteamAccount).where(
+        SteamAccount.disabled.is_(False), SteamAccount.status != SteamAccountStatus.DISABLED
+    )
+    if download.requested_steam_account_id:
+        query = query.where(SteamAccount.id == download.requested_steam_account_id)
+    accounts = await session.scalars(query)
+    return [account for account in accounts if download.app_id not in (account.not_owned_app_ids or [])]
+
+
+async def _take_free_account(
+    session: AsyncSession,
+    accounts: list[SteamAccount],
+    app_id: int,
+    instance_id: str,
+    now: datetime,
+    lease: timedelta,
+) -> SteamAccount | None:
+    def ready(account: SteamAccount) -> bool:
+        cooled = account.cooldown_end_time is None or account.cooldown_end_time <= now
+        free = account.session_owner is None or (account.session_expire_time or now) <= now
+        return cooled and free
+
+    def preference(account: SteamAccount) -> tuple[bool, datetime]:
+        # Accounts known to own the app first, then the least recently used (spreads the logins).
+        return (
+            app_id not in (account.owned_app_ids or []),
+            account.last_used_time or datetime.min.replace(tzinfo=now.tzinfo),
+        )
+
+    for account in sorted(filter(ready, accounts), key=preference):
+        locked = await session.scalar(
+            select(SteamAccount)
+            .where(
+                SteamAccount.id == account.id,
+                or_(SteamAccount.session_owner.is_(None), SteamAccount.session_expire_time <= now),
+            )
+            .with_for_update(skip_locked=True)
+        )
+        if locked is None:
+            continue
+        locked.session_owner = instance_id
+        locked.session_expire_time = now + lease
+        locked.last_used_time = now
+        locked.downloads_run += 1
+        if locked.status is SteamAccountStatus.COOLING_DOWN:
+            locked.status, locked.status_reason, locked.cooldown_end_time = (
+                SteamAccountStatus.ACTIVE,
+                "",
+                None,
+            )
+        return locked
+    return None
+
+
+def _no_account_message(download: Download) -> str:
+    if download.requested_steam_account_id:
+        return "the requested Steam account is disabled, removed, or known not to own the item's app"
+    return f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
+
+
+@dataclass(frozen=True)
+class Renewal:
+    lost: set[str]  # jobs this instance no longer holds: stop them without touching their rows
+    cancel: set[str]  # jobs someone asked to cancel
+
+
+async def renew(
+    session: AsyncSession,
+    instance_id: str,
+    job_ids: set[str],
+    account_ids: set[str],
+    now: datetime,
+    lease: timedelta,
+) -> Renewal:
+    if not job_ids:
+        return Renewal(set(), set())
+    await session.execute(
+        update(Download)
+        .where(
+            Download.id.in_(job_ids), Download.lease_owner == instance_id, Download.state.in_(ACTIVE_STATES)
+        )
+        .values(lease_expire_time=now + lease)
+        .execution_options(synchronize_session=False)
+    )
+    if account_ids:
+        await session.execute(
+            update(SteamAccount)
+            .where(SteamAccount.id.in_(account_ids), SteamAccount.session_owner == instance_id)
+            .values(session_expire_time=now + lease)
+            .execution_options(synchronize_session=False)
+        )
+    rows = (
+        await session.execute(
+            select(Download.id, Download.lease_owner, Download.state, Download.cancel_requested).where(
+                Download.id.in_(job_ids)
+            )
+        )
+    ).all()
+    held = {row.id for row in rows if row.lease_owner == instance_id and row.state in ACTIVE_STATES}
+    return Renewal(
+        lost=job_ids - held, cancel={row.id for row in rows if row.id in held and row.cancel_requested}
+    )
+
+
+async def requeue_expired(session: AsyncSession, now: datetime) -> list[StoredEvent]:
+    """Takes back the jobs whose instance stopped renewing: requeued, cancelled or failed."""
+    expired = await session.scalars(
+        select(Download)
+        .where(Download.state.in_(ACTIVE_STATES), Download.lease_expire_time < now)
+        .with_for_update(skip_locked=True)
+    )
+    stored: list[StoredEvent] = []
+    for download in list(expired):
+        dead_instance = download.lease_owner
+        released = {"lease_owner": None, "lease_expire_time": None}
+        if download.cancel_requested:
+            stored += await transition(
+                session,
+                download,
+                DownloadState.CANCELLED,
+                now,
+                note="cancelled",
+                cancel_requested=False,
+                **released,
+            )
+        elif download.attempt >= download.max_attempts:
+            stored += await transition(
+                session,
+                download,
+                DownloadState.FAILED,
+                now,
+                note="the server running it stopped during the last attempt",
+                failure_reason="PROCESS_CRASHED",
+                failure_retryable=True,
+                failure_message=f"the server running the download stopped during attempt {download.attempt}",
+                **released,
+            )
+        else:
+            stored += await transition(
+                session,
+                download,
+                DownloadState.QUEUED,
+                now,
+                note="the server running it stopped; queued again",
+                next_attempt_time=None,
+                **released,
+            )
+        await release_account(session, download.steam_account_id, dead_instance)
+    return stored
+
+
+async def release_account(session: AsyncSession, account_id: str | None, instance_id: str | None) -> None:
+    """Frees the account's DepotDownloader session if `instance_id` still holds it."""
+    if account_id is None or instance_id is None:
+        return
+    await session.execute(
+        update(SteamAccount)
+        .where(SteamAccount.id == account_id, SteamAccount.session_owner == instance_id)
+        .values(session_owner=None, session_expire_time=None)
+        .execution_options(synchronize_session=False)
+    )
