@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from google.api import annotations_pb2, httpbody_pb2
+from google.api import annotations_pb2
 from google.protobuf.descriptor import FileDescriptor
 from google.rpc import error_details_pb2
 from google.rpc import status_pb2 as rpc_status_pb2
@@ -32,7 +32,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.conftest import PostgresDatabases
+from tests.engine_support import Harness, harness_for, seconds
 from tests.envoy_support import (
+    ENVOY_ADDRESS,
     ENVOY_BINARY,
     Envoy,
     Reply,
@@ -273,8 +275,20 @@ async def test_missing_scope_is_403(stack: Stack) -> None:
     assert_json_error(reply, 403, 7, "SCOPE_MISSING")
 
 
-async def test_rate_limit_429_is_not_built_yet() -> None:
-    pytest.skip("429: rate limits and quotas are built on another branch; add the case there")
+async def test_rate_limited_key_is_429_with_quota_failure_retry_info_and_headers(stack: Stack) -> None:
+    limits = {"requestsPerMinute": 1, "burst": 1}
+    key = {"apiKey": {"name": "slow", "scopes": ["admin:read"], "limits": limits}}
+    created = await stack.call("POST", "/v1/admin/api-keys", key)
+    assert created.status == 200, created
+    slow = {"x-api-key": created.json()["plaintextKey"]}
+    first = await http("GET", stack.envoy.url("/v1/status"), headers=slow)
+    assert first.status == 200
+    assert first.headers["x-ratelimit-limit"] == "1"
+    assert first.headers["x-ratelimit-remaining"] == "0"
+    second = await http("GET", stack.envoy.url("/v1/status"), headers=slow)
+    body = assert_json_error(second, 429, 8, "RATE_LIMITED")
+    assert detail(body, "QuotaFailure")["violations"][0]["subject"].startswith("api-keys/")
+    assert detail(body, "RetryInfo")["retryDelay"].endswith("s")
 
 
 async def test_unknown_path_and_query_parameter_are_refused_by_envoy(stack: Stack) -> None:
@@ -313,12 +327,15 @@ async def test_request_id_passes_through_both_ways(stack: Stack) -> None:
     assert len(made_up.headers["x-request-id"]) >= 16  # Envoy made one and the server echoed it
 
 
-async def test_unimplemented_download_routes_answer_json(stack: Stack) -> None:
-    """The download engine is not built yet; its routes exist and map the server's answer."""
+async def test_download_routes_map_the_servers_refusals(stack: Stack) -> None:
+    """Unary, SSE and archive routes alike: a refusal before the first byte is a JSON error."""
     for path in ("/v1/downloads/abc", "/v1/downloads/abc:watch", "/v1/downloads/abc/archive"):
-        assert_json_error(await stack.call("GET", path), 501, 12, "NOT_IMPLEMENTED")
-    reply = await stack.call("POST", "/v1/downloads", {"urlOrId": "2831234567"})
-    assert_json_error(reply, 501, 12, "NOT_IMPLEMENTED")
+        body = assert_json_error(await stack.call("GET", path), 404, 5, "NOT_FOUND")
+        assert detail(body, "ResourceInfo")["resourceName"] == "abc"
+    invalid = await stack.call("POST", "/v1/downloads", {"urlOrId": "not a workshop item"})
+    assert_json_error(invalid, 400, 3, "INVALID_WORKSHOP_ITEM")
+    batches = await stack.call("GET", "/v1/batches/abc:watch")
+    assert_json_error(batches, 501, 12, "NOT_IMPLEMENTED")
 
 
 # ---- the client's address ---------------------------------------------------------------------
@@ -416,17 +433,11 @@ async def test_no_server_is_503_json_for_rest_and_unavailable_for_grpc(tmp_path:
         assert not raised.value.details().startswith("{")
 
 
-# ---- the streaming contract, against a stand-in for the download engine --------------------------
-
-ARCHIVE = hashlib.sha256(b"seed").digest() * 16384  # 512 KiB that are not all alike
-ARCHIVE_SHA256 = hashlib.sha256(ARCHIVE).hexdigest()
-CHUNK = 64 * 1024
-
+# ---- stream timing and timeouts, against a stand-in with exact timing ----------------------------
 
 class StreamingStandIn(download_pb2_grpc.DownloadServiceServicer):
-    """Answers WatchDownload and FetchArchive the way envoy/envoy.template.yaml asks the engine
-    to: refusals before the first message, events spaced in time ending with a final event; the
-    archive's headers as initial metadata, a Range request answered with content-range."""
+    """Answers WatchDownload with exact timing (refusal before the first message, events 0.4 s
+    apart, a final event) and GetDownload slowly, to pin down what Envoy does with them."""
 
     async def WatchDownload(
         self, request: download_pb2.WatchDownloadRequest, context: aio.ServicerContext[Any, Any]
@@ -445,28 +456,6 @@ class StreamingStandIn(download_pb2_grpc.DownloadServiceServicer):
         yield download_pb2.WatchDownloadResponse(
             sequence=4, download_id=request.id, finished=download_pb2.FinishedEvent()
         )
-
-    async def FetchArchive(
-        self, request: download_pb2.FetchArchiveRequest, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        metadata = dict(context.invocation_metadata() or ())
-        start = request.offset
-        ranged = str(metadata.get("range", ""))
-        if ranged.startswith("bytes=") and ranged.endswith("-"):
-            start = int(ranged[len("bytes=") : -1])
-        headers = [
-            ("content-disposition", 'attachment; filename="2831234567-wallpaper.zip"'),
-            ("x-archive-size", str(len(ARCHIVE))),
-            ("x-archive-sha256", ARCHIVE_SHA256),
-        ]
-        if start:
-            headers.append(("content-range", f"bytes {start}-{len(ARCHIVE) - 1}/{len(ARCHIVE)}"))
-        await context.send_initial_metadata(headers)
-        for offset in range(start, len(ARCHIVE), CHUNK):
-            yield httpbody_pb2.HttpBody(
-                content_type="application/zip" if offset == start else "",
-                data=ARCHIVE[offset : offset + CHUNK],
-            )
 
     async def GetDownload(
         self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
@@ -515,39 +504,6 @@ async def test_watch_refused_before_the_first_event_is_a_json_error(stand_in_env
         assert detail(body, "ResourceInfo")["resourceName"] == "nope"
 
 
-async def test_archive_is_a_plain_download_with_its_headers_and_resumes_with_range(
-    stand_in_envoy: Envoy,
-) -> None:
-    whole = await http("GET", stand_in_envoy.url("/v1/downloads/job-1/archive"))
-    assert whole.status == 200
-    assert whole.headers["content-type"] == "application/zip"
-    assert whole.headers["content-disposition"] == 'attachment; filename="2831234567-wallpaper.zip"'
-    assert whole.headers["x-archive-size"] == str(len(ARCHIVE))
-    assert whole.headers["x-archive-sha256"] == ARCHIVE_SHA256
-    assert hashlib.sha256(whole.body).hexdigest() == ARCHIVE_SHA256
-
-    start = len(ARCHIVE) - 100_000
-    rest = await http(
-        "GET", stand_in_envoy.url("/v1/downloads/job-1/archive"), headers={"range": f"bytes={start}-"}
-    )
-    assert rest.status == 206
-    assert rest.headers["content-range"] == f"bytes {start}-{len(ARCHIVE) - 1}/{len(ARCHIVE)}"
-    assert whole.body[:start] + rest.body == ARCHIVE
-
-    by_offset = await http("GET", stand_in_envoy.url("/v1/downloads/job-1/archive", offset=start))
-    assert by_offset.status == 206
-    assert by_offset.body == rest.body
-
-    # gRPC clients get the same bytes, and their status is not rewritten.
-    async with aio.insecure_channel(stand_in_envoy.grpc_target) as channel:
-        call = download_pb2_grpc.DownloadServiceStub(channel).FetchArchive(
-            download_pb2.FetchArchiveRequest(id="job-1")
-        )
-        data = b"".join([chunk.data async for chunk in call])
-        assert data == ARCHIVE
-        assert dict(await call.initial_metadata())["x-archive-sha256"] == ARCHIVE_SHA256
-
-
 async def test_a_slow_unary_call_is_cut_at_the_route_timeout_with_504_json(stand_in_envoy: Envoy) -> None:
     reply = await http("GET", stand_in_envoy.url("/v1/downloads/slow"))
     assert_json_error(reply, 504, 4)
@@ -589,3 +545,113 @@ async def test_two_instances_share_the_load_and_one_stopping_loses_no_request(
         await envoy.wait_healthy([servers[1].port])
         after = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(4)]
         assert {r.json()["instanceId"] for r in after} == {servers[1].instance_id}
+
+
+# ---- the download engine over REST ----------------------------------------------------------------
+
+ITEM = 2831234567
+SLOW_ITEM = 2831234568
+FINAL_STATES = {"DOWNLOAD_STATE_SUCCEEDED", "DOWNLOAD_STATE_FAILED", "DOWNLOAD_STATE_CANCELLED"}
+
+
+@pytest_asyncio.fixture
+async def engine_behind_envoy(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy]]:
+    """A server with the test DepotDownloader (tests/engine_support.py) behind Envoy."""
+    url = to_async_url(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
+    async for harness in harness_for(url, tmp_path):
+        server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])
+        async with running_envoy(tmp_path / "envoy", [server.port]) as envoy:
+            yield harness, envoy
+
+
+async def _state(envoy: Envoy, key: dict[str, str], download_id: str) -> str:
+    reply = await http("GET", envoy.url(f"/v1/downloads/{download_id}"), headers=key)
+    assert reply.status == 200, reply
+    return str(reply.json()["download"]["state"])
+
+
+async def test_a_download_over_rest_watched_as_events_and_fetched_like_over_grpc(
+    engine_behind_envoy: tuple[Harness, Envoy],
+) -> None:
+    harness, envoy = engine_behind_envoy
+    key = dict(harness.admin)
+    await harness.add_account("rest_we", "pw-rest")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 20_000 for i in range(10)}, behaviour={"file_delay": seconds(0.15)}
+    )
+    created = await http("POST", envoy.url("/v1/downloads"), json_body={"urlOrId": str(ITEM)}, headers=key)
+    assert created.status == 200, created
+    download = created.json()["download"]
+    download_id = download["id"]
+    assert download["state"] == "DOWNLOAD_STATE_QUEUED"
+    assert download["workshopId"] == str(ITEM)
+
+    # Server-Sent Events, each as it happens: the first arrives while the job is still going.
+    url = envoy.url(f"/v1/downloads/{download_id}:watch", excludeLogs="true")
+    received: list[dict[str, Any]] = []
+    async with event_stream(url, headers=key) as events:
+        assert events.status == 200
+        assert events.headers["content-type"] == "text/event-stream"
+        async for event in events:
+            received.append(event)
+            if len(received) == 1:
+                assert await _state(envoy, key, download_id) not in FINAL_STATES
+    assert any("progress" in event for event in received)
+    assert "logLine" not in {name for event in received for name in event}
+    assert received[-1]["finished"]["download"]["state"] == "DOWNLOAD_STATE_SUCCEEDED"
+    assert events.arrivals[-1] - events.arrivals[0] > 0.5
+
+    listed = await http("GET", envoy.url("/v1/downloads", states="DOWNLOAD_STATE_SUCCEEDED"), headers=key)
+    assert [d["id"] for d in listed.json()["downloads"]] == [download_id]
+
+    # The archive over REST is the one over gRPC, with what a client needs to check it.
+    over_grpc, _ = await harness.fetch(download_id)
+    whole = await http("GET", envoy.url(f"/v1/downloads/{download_id}/archive"), headers=key)
+    assert whole.status == 200
+    assert whole.body == over_grpc
+    size = len(whole.body)
+    assert whole.headers["content-type"] == "application/zip"
+    assert whole.headers["content-disposition"].startswith(f'attachment; filename="{ITEM}')
+    assert whole.headers["x-archive-size"] == str(size)
+    assert whole.headers["x-archive-sha256"] == hashlib.sha256(whole.body).hexdigest()
+    assert "content-range" not in whole.headers
+
+    # Resumed with a Range header (as curl -C - does) or with the offset field: 206 and the rest.
+    start = size - 5000
+    rest = await http(
+        "GET", envoy.url(f"/v1/downloads/{download_id}/archive"), headers={**key, "range": f"bytes={start}-"}
+    )
+    assert rest.status == 206
+    assert rest.headers["content-range"] == f"bytes {start}-{size - 1}/{size}"
+    assert whole.body[:start] + rest.body == whole.body
+    middle = await http(
+        "GET", envoy.url(f"/v1/downloads/{download_id}/archive"), headers={**key, "range": "bytes=100-199"}
+    )
+    assert middle.status == 206
+    assert middle.headers["content-range"] == f"bytes 100-199/{size}"
+    assert middle.body == whole.body[100:200]
+    archive = f"/v1/downloads/{download_id}/archive"
+    by_offset = await http("GET", envoy.url(archive, offset=start), headers=key)
+    assert by_offset.status == 206
+    assert by_offset.body == rest.body
+
+
+async def test_a_running_download_is_cancelled_over_rest(engine_behind_envoy: tuple[Harness, Envoy]) -> None:
+    harness, envoy = engine_behind_envoy
+    key = dict(harness.admin)
+    await harness.add_account("cancel_we", "pw-cancel")
+    slow = {"file_delay": seconds(5)}
+    harness.steam.add_item(SLOW_ITEM, files={f"f{i}.bin": 1000 for i in range(5)}, behaviour=slow)
+    body = {"urlOrId": str(SLOW_ITEM)}
+    created = await http("POST", envoy.url("/v1/downloads"), json_body=body, headers=key)
+    download_id = created.json()["download"]["id"]
+    await harness.wait_for(download_id, {download_pb2.DOWNLOAD_STATE_RUNNING})
+    path = f"/v1/downloads/{download_id}"
+    cancelled = await http("POST", envoy.url(f"{path}:cancel"), json_body={}, headers=key)
+    assert cancelled.status == 200, cancelled
+    await harness.wait_for(download_id)
+    assert await _state(envoy, key, download_id) == "DOWNLOAD_STATE_CANCELLED"
+    again = await http("POST", envoy.url(f"{path}:retry"), json_body={}, headers=key)
+    assert again.status == 200, again
+    not_ready = await http("GET", envoy.url(f"/v1/downloads/{download_id}/archive"), headers=key)
+    assert_json_error(not_ready, 400, 9, "ARCHIVE_NOT_READY")
