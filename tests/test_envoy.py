@@ -2,9 +2,9 @@
 balancing, gRPC and gRPC-Web, called with a plain HTTP client.
 
 Most tests share one server on SQLite behind one Envoy (the proxy does not care about the database);
-load balancing runs two instances on one PostgreSQL database, as in production. The streaming
-routes are checked against a stand-in that plays the download engine's part of the contract
-written in envoy/envoy.template.yaml, until the engine's own tests can use the real thing.
+load balancing runs two instances on one PostgreSQL database, as in production. Downloads run the
+real engine with the test DepotDownloader (tests/engine_support.py). Stream timing and the unary
+timeout are pinned down against a small stand-in server whose timing is exact.
 """
 
 from __future__ import annotations
