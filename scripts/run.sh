@@ -1,28 +1,141 @@
 #!/usr/bin/env bash
-# Sets up and runs WallWhale on SQLite (data in ./var): migrates, creates the first admin on an
-# empty database (its API key is printed once), serves gRPC until Ctrl-C.
+# Sets up and runs WallWhale behind Envoy: migrates, creates the first admin on an empty database
+# (its API key is printed once), starts the server (or WALLWHALE_INSTANCES of them, on PostgreSQL)
+# and Envoy in front, waits until Envoy finds every instance healthy and prints how to call it.
+# Ctrl-C or SIGTERM stops them all (the servers drain gracefully).
+#
+#   WALLWHALE_INSTANCES=3 WALLWHALE_DATABASE_URL=postgresql://user@127.0.0.1:5432/wallwhale bash scripts/run.sh
+#
+# Script settings (the servers' own WALLWHALE_* settings are described in the README):
+#   WALLWHALE_INSTANCES         servers behind Envoy (default 1; more need PostgreSQL)
+#   WALLWHALE_ENVOY_HOST/_PORT  where Envoy serves REST/JSON, gRPC-Web and gRPC (127.0.0.1 / 8080)
+#   WALLWHALE_ENVOY_ADMIN_PORT  Envoy's admin interface, on 127.0.0.1 only (9901)
+#   WALLWHALE_CORS_ORIGINS      comma-separated browser origins allowed to call (none)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh >/dev/null
 export WALLWHALE_DATA_DIR=${WALLWHALE_DATA_DIR:-var}
 export WALLWHALE_GRPC_HOST=${WALLWHALE_GRPC_HOST:-127.0.0.1}
-export WALLWHALE_GRPC_PORT=${WALLWHALE_GRPC_PORT:-50051}
 export WALLWHALE_LOG_FORMAT=${WALLWHALE_LOG_FORMAT:-console}
+first_port=${WALLWHALE_GRPC_PORT:-50051}   # instance i listens on first_port + i
+metrics_port=${WALLWHALE_METRICS_PORT:-9464}
+instances=${WALLWHALE_INSTANCES:-1}
+envoy_host=${WALLWHALE_ENVOY_HOST:-127.0.0.1}
+envoy_port=${WALLWHALE_ENVOY_PORT:-8080}
+admin_port=${WALLWHALE_ENVOY_ADMIN_PORT:-9901}
+# Envoy connects to the servers from this loopback address, and only it is trusted to say in
+# x-forwarded-for who the client is; a client on 127.0.0.1 cannot.
+envoy_source=127.0.0.2
+export WALLWHALE_TRUSTED_PROXIES=${WALLWHALE_TRUSTED_PROXIES:-$envoy_source}
+
+if [ "$instances" -gt 1 ]; then
+  case "${WALLWHALE_DATABASE_URL:-}" in
+    postgres*) ;;
+    *) echo "WALLWHALE_INSTANCES=$instances needs a shared PostgreSQL database: set WALLWHALE_DATABASE_URL" >&2
+       exit 2 ;;
+  esac
+  if [ -z "${WALLWHALE_JWT_SECRET:-}" ]; then
+    # Every instance must check the others' login tokens; this secret lasts as long as this run.
+    WALLWHALE_JWT_SECRET=$(.venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(48))')
+    export WALLWHALE_JWT_SECRET
+  fi
+fi
 
 .venv/bin/wallwhale migrate
-.venv/bin/wallwhale bootstrap --if-empty
+created=$(.venv/bin/wallwhale bootstrap --if-empty --json)
+api_key='<your admin API key>'
+if [ -n "$created" ]; then
+  api_key=$(.venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["api_key"])' <<<"$created")
+  .venv/bin/python -c '
+import json, sys
+admin = json.load(sys.stdin)
+print("\nCreated the first admin. This is the only time these secrets are shown: store them now.")
+print("  e-mail:   ", admin["email"])
+print("  password: ", admin["password"])
+print("  API key:  ", admin["api_key"], "  (send as the x-api-key header)")' <<<"$created"
+fi
 
-grpc="$WALLWHALE_GRPC_HOST:$WALLWHALE_GRPC_PORT"
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  if [ ${#pids[@]} -gt 0 ]; then
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+  fi
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+upstreams=()
+for ((i = 0; i < instances; i++)); do
+  port=$((first_port + i))
+  metrics=$metrics_port
+  [ "$metrics_port" -gt 0 ] && metrics=$((metrics_port + i))
+  WALLWHALE_MIGRATE_ON_START=false WALLWHALE_METRICS_PORT=$metrics \
+    .venv/bin/wallwhale serve --port "$port" &
+  pids+=($!)
+  upstreams+=(--upstream "$WALLWHALE_GRPC_HOST:$port")
+done
+
+envoy_dir="$WALLWHALE_DATA_DIR/envoy"
+origins=()
+IFS=',' read -r -a cors <<<"${WALLWHALE_CORS_ORIGINS:-}"
+for origin in "${cors[@]}"; do origins+=(--cors-origin "$origin"); done
+.venv/bin/python scripts/envoy_config.py --out-dir "$envoy_dir" --listen "$envoy_host:$envoy_port" \
+  --admin-port "$admin_port" --upstream-source-address "$envoy_source" "${upstreams[@]}" "${origins[@]}" \
+  --validate >/dev/null
+.venv/bin/envoy -c "$envoy_dir/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
+  >"$envoy_dir/envoy.log" 2>&1 &
+pids+=($!)
+
+# Ready when Envoy's health checks find every instance SERVING (and nothing died on the way).
+if ! .venv/bin/python - "$admin_port" "$instances" "${pids[@]}" <<'PY'; then
+import os, sys, time, urllib.request
+
+admin_port, wanted, pids = int(sys.argv[1]), int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            sys.exit(1)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
+            lines = reply.read().decode().splitlines()
+        if sum(line.endswith("::health_flags::healthy") for line in lines) == wanted:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(0.2)
+sys.exit(1)
+PY
+  echo "WallWhale did not become healthy behind Envoy; Envoy's log: $envoy_dir/envoy.log" >&2
+  exit 1
+fi
+
+base="http://$envoy_host:$envoy_port"
+[ "$envoy_host" = "0.0.0.0" ] && base="http://127.0.0.1:$envoy_port"
 cat <<INFO
 
-WallWhale serves gRPC on $grpc (metrics: http://127.0.0.1:${WALLWHALE_METRICS_PORT:-9464}/metrics).
+WallWhale runs: $instances instance(s) (gRPC from $WALLWHALE_GRPC_HOST:$first_port) behind Envoy.
+  REST base URL:   $base/v1       (also gRPC-Web and gRPC on $base)
+  Envoy admin:     http://127.0.0.1:$admin_port   (access log: $envoy_dir/envoy.log)
 Try it (another terminal, from this folder):
-  npx buf curl --protocol grpc --http2-prior-knowledge --reflect \\
-      http://$grpc/grpc.health.v1.Health/Check
-  npx buf curl --protocol grpc --http2-prior-knowledge --reflect -H "x-api-key: <the admin API key>" \\
-      http://$grpc/wallwhale.v1.StatusService/GetStatus
+  curl -s $base/v1/status -H 'x-api-key: $api_key'
+  npx buf curl --protocol grpc --http2-prior-knowledge --reflect -H 'x-api-key: $api_key' \\
+      $base/wallwhale.v1.StatusService/GetStatus
 Stop with Ctrl-C.
 
 INFO
-exec .venv/bin/wallwhale serve
+
+# Runs until a signal or until one process ends. Ctrl-C reaches every process of the terminal at
+# once, and a server that ends cleanly on it keeps bash from running the INT trap: so a clean exit
+# is a stop, a failed one an error; either way the EXIT trap stops the others.
+status=0
+wait -n "${pids[@]}" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "a WallWhale process failed (exit $status); stopping the others" >&2
+  exit 1
+fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up and runs every check and the whole test suite (what CI runs): static checks, proto lint
-# and breaking-change check, generated-code drift, migration drift, then pytest on SQLite and PostgreSQL.
+# and breaking-change check, generated-code drift, migration drift, the Envoy config, then pytest on
+# SQLite and PostgreSQL (the Envoy tests run the real Envoy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -27,6 +28,9 @@ else
 fi
 step "generated stubs are up to date"
 $PY scripts/generate_protos.py --check
+step "envoy --mode validate (config rendered from envoy/envoy.template.yaml and the protos)"
+$PY scripts/envoy_config.py --out-dir build/envoy --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \
+  --cors-origin http://localhost:5173 --validate
 step "pytest"
 $PY -m pytest "$@"
 echo "all checks passed in $(( $(date +%s) - started ))s"

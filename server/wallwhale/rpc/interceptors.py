@@ -31,6 +31,7 @@ from wallwhale.rpc import errors
 from wallwhale.rpc.calls import CallInterceptor, current_call, on_end, start_call
 
 _log = get_logger("wallwhale.rpc")
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 
 class RequestContextInterceptor(CallInterceptor):
@@ -47,6 +48,8 @@ class RequestContextInterceptor(CallInterceptor):
         def log_line(code: str) -> None:
             duration_ms = round((time.perf_counter() - call.started) * 1000, 3)
             level = "warning" if code in {"INTERNAL", "UNKNOWN", "DATA_LOSS"} else "info"
+            if code == "OK" and call.method == _HEALTH_CHECK:
+                level = "debug"  # Envoy asks every instance every few seconds: not news
             getattr(_log, level)("rpc", code=code, duration_ms=duration_ms, peer=call.peer)
             structlog.contextvars.clear_contextvars()
 
