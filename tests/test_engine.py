@@ -579,3 +579,80 @@ async def test_instances_on_postgresql_hear_each_other_at_once(harness: Harness)
     assert done.state == D.DOWNLOAD_STATE_CANCELLED
     [run] = harness.steam.runs()
     assert not _alive(run["pid"])
+
+
+async def test_steam_guard_codes_are_answered_through_the_api(harness: Harness) -> None:
+    await harness.start()
+    account_id = await harness.add_account("olga_we", "pw-olga", guard="email", guard_code="G7K2Q")
+    harness.steam.add_item(ITEM, files={"a.txt": b"guarded"})
+    nothing = await rpc_error(
+        harness.admin_api.SubmitSteamGuardCode(
+            admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="G7K2Q"), metadata=harness.admin
+        )
+    )
+    assert nothing.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(nothing).reason == "NO_STEAM_GUARD_PENDING"
+
+    created = await harness.create(str(ITEM))
+    waiting = await harness.wait_for(created.id, {D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD})
+    assert waiting.steam_guard.kind == D.STEAM_GUARD_KIND_EMAIL_CODE
+    assert waiting.steam_guard.email_hint == "a***@example.com"
+    assert waiting.steam_guard.steam_account_id == account_id
+    assert not waiting.steam_guard.previous_code_rejected
+
+    async def submit(code: str) -> None:
+        await harness.admin_api.SubmitSteamGuardCode(
+            admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code=code), metadata=harness.admin
+        )
+
+    bad = await rpc_error(
+        harness.admin_api.SubmitSteamGuardCode(
+            admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="no!"), metadata=harness.admin
+        )
+    )
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await submit("WRONG1")
+    again = await harness.wait_until(created.id, lambda d: d.steam_guard.previous_code_rejected, 10)
+    assert again.state == D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD
+    await submit("G7K2Q")
+    done = await harness.wait_for(created.id)
+    assert done.state == D.DOWNLOAD_STATE_SUCCEEDED, describe(await harness.watch(created.id))
+    history = describe(await harness.watch(created.id))
+    assert "G7K2Q" not in history
+    assert "WRONG1" not in history
+    assert "WAITING_FOR_STEAM_GUARD" in history
+
+
+async def test_an_unanswered_steam_guard_prompt_times_out(harness: Harness) -> None:
+    await harness.start(steam_guard_timeout_seconds=1.0, max_attempts=1)
+    await harness.add_account("pete_we", "pw-pete", guard="authenticator")
+    done = await harness.wait_for((await harness.create(str(ITEM))).id)
+    assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_STEAM_GUARD_TIMEOUT"
+    [run] = harness.steam.runs()
+    assert not _alive(run["pid"])
+
+
+async def test_a_mobile_confirmation_waits_for_the_phone(harness: Harness) -> None:
+    await harness.start()
+    await harness.add_account("quin_we", "pw-quin", guard="mobile")
+    harness.steam.add_item(ITEM, files={"a.txt": b"approved"})
+    created = await harness.create(str(ITEM))
+    waiting = await harness.wait_for(created.id, {D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD})
+    assert waiting.steam_guard.kind == D.STEAM_GUARD_KIND_MOBILE_CONFIRMATION
+    harness.steam.approve("quin_we")
+    assert (await harness.wait_for(created.id)).state == D.DOWNLOAD_STATE_SUCCEEDED
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_steam_guard_code_sent_to_another_instance_reaches_the_prompt(harness: Harness) -> None:
+    worker = await harness.start()
+    account_id = await harness.add_account("rosa_we", "pw-rosa", guard="authenticator", guard_code="M3N4P")
+    harness.steam.add_item(ITEM, files={"a.txt": b"remote"})
+    await harness.start(max_concurrent_downloads=0)  # B: the admin talks to it; the job runs on A
+    created = await harness.create(str(ITEM))
+    await harness.wait_for(created.id, {D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD})
+    assert worker.downloads.jobs
+    await harness.admin_api.SubmitSteamGuardCode(
+        admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="M3N4P"), metadata=harness.admin
+    )
+    assert (await harness.wait_for(created.id, limit=10)).state == D.DOWNLOAD_STATE_SUCCEEDED

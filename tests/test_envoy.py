@@ -304,9 +304,7 @@ async def test_unknown_path_and_query_parameter_are_refused_by_envoy(stack: Stac
     assert "bogus" in body["message"]
     assert parameter.from_envoy
 
-    bad_json = await http(
-        "POST", stack.envoy.url("/v1/admin/users"), body=b"{not json", headers=stack.key
-    )
+    bad_json = await http("POST", stack.envoy.url("/v1/admin/users"), body=b"{not json", headers=stack.key)
     assert_json_error(bad_json, 400, 3)
 
 
@@ -434,6 +432,7 @@ async def test_no_server_is_503_json_for_rest_and_unavailable_for_grpc(tmp_path:
 
 
 # ---- stream timing and timeouts, against a stand-in with exact timing ----------------------------
+
 
 class StreamingStandIn(download_pb2_grpc.DownloadServiceServicer):
     """Answers WatchDownload with exact timing (refusal before the first message, events 0.4 s

@@ -172,7 +172,7 @@ class WallWhaleServer:
             ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(self.sessions, clock, keyring)  # type: ignore[abstract]
+        admin = AdminServicer(self.sessions, clock, keyring, self.downloads)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -207,6 +207,7 @@ class WallWhaleServer:
                 Channel.EVENTS: events,
                 Channel.QUEUE: lambda _: self.downloads.wake(),
                 Channel.CANCEL: self.downloads.cancel_requested,
+                Channel.GUARD: self.downloads.guard_code_announced,
             },
             reconnected,
         )

@@ -23,11 +23,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import events, queue, retention, steam_accounts
+from wallwhale.core import events, queue, retention, steam_accounts, steam_guard
 from wallwhale.core.downloads import transition
 from wallwhale.core.events import EventHub, EventKind, NewEvent, StoredEvent
-from wallwhale.core.secretbox import Keyring
+from wallwhale.core.secretbox import Keyring, KeyringError
 from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
+from wallwhale.db.notify import Channel, announce
 from wallwhale.log import get_logger
 from wallwhale.steam.output import AccountEffect, Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 from wallwhale.steam.runner import RunHooks, Runner, RunRequest, RunResult, StopReason
@@ -135,6 +136,21 @@ class Engine:
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+
+    async def submit_guard_code(self, account_id: str, code: str) -> None:
+        """Hands a Steam Guard code to the prompt waiting for it, here or on another instance."""
+        if self.guard.submit(account_id, code):
+            return
+        async with self.sessions.begin() as session:
+            await announce(session, Channel.GUARD, steam_guard.seal(self.keyring, account_id, code))
+
+    def guard_code_announced(self, payload: str) -> None:
+        try:
+            account_id, code = steam_guard.unseal(self.keyring, payload)
+        except (ValueError, KeyringError) as exc:
+            _log.warning("unreadable Steam Guard notification", error=_first_line(exc))
+            return
+        self.guard.submit(account_id, code)
 
     def cancel_requested(self, download_id: str) -> None:
         """Another instance recorded a cancel: stop the job if it runs here."""

@@ -26,6 +26,7 @@ class Channel(StrEnum):
     EVENTS = "wallwhale_events"  # payload: a download id with new events
     QUEUE = "wallwhale_queue"  # a job became claimable
     CANCEL = "wallwhale_cancel"  # payload: a download id whose cancel was requested
+    GUARD = "wallwhale_guard"  # payload: a sealed Steam Guard code (core.steam_guard)
 
 
 def libpq_url(url: str) -> str:

@@ -1,6 +1,6 @@
 """AdminService: users and API keys (core.users, core.api_keys), the audit trail and statistics
-(core.reports), Steam accounts (core.steam_accounts). Steam Guard answers and QR logins are not in
-this version yet and answer UNIMPLEMENTED."""
+(core.reports), Steam accounts (core.steam_accounts) and Steam Guard answers (core.steam_guard). QR
+logins are not in this version yet and answer UNIMPLEMENTED."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, limits, reports, steam_accounts, users
+from wallwhale.core import api_keys, limits, reports, steam_accounts, steam_guard, users
+from wallwhale.core.engine import Engine
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.paging import page
 from wallwhale.core.secretbox import Keyring
@@ -74,11 +75,16 @@ def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
 @fill_unimplemented(admin_pb2.DESCRIPTOR.services_by_name["AdminService"])
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], clock: Callable[[], datetime], keyring: Keyring
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], datetime],
+        keyring: Keyring,
+        engine: Engine,
     ):
         self._sessions = sessions
         self._clock = clock
         self._keyring = keyring
+        self._engine = engine
 
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
@@ -276,6 +282,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if request.password:
             current_call().audit_details["password_changed"] = True
         return admin_pb2.UpdateSteamAccountResponse(steam_account=convert.steam_account(account))
+
+    async def SubmitSteamGuardCode(
+        self, request: admin_pb2.SubmitSteamGuardCodeRequest, context: aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.SubmitSteamGuardCodeResponse:
+        code = steam_guard.check_code(request.code)
+        async with self._sessions() as session:
+            account = await steam_accounts.get_account(session, request.id)
+            waiting = await steam_guard.waiting_download(session, account.id)
+        current_call().audit_details.update(download_id=waiting.id)  # never the code
+        await self._engine.submit_guard_code(account.id, code)
+        return admin_pb2.SubmitSteamGuardCodeResponse(steam_account=convert.steam_account(account))
 
     async def DeleteSteamAccount(
         self, request: admin_pb2.DeleteSteamAccountRequest, context: aio.ServicerContext[Any, Any]
