@@ -656,3 +656,19 @@ async def test_a_steam_guard_code_sent_to_another_instance_reaches_the_prompt(ha
         admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="M3N4P"), metadata=harness.admin
     )
     assert (await harness.wait_for(created.id, limit=10)).state == D.DOWNLOAD_STATE_SUCCEEDED
+
+
+async def test_a_downloader_killed_from_outside_counts_as_a_crash(harness: Harness) -> None:
+    await harness.start(max_attempts=1)
+    await harness.add_account("sam_we", "pw-sam")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 1000 for i in range(30)}, behaviour={"file_delay": seconds(0.2)}
+    )
+    created = await harness.create(str(ITEM))
+    await harness.wait_for_progress(created.id)
+    [run] = harness.steam.runs()
+    os.kill(run["pid"], signal.SIGTERM)  # not us: an operator, the OOM killer
+    done = await harness.wait_for(created.id)
+    assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_PROCESS_CRASHED"
+    assert "143" in done.failure.message
+    assert done.failure.retryable
