@@ -108,6 +108,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -126,16 +127,21 @@ class Engine:
 
     async def stop(self) -> None:
         """Claims nothing more; running jobs are stopped and handed back to the queue."""
+        # The loops see the flag at their next wait; cancelling them in the middle of a database call
+        # could leave a connection busy (and a lock held) while the engine is being disposed.
         self._stopping = True
-        for loop in self._loops:
-            loop.cancel()
+        self._stopped.set()
+        self._wake.set()
         for job in list(self.jobs.values()):
             job.stop(StopReason.SHUTDOWN)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.stop_grace + 5)
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        if self._loops:
+            _, stuck = await asyncio.wait(self._loops, timeout=10)
+            for loop in stuck:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
 
     async def submit_guard_code(self, account_id: str, code: str) -> None:
         """Hands a Steam Guard code to the prompt waiting for it, here or on another instance."""
@@ -169,11 +175,18 @@ class Engine:
 
     # --- loops ----------------------------------------------------------------------------------
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps, but returns at once when the engine stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+
     async def _dispatch(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
             self._wake.clear()
+            if self._stopped.is_set():
+                return
             try:
                 await self._requeue_expired()
                 while not self._stopping and len(self.jobs) < self.settings.max_concurrent:
@@ -228,19 +241,19 @@ class Engine:
         return len(swept.paths)
 
     async def _retain(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 removed = await self.apply_retention()
                 if removed:
                     _log.info("retention removed archives", count=removed)
             except Exception as exc:
                 _log.warning("retention failed", error=_first_line(exc))
-            await asyncio.sleep(self.settings.retention_interval)
+            await self._pause(self.settings.retention_interval)
 
     async def _keep_leases(self) -> None:
         interval = max(0.2, self.settings.lease.total_seconds() / 3)
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stopped.is_set():
+            await self._pause(interval)
             if not self.jobs:
                 continue
             try:
