@@ -574,9 +574,20 @@ class JobRun(RunHooks):
             return
         async with self._write_lock:
             now = self.engine.clock()
+            new, progress = self.journal.take()
+            values = _progress_columns(progress, now) if progress is not None else None
+            # One conditional UPDATE (lease still ours? next sequence, progress columns) and the inserts.
             async with self.engine.sessions() as session, session.begin():
-                download = await self._locked(session)
-                stored = await self._append_pending(session, download, now)
+                stored = await events.append_to(
+                    session,
+                    self.id,
+                    new,
+                    now,
+                    where=(Download.lease_owner == self.engine.settings.instance_id,),
+                    values=values,
+                )
+            if stored is None:
+                raise LeaseLost
             self.engine.hub.publish(stored)
 
     async def _flush_periodically(self) -> None:
@@ -668,6 +679,17 @@ class JobRun(RunHooks):
             account = await session.get(SteamAccount, self.claim.account_id, with_for_update=True)
             if account is not None and account.status is not SteamAccountStatus.DISABLED:
                 account.status, account.status_reason = status, reason
+
+
+def _progress_columns(progress: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "phase": progress["phase"],
+        "percent": progress["percent"],
+        "bytes_downloaded": progress["bytes_downloaded"],
+        "bytes_total": progress["bytes_total"],
+        "current_file": progress["current_file"][:1024],
+        "update_time": now,
+    }
 
 
 def _released() -> dict[str, Any]:

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Callable
 from enum import StrEnum
 
-import psycopg
 from sqlalchemy import func, make_url, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,6 +71,8 @@ class Listener:
                     await self._task
 
     async def _run(self) -> None:
+        import psycopg  # here, not at the top: SQLite installations never load it (about 9 MB)
+
         delay = 0.5
         while not self._stopping.is_set():
             try:
