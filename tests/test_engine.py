@@ -621,6 +621,7 @@ async def test_steam_guard_codes_are_answered_through_the_api(harness: Harness) 
     assert "G7K2Q" not in history
     assert "WRONG1" not in history
     assert "WAITING_FOR_STEAM_GUARD" in history
+    assert history.count("Steam Guard accepted") == 1  # not after the rejected code
 
 
 async def test_an_unanswered_steam_guard_prompt_times_out(harness: Harness) -> None:
@@ -672,3 +673,32 @@ async def test_a_downloader_killed_from_outside_counts_as_a_crash(harness: Harne
     assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_PROCESS_CRASHED"
     assert "143" in done.failure.message
     assert done.failure.retryable
+
+
+async def test_a_clock_step_does_not_make_an_instance_run_its_own_job_twice(harness: Harness) -> None:
+    offset = [timedelta()]
+    await harness.start(clock=lambda: datetime.now(UTC) + offset[0])
+    await harness.add_account("tina_we", "pw-tina")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 1000 for i in range(20)}, behaviour={"file_delay": seconds(0.1)}
+    )
+    created = await harness.create(str(ITEM))
+    await harness.wait_for_progress(created.id)
+    offset[0] = timedelta(minutes=2)  # every lease this instance wrote now looks expired to it
+    done = await harness.wait_for(created.id)
+    assert done.state == D.DOWNLOAD_STATE_SUCCEEDED, describe(await harness.watch(created.id))
+    assert done.attempt == 1
+    assert harness.steam.max_overlap() == 1
+    assert len(harness.steam.runs()) == 1
+
+
+async def test_watching_past_the_newest_event_is_refused_before_any_message(harness: Harness) -> None:
+    await harness.start()
+    created = await harness.create(str(ITEM))
+    stream = harness.downloads.WatchDownload(
+        D.WatchDownloadRequest(id=created.id, after_sequence=created.last_event_sequence + 100),
+        metadata=harness.admin,
+    )
+    error = await rpc_error(stream.read())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "after_sequence" in (error.details() or "")

@@ -72,14 +72,20 @@ class GuardCodes:
     def __init__(self) -> None:
         self._waiting: dict[str, asyncio.Queue[str]] = {}
 
+    def open(self, account_id: str) -> None:
+        """Accept codes for this account from now on: before the job is shown as waiting, so a code
+        sent the moment it is visible (or between a rejected code and the next prompt) is kept."""
+        self._waiting.setdefault(account_id, asyncio.Queue(1))
+
+    def close(self, account_id: str) -> None:
+        self._waiting.pop(account_id, None)
+
     async def wait(self, account_id: str, limit: float) -> str | None:
         box = self._waiting.setdefault(account_id, asyncio.Queue(1))
         try:
             return await asyncio.wait_for(box.get(), limit)
         except TimeoutError:
             return None
-        finally:
-            self._waiting.pop(account_id, None)
 
     def submit(self, account_id: str, code: str) -> bool:
         box = self._waiting.get(account_id)
@@ -132,16 +138,16 @@ class Engine:
         self._stopping = True
         self._stopped.set()
         self._wake.set()
-        for job in list(self.jobs.values()):
-            job.stop(StopReason.SHUTDOWN)
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.settings.stop_grace + 5)
-        if self._loops:
+        if self._loops:  # first, so that no claim completes after the jobs were told to stop
             _, stuck = await asyncio.wait(self._loops, timeout=10)
             for loop in stuck:
                 loop.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loop
+        for job in list(self.jobs.values()):
+            job.stop(StopReason.SHUTDOWN)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.stop_grace + 5)
 
     async def submit_guard_code(self, account_id: str, code: str) -> None:
         """Hands a Steam Guard code to the prompt waiting for it, here or on another instance."""
@@ -211,18 +217,23 @@ class Engine:
 
     async def _requeue_expired(self) -> None:
         async with self.sessions() as session, session.begin():
-            stored = await queue.requeue_expired(session, self.clock())
+            stored = await queue.requeue_expired(session, self.clock(), self.settings.instance_id)
         self.hub.publish(stored)
 
     def _start(self, claim: queue.Claim) -> None:
         job = JobRun(self, claim)
+        if (older := self.jobs.get(claim.download_id)) is not None:
+            older.stop(StopReason.LEASE_LOST)  # the job was taken back and claimed again: the old run yields
         self.jobs[claim.download_id] = job
+        if self._stopping:
+            job.stop(StopReason.SHUTDOWN)  # claimed while stopping: straight back to the queue
 
         async def run() -> None:
             try:
                 await job.execute()
             finally:
-                self.jobs.pop(claim.download_id, None)
+                if self.jobs.get(claim.download_id) is job:
+                    del self.jobs[claim.download_id]
                 job.done.set()
                 self.wake()
 
@@ -261,7 +272,7 @@ class Engine:
                     renewal = await queue.renew(
                         session,
                         self.settings.instance_id,
-                        set(self.jobs),
+                        {download_id: job.claim.attempt for download_id, job in self.jobs.items()},
                         {job.claim.account_id for job in self.jobs.values()},
                         self.clock(),
                         self.settings.lease,
@@ -347,13 +358,18 @@ class JobRun(RunHooks):
             await self._finish(result)
         except LeaseLost:
             _log.warning("job abandoned: lease lost", download_id=self.id)
-        except Exception as exc:
+        except Exception:
+            # A server-side fault (often the database): the details go to the log, the job goes back
+            # to the queue with its files, or, if even that write fails, its lease runs out.
             _log.exception("job failed unexpectedly", download_id=self.id)
             with contextlib.suppress(Exception):
-                await self._fail(Failure(Reason.INTERNAL, f"server error: {_first_line(exc)}"))
+                await self._retry_later("a server error interrupted the attempt; it is retried")
         finally:
             await self._stop_flusher(flusher)
+            self.engine.guard.close(self.claim.account_id)
             with contextlib.suppress(Exception):
+                if self._waiting:  # ended (timeout, cancel, stop) while waiting for a person
+                    await self._set_account_status(SteamAccountStatus.ACTIVE, "")
                 async with self.engine.sessions() as session, session.begin():
                     await queue.release_account(session, self.claim.account_id, settings.instance_id)
 
@@ -493,6 +509,23 @@ class JobRun(RunHooks):
             # Keep the files of a crash or stall for a retry to resume; the rest starts afresh.
             self.engine.settings.storage.remove_work_dir(self.id)
 
+    async def _retry_later(self, note: str) -> None:
+        settings = self.engine.settings
+        if self.claim.attempt >= self.claim.max_attempts:
+            await self._write(
+                S.FAILED,
+                note=note,
+                failure_reason=Reason.INTERNAL.value,
+                failure_message="the server failed during the last attempt; see its log",
+                failure_retryable=True,
+                cancel_requested=False,
+            )
+            return
+        delay = min(settings.retry_max, settings.retry_base * 2 ** (self.claim.attempt - 1))
+        await self._write(
+            S.QUEUED, note=note, next_attempt_time=self.engine.clock() + timedelta(seconds=delay)
+        )
+
     async def _account_failed(self, failure: Failure) -> bool:
         """Records what the failure says about the account; True when another account could take over."""
         now = self.engine.clock()
@@ -540,9 +573,14 @@ class JobRun(RunHooks):
 
     async def _locked(self, session: AsyncSession) -> Download:
         download = await session.scalar(select(Download).where(Download.id == self.id).with_for_update())
-        if download is None or download.lease_owner != self.engine.settings.instance_id:
+        if download is None or not self._holds(download.lease_owner, download.attempt):
             raise LeaseLost
         return download
+
+    def _holds(self, lease_owner: str | None, attempt: int) -> bool:
+        # The attempt makes the lease a per-claim token: a job taken back and claimed again (even
+        # by this instance) is not the old run's any more.
+        return lease_owner == self.engine.settings.instance_id and attempt == self.claim.attempt
 
     async def _write(self, state: DownloadState, *, note: str = "", **changes: Any) -> None:
         """Flushes the journal and moves the job to `state`; a final or queued state ends the lease."""
@@ -553,6 +591,11 @@ class JobRun(RunHooks):
             async with self.engine.sessions() as session, session.begin():
                 download = await self._locked(session)
                 stored = await self._append_pending(session, download, now)
+                if state is S.QUEUED and download.cancel_requested:
+                    # A cancel arrived while this attempt was ending: honour it instead of requeueing
+                    # (a queued job with a pending cancel would never be claimed again).
+                    state, note = S.CANCELLED, "cancelled"
+                    changes = {**_released(), "cancel_requested": False, "next_attempt_time": None}
                 stored += await transition(session, download, state, now, note=note, **changes)
             self.engine.hub.publish(stored)
 
@@ -583,7 +626,10 @@ class JobRun(RunHooks):
                     self.id,
                     new,
                     now,
-                    where=(Download.lease_owner == self.engine.settings.instance_id,),
+                    where=(
+                        Download.lease_owner == self.engine.settings.instance_id,
+                        Download.attempt == self.claim.attempt,
+                    ),
                     values=values,
                 )
             if stored is None:
@@ -645,6 +691,7 @@ class JobRun(RunHooks):
         guard_limit = self.engine.settings.guard_limit
         now = self.engine.clock()
         self._waiting = True
+        self.engine.guard.open(self.claim.account_id)
         await self._write(
             S.WAITING_FOR_STEAM_GUARD,
             note=f"Steam Guard: {prompt.kind.value.lower().replace('_', ' ')} needed",
@@ -664,6 +711,7 @@ class JobRun(RunHooks):
         if not self._waiting:
             return
         self._waiting = False
+        self.engine.guard.close(self.claim.account_id)
         await self._write(
             S.RUNNING,
             note="Steam Guard accepted",

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from wallwhale.core.downloads import ACTIVE_STATES, transition
 from wallwhale.core.events import StoredEvent
@@ -48,12 +49,25 @@ class ClaimResult:
 
 
 async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lease: timedelta) -> ClaimResult:
+    # Jobs of keys at their concurrency limit are left out here, so that they cannot fill the
+    # candidate list and hold up everyone behind them; _key_has_room re-checks under the key's lock.
+    running = aliased(Download)
+    key_limit = (
+        select(ApiKey.max_concurrent_downloads).where(ApiKey.id == Download.api_key_id).scalar_subquery()
+    )
+    key_running = (
+        select(func.count())
+        .select_from(running)
+        .where(running.api_key_id == Download.api_key_id, running.state.in_(ACTIVE_STATES))
+        .scalar_subquery()
+    )
     candidates = await session.scalars(
         select(Download)
         .where(
             Download.state == DownloadState.QUEUED,
             Download.cancel_requested.is_(False),
             or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
+            or_(Download.api_key_id.is_(None), key_limit.is_(None), key_running < key_limit),
         )
         .order_by(Download.priority.desc(), Download.create_time, Download.id)
         .limit(_CANDIDATES)
@@ -117,10 +131,18 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
 async def _key_has_room(session: AsyncSession, download: Download) -> bool:
     if download.api_key_id is None:
         return True
-    # Locking the key row serialises the count-and-claim of its jobs across instances.
-    limit = await session.scalar(
-        select(ApiKey.max_concurrent_downloads).where(ApiKey.id == download.api_key_id).with_for_update()
-    )
+    # Locking the key row serialises the count-and-claim of its jobs across instances; a key locked
+    # by another claimer counts as full for now (waiting for it could deadlock two claimers).
+    key = (
+        await session.execute(
+            select(ApiKey.id, ApiKey.max_concurrent_downloads)
+            .where(ApiKey.id == download.api_key_id)
+            .with_for_update(skip_locked=True)
+        )
+    ).first()
+    if key is None:
+        return False
+    limit: int | None = key.max_concurrent_downloads
     if limit is None:
         return True
     running = await session.scalar(
@@ -202,11 +224,13 @@ class Renewal:
 async def renew(
     session: AsyncSession,
     instance_id: str,
-    job_ids: set[str],
+    attempts: dict[str, int],
     account_ids: set[str],
     now: datetime,
     lease: timedelta,
 ) -> Renewal:
+    """Extends the leases of the jobs this instance runs (`attempts`: job id -> the claimed attempt)."""
+    job_ids = set(attempts)
     if not job_ids:
         return Renewal(set(), set())
     await session.execute(
@@ -226,22 +250,34 @@ async def renew(
         )
     rows = (
         await session.execute(
-            select(Download.id, Download.lease_owner, Download.state, Download.cancel_requested).where(
-                Download.id.in_(job_ids)
-            )
+            select(
+                Download.id, Download.lease_owner, Download.state, Download.attempt, Download.cancel_requested
+            ).where(Download.id.in_(job_ids))
         )
     ).all()
-    held = {row.id for row in rows if row.lease_owner == instance_id and row.state in ACTIVE_STATES}
+    held = {
+        row.id
+        for row in rows
+        if row.lease_owner == instance_id and row.state in ACTIVE_STATES and row.attempt == attempts[row.id]
+    }
     return Renewal(
         lost=job_ids - held, cancel={row.id for row in rows if row.id in held and row.cancel_requested}
     )
 
 
-async def requeue_expired(session: AsyncSession, now: datetime) -> list[StoredEvent]:
-    """Takes back the jobs whose instance stopped renewing: requeued, cancelled or failed."""
+async def requeue_expired(session: AsyncSession, now: datetime, instance_id: str) -> list[StoredEvent]:
+    """Takes back the jobs whose instance stopped renewing: requeued, cancelled or failed.
+
+    Never this instance's own: it knows whether they still run (a clock step must not make it run
+    a job twice).
+    """
     expired = await session.scalars(
         select(Download)
-        .where(Download.state.in_(ACTIVE_STATES), Download.lease_expire_time < now)
+        .where(
+            Download.state.in_(ACTIVE_STATES),
+            Download.lease_expire_time < now,
+            Download.lease_owner.is_distinct_from(instance_id),
+        )
         .with_for_update(skip_locked=True)
     )
     stored: list[StoredEvent] = []

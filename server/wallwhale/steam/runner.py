@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from wallwhale.log import get_logger
 from wallwhale.steam import output
 from wallwhale.steam.depotdownloader import resolve
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
@@ -44,6 +45,7 @@ _INHERITED_ENV = (
 )
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
+_log = get_logger("wallwhale.runner")
 
 
 @functools.cache
@@ -244,10 +246,15 @@ class Runner:
             run.last_output = time.monotonic()
             async with run.lock:  # one chunk at a time, so lines keep their order and the transcript agrees
                 for item in run.reader.feed(stream, chunk):
-                    if isinstance(item, Prompt):
-                        self._prompt(run, item)
-                    else:
-                        await self._line(run, item)
+                    try:
+                        if isinstance(item, Prompt):
+                            self._prompt(run, item)
+                        else:
+                            await self._line(run, item)
+                    except Exception:
+                        # A hook's failure (e.g. the database) must not stop the draining: a pipe
+                        # nobody reads fills up and blocks DepotDownloader.
+                        _log.exception("handling DepotDownloader output failed")
 
     async def _line(self, run: _Run, line: Line) -> None:
         text = output.clean(line.text)
@@ -255,10 +262,18 @@ class Runner:
             text = text.replace(secret, "***")
         text = text.replace(str(run.request.directory) + os.sep, "")
         line = Line(line.stream, text)
-        if run.waiting_since is not None and text.strip() and not text.startswith("STEAM GUARD!"):
+        changes = run.transcript.observe(line)
+        # After a prompt, output means the login went on, unless it says the code was wrong (the
+        # prompt comes again) or the login failed.
+        if (
+            run.waiting_since is not None
+            and text.strip()
+            and not text.startswith("STEAM GUARD!")
+            and not run.transcript.code_rejected
+            and run.transcript.failure is None
+        ):
             run.waiting_since = None
             await run.hooks.resumed()
-        changes = run.transcript.observe(line)
         await run.hooks.line(line)
         if changes:
             await run.hooks.changes(changes)

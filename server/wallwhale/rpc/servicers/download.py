@@ -6,11 +6,12 @@ Batches are not in this version yet and answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.api import httpbody_pb2
 from grpc import aio
@@ -154,6 +155,8 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         async with self._sessions.begin() as session:
             stored = await downloads.cancel(session, principal, request.id, self._clock())
         self._hub.publish(stored)
+        if stored:  # cancelled here, not by a worker: nobody else cleans its folder
+            self._storage.remove_work_dir(request.id)
         # Running here: stop it now and answer with the final state. Running elsewhere: that
         # instance sees the request at its next lease renewal.
         await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
@@ -184,6 +187,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             archive = await downloads.delete(session, _principal(), request.id)
         if archive:
             self._storage.delete(archive)
+        self._storage.remove_work_dir(request.id)  # kept after a crash for a retry to resume
         return download_pb2.DeleteDownloadResponse()
 
     async def WatchDownload(
@@ -196,6 +200,12 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             row = await downloads.get_visible(session, principal, request.id)
             final = row.state in FINAL_STATES
             snapshot = downloads.snapshot(row)
+        if request.after_sequence > snapshot["last_event_sequence"]:
+            # Checked before the first message: a stream waiting for events that never come would
+            # only ever send heartbeats.
+            raise InvalidArgument.field(
+                "after_sequence", f"is past the newest event ({snapshot['last_event_sequence']})"
+            )
         stream = _EventStream(self._readers, request)
         with self._hub.watch(request.id, snapshot["last_event_sequence"], request.exclude_logs) as watcher:
             # Registered before the replay, so nothing written in between is missed.
@@ -239,8 +249,9 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             raise InvalidArgument.field("length", "must not be negative")
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
-        path, size = self._archive_file(row)
+        archive, size = self._open_archive(row)
         if request.offset > size:
+            archive.close()
             raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
         end = size if request.length == 0 else min(size, request.offset + request.length)
         call = current_call()
@@ -252,7 +263,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
         ):
             call.add_header(key, value)
-        with path.open("rb") as archive:
+        with archive:
             archive.seek(request.offset)
             position = request.offset
             while position < end:
@@ -264,8 +275,9 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         if request.offset == end:  # nothing to send: an empty body still tells the headers
             yield httpbody_pb2.HttpBody(content_type="application/zip")
 
-    def _archive_file(self, row: Download) -> tuple[Any, int]:
-        """Everything that can go wrong is found before the first byte (HTTP clients see no trailers)."""
+    def _open_archive(self, row: Download) -> tuple[BinaryIO, int]:
+        """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
+        the file is opened here, so retention removing it later cannot fail the stream."""
         if row.state is not DownloadState.SUCCEEDED:
             raise FailedPrecondition(
                 f"the download is {row.state.value.lower()}; its archive exists once it has succeeded",
@@ -278,13 +290,14 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         if row.archive_state != "AVAILABLE" or not row.archive_path:
             raise NotFound("archive", row.id, "the archive was deleted")
         try:
-            path = self._storage.path_of(row.archive_path)
-            size = path.stat().st_size
+            archive = self._storage.path_of(row.archive_path).open("rb")
         except (StorageError, OSError):
             raise NotFound("archive", row.id, "the archive is missing from storage") from None
+        size = os.fstat(archive.fileno()).st_size
         if size != row.archive_size:
+            archive.close()
             raise NotFound("archive", row.id, "the archive in storage is damaged (its size changed)")
-        return path, size
+        return archive, size
 
 
 class _EventStream:
