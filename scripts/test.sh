@@ -26,7 +26,7 @@ if git rev-parse --verify --quiet main >/dev/null; then
 else
   echo "no local main branch to compare with; skipped"
 fi
-step "generated stubs are up to date"
+step "generated stubs are up to date (server and Python client)"
 $PY scripts/generate_protos.py --check
 step "envoy --mode validate (config rendered from envoy/envoy.template.yaml and the protos)"
 $PY scripts/envoy_config.py --out-dir build/envoy --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \
