@@ -31,6 +31,7 @@ import time
 import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -38,7 +39,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as ProgressBars
 from rich.table import Table
 from rich.text import Text
@@ -231,40 +232,42 @@ class ProgressView:
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TextColumn("{task.fields[state]}"),
-            DownloadColumn(),
+            TextColumn("{task.fields[amount]}"),
             TimeElapsedColumn(),
             console=self.console,
             disable=not self.live,
         )
         self._last: dict[TaskID, str] = {}
+        self._names: dict[TaskID, str] = {}
 
     def add(self, item: str) -> TaskID:
-        return self.bars.add_task(item, total=100, state="CREATING")
+        task = self.bars.add_task(item, total=100, state="CREATING", amount="")
+        self._names[task] = item
+        return task
 
     def update(self, task: TaskID, update: Progress) -> None:
         download = update.download
         stage = update.state
+        p = download.progress
         if update.archive_bytes:
             stage = "FETCHING" if update.fetched_bytes < update.archive_bytes else "SAVED"
-            self.bars.update(task, total=update.archive_bytes, completed=update.fetched_bytes, state=stage)
-        else:
-            total = download.progress.bytes_total or 100
-            done = (
-                download.progress.bytes_downloaded
-                if download.progress.bytes_total
-                else download.progress.percent
+            percent, done, total = (
+                100 * update.fetched_bytes / update.archive_bytes,
+                update.fetched_bytes,
+                update.archive_bytes,
             )
-            self.bars.update(task, total=total, completed=done, state=stage)
+        else:
+            percent, done, total = p.percent, p.bytes_downloaded, p.bytes_total
+        amount = f"{size_text(done)} of {size_text(total)}" if total else ""
+        self.bars.update(task, completed=percent, state=stage, amount=amount)
         if not self.live and not self.quiet and self._last.get(task) != stage:
             self._last[task] = stage
-            name = self.bars.tasks[task].description if task in self.bars.task_ids else ""
-            percent = 100.0 if stage == "SAVED" else download.progress.percent
-            self.console.print(f"{name} {download.id} {stage} {percent:.0f}%", markup=False)
+            self.console.print(f"{self._names[task]} {download.id} {stage} {percent:.0f}%", markup=False)
 
     def fail(self, task: TaskID, error: WallWhaleError) -> None:
         self.bars.update(task, state=f"[red]{escape(error.reason or 'FAILED')}[/red]")
         if not self.live and not self.quiet:
-            self.console.print(f"{self.bars.tasks[task].description} FAILED {error}", markup=False)
+            self.console.print(f"{self._names[task]} FAILED {error}", markup=False)
 
 
 async def download_one(
@@ -554,7 +557,7 @@ async def cmd_status(client: AsyncClient, args: argparse.Namespace, output: Outp
     )
     q = status.queue
     rows = [
-        ["Server", f"{status.version} ({status.instance_id}), up {status.uptime.ToTimedelta()}"],
+        ["Server", f"{status.version} ({status.instance_id}), up {timedelta(seconds=status.uptime.seconds)}"],
         ["Database", f"{status.database.backend} {database}"],
         ["DepotDownloader", downloader],
         [
