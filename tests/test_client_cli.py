@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.engine_support import Harness, harness_for, seconds, unzip
+from tests.engine_support import TIME_SCALE, Harness, harness_for, seconds, unzip
+from tests.fakes.steam import FakeSteam
 from wallwhale.config import to_async_url
 
 CLI = Path(sys.executable).parent / "wallwhale-cli"
@@ -44,7 +45,10 @@ class Cli:
             k: v for k, v in os.environ.items() if not k.startswith(("WALLWHALE_", "FORCE_COLOR", "TTY_"))
         }
         environ |= {"WALLWHALE_ADDRESS": self.address, "WALLWHALE_API_KEY": self.key, "COLUMNS": "150"}
-        environ |= {"XDG_CONFIG_HOME": str(self.cwd / "config")} | env
+        environ |= {
+            "XDG_CONFIG_HOME": str(self.cwd / "config"),
+            "XDG_DATA_HOME": str(self.cwd / "data"),
+        } | env
         process = await asyncio.create_subprocess_exec(
             CLI,
             *args,
@@ -238,3 +242,43 @@ async def test_bad_command_lines_exit_2(cli: Cli, args: list[str]) -> None:
     run = await cli(*args)
     assert run.code == 2
     assert "usage:" in run.stderr
+
+
+async def test_direct_mode_runs_a_local_depotdownloader_without_a_server(tmp_path: Path) -> None:
+    steam = FakeSteam(tmp_path / "steam")
+    steam.set(time_scale=TIME_SCALE)
+    steam.add_account("carol_we", "hunter22")
+    steam.add_item(ITEM, files={"project.json": b"{}", "scene.pkg": 40_000})
+    steam.add_item(OTHER, behaviour={"missing": True})
+    cli = Cli("127.0.0.1:1", "", tmp_path)  # no server at all
+    common = ["--depotdownloader", str(steam.executable), "--username", "carol_we", "--password-stdin"]
+
+    run = await cli(
+        "direct", f"steam://url/CommunityFilePage/{ITEM}", *common, "--out", "direct", stdin="hunter22\n"
+    )
+    assert run.code == 0, run
+    folder = tmp_path / "direct" / str(ITEM)
+    files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert {k: v for k, v in files.items() if not k.startswith(".DepotDownloader")} == steam.expected_files(
+        ITEM
+    )
+    stages = [line.split()[1] for line in run.stderr.splitlines() if line.startswith("steam://")]
+    assert stages[0] == "CONNECTING", run.stderr
+    assert "DOWNLOADING" in stages
+    assert str(folder) in run.stdout
+    [started] = steam.runs()
+    assert not started["password_on_argv"]
+    # The remembered login lives in a private HOME per account, kept between runs.
+    assert started["HOME"] == str(tmp_path / "data" / "wallwhale-cli" / "steam" / "carol_we")
+
+    run = await cli("--json", "direct", str(OTHER), *common, stdin="hunter22\n")
+    assert run.code == 2
+    assert run.json()["error"]["reason"] == "ITEM_NOT_FOUND"
+    run = await cli("--json", "direct", str(ITEM), *common, "--out", "again", stdin="wrong\n")
+    assert run.code == 0  # the login remembered by the first run needs no password
+    run = await cli("--json", "direct", str(ITEM), *common, "--home", "fresh", stdin="wrong\n")
+    assert run.code == 1
+    assert run.json()["error"]["reason"] == "INVALID_CREDENTIALS"
+    run = await cli("direct", "not a url", *common)
+    assert run.code == 2
+    assert "URL" in run.stderr

@@ -5,6 +5,7 @@
     wallwhale-cli keys create|list|revoke
     wallwhale-cli accounts add|list|guard-code|qr
     wallwhale-cli status
+    wallwhale-cli direct URL --username U            no server: a local DepotDownloader
 
 Where the server is and who you are: flags, else WALLWHALE_ADDRESS / WALLWHALE_API_KEY (or
 WALLWHALE_EMAIL / WALLWHALE_PASSWORD), else the config file (--config, WALLWHALE_CLIENT_CONFIG, or
@@ -44,6 +45,7 @@ from rich.progress import Progress as ProgressBars
 from rich.table import Table
 from rich.text import Text
 
+from wallwhale_client import direct as direct_mode
 from wallwhale_client._version import __version__
 from wallwhale_client.aio import AsyncClient, Progress, Tls
 from wallwhale_client.errors import (
@@ -81,7 +83,8 @@ class UsageError(Exception):
 def exit_code(error: BaseException) -> int:
     if isinstance(error, (UsageError, *USER_ERRORS)):
         return EXIT_USAGE
-    if isinstance(error, DownloadFailed) and error.reason == "ITEM_NOT_FOUND":
+    # A job (or a direct run) that found no such item: the user's URL is wrong.
+    if isinstance(error, WallWhaleError) and error.code is None and error.reason == "ITEM_NOT_FOUND":
         return EXIT_USAGE
     return EXIT_FAILURE
 
@@ -576,6 +579,56 @@ async def cmd_status(client: AsyncClient, args: argparse.Namespace, output: Outp
     return EXIT_OK
 
 
+# -- direct mode -----------------------------------------------------------------------------------
+
+
+class DirectScreen:
+    """Direct mode's one item: a bar on a terminal, a line per phase elsewhere, nothing with --json."""
+
+    def __init__(self, view: ProgressView, item: str):
+        self.view = view
+        self.task = view.bars.add_task(item, total=100, state="STARTING", amount="")
+        self.item = item
+        self.last = ""
+
+    def phase(self, name: str, percent: float) -> None:
+        self.view.bars.update(self.task, completed=percent, state=name)
+        if not self.view.live and not self.view.quiet and name != self.last:
+            self.view.console.print(f"{self.item} {name} {percent:.0f}%", markup=False)
+        self.last = name
+
+    def say(self, text: str) -> None:
+        if not self.view.quiet:
+            self.view.console.print(text, markup=False)
+
+
+async def cmd_direct(args: argparse.Namespace, output: Output) -> int:
+    password = sys.stdin.readline().rstrip("\r\n") if args.password_stdin else None
+    view = ProgressView(output)
+    try:
+        with view.bars:
+            result = await direct_mode.download_direct(args, password, DirectScreen(view, args.item))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if output.json:
+        output.data(result)
+    else:
+        output.table(
+            "Downloaded",
+            ["Item", "Directory", "Files", "Size", "Time"],
+            [
+                [
+                    result["workshopId"],
+                    result["directory"],
+                    result["files"],
+                    size_text(result["bytes"]),
+                    f"{result['seconds']:.1f}s",
+                ]
+            ],
+        )
+    return EXIT_OK
+
+
 # -- the parser ------------------------------------------------------------------------------------
 
 
@@ -638,6 +691,22 @@ def build_parser() -> argparse.ArgumentParser:
     account_actions.add_parser("qr", help="log in by QR code, drawn here").add_argument("id")
 
     commands.add_parser("status", help="the server and its dependencies")
+
+    direct = commands.add_parser(
+        "direct",
+        help="one item with a local DepotDownloader, no server",
+        description=direct_mode.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    direct.add_argument("item", metavar="URL", help="Workshop URL or id")
+    direct.add_argument("--depotdownloader", default="DepotDownloader", help="its path (default: on PATH)")
+    direct.add_argument("--username", required=True, help="the Steam account to log in with")
+    direct.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    direct.add_argument("--out", type=Path, default=Path("."), help="files go to OUT/<workshop id>/")
+    direct.add_argument("--app", type=int, default=direct_mode.WALLPAPER_ENGINE, help="the item's app id")
+    direct.add_argument("--home", type=Path, help="DepotDownloader's HOME (keeps the remembered login)")
+    direct.add_argument("--time-limit", type=float, default=3600.0, help="seconds (default 3600)")
+    direct.add_argument("-v", "--verbose", action="store_true", help="show DepotDownloader's output")
     return parser
 
 
@@ -660,6 +729,8 @@ def error_dict(error: WallWhaleError) -> dict[str, Any]:
 
 
 async def run(args: argparse.Namespace, output: Output) -> int:
+    if args.command == "direct":
+        return await cmd_direct(args, output)
     async with make_client(load_settings(args, dict(os.environ))) as client:
         return await COMMANDS[args.command](client, args, output)
 
