@@ -282,3 +282,9 @@ async def test_direct_mode_runs_a_local_depotdownloader_without_a_server(tmp_pat
     run = await cli("direct", "not a url", *common)
     assert run.code == 2
     assert "URL" in run.stderr
+
+
+def test_qr_codes_are_drawn_square_with_a_light_border() -> None:
+    from wallwhale_client.cli import qr_lines
+
+    assert qr_lines(["# ", " #"], border=1) == ["████████", "██  ████", "████  ██", "████████"]

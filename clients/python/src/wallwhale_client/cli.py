@@ -517,6 +517,16 @@ async def cmd_accounts(client: AsyncClient, args: argparse.Namespace, output: Ou
     return await qr_login(client, args, output)
 
 
+def qr_lines(rows: Sequence[str], border: int = 2) -> list[str]:
+    """A QR code ('#' dark) for a dark terminal: light modules are drawn, dark ones left blank; two
+    characters per module keep it square, and a light border lets phones find it."""
+    light, dark = "██", "  "
+    width = len(rows[0]) if rows else 0
+    edge = [light * (width + 2 * border)] * border
+    side = light * border
+    return [*edge, *(side + "".join(dark if c == "#" else light for c in row) + side for row in rows), *edge]
+
+
 async def qr_login(client: AsyncClient, args: argparse.Namespace, output: Output) -> int:
     try:
         async for event in client.start_qr_login(args.id):
@@ -524,15 +534,7 @@ async def qr_login(client: AsyncClient, args: argparse.Namespace, output: Output
             if output.json and kind != "heartbeat":
                 output.out.out(json.dumps(as_dict(event)))
             elif kind == "qr_code":
-                # Two characters per module keep the code square; a white border lets phones find it.
-                width = len(event.qr_code.rows[0]) if event.qr_code.rows else 0
-                blank = "  " * (width + 4)
-                lines = [
-                    blank,
-                    blank,
-                    *("    " + row.replace("#", "  ").replace(" ", "██") for row in event.qr_code.rows),
-                ]
-                output.line("Scan with the Steam app:\n" + "\n".join(lines))
+                output.line("Scan with the Steam app:\n" + "\n".join(qr_lines(event.qr_code.rows)))
             elif kind == "succeeded":
                 output.line(f"logged in: {event.succeeded.username}")
             elif kind == "failed":
