@@ -179,7 +179,9 @@ class Output:
     def table(self, title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         table = Table(title=title, show_lines=False)
         for column in columns:
-            table.add_column(column)
+            # Ids are copied into the next command: never cut or wrapped, even on a narrow terminal.
+            whole = column in ("ID", "Download")
+            table.add_column(column, no_wrap=whole, min_width=26 if whole else None, overflow="fold")
         for row in rows:
             table.add_row(*(Text(str(cell)) for cell in row))  # Text: brackets in values are not markup
         self.out.print(table)
