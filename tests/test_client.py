@@ -155,15 +155,21 @@ async def test_the_blocking_client_downloads_an_item_and_reports_progress(
     harness.steam.add_item(ITEM, files={"project.json": b'{"title": "Rain"}', "scene.pkg": 300_000})
     updates: list[Progress] = []
 
-    def run() -> Path:
+    def run() -> tuple[Path, list[D.WatchDownloadResponse], D.WatchDownloadResponse]:
         with Client(proxy.address, api_key=key_of(harness)) as client:
-            return client.download(
+            path = client.download(
                 f"https://steamcommunity.com/sharedfiles/filedetails/?id={ITEM}",
                 tmp_path / "out",
                 progress=updates.append,
             )
+            job = client.list_downloads(limit=1)[0]
+            events = list(client.watch_download(job.id))
+            first = next(iter(client.watch_download(job.id)))  # left early: the stream is cancelled
+            return path, events, first
 
-    path = await asyncio.to_thread(run)
+    path, events, first = await asyncio.to_thread(run)
+    assert events[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
+    assert first == events[0]
     done = (
         await harness.downloads.ListDownloads(D.ListDownloadsRequest(), metadata=harness.admin)
     ).downloads[0]
