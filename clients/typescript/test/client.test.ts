@@ -12,7 +12,7 @@ import { after, before, test } from "node:test";
 
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
-import { DownloadState, WallWhaleClient, WallWhaleError, type Progress, type WatchDownloadRequest } from "../src/index.js";
+import { DownloadState, WallWhaleClient, WallWhaleError, type FetchArchiveRequest, type Progress, type WatchDownloadRequest } from "../src/index.js";
 
 interface Ready {
   address: string;
@@ -100,36 +100,8 @@ test("watch replays after a sequence number and ends with the finished event", a
 });
 
 test("a watch stream that breaks is opened again after the last event seen", async () => {
-  const requests: bigint[] = [];
-  let broken = false;
-  // Breaks the first WatchDownload stream after two events, as a dropped connection would.
-  const breaker: Interceptor = (next) => async (request) => {
-    if (!request.stream || request.method.name !== "WatchDownload") return next(request);
-    const sent = request.message;
-    const response = await next({
-      ...request,
-      message: (async function* () {
-        for await (const message of sent) {
-          requests.push((message as WatchDownloadRequest).afterSequence);
-          yield message;
-        }
-      })(),
-    });
-    if (!response.stream || broken) return response;
-    broken = true;
-    const messages = response.message;
-    return {
-      ...response,
-      message: (async function* () {
-        let count = 0;
-        for await (const message of messages) {
-          yield message;
-          if (++count === 2) throw new ConnectError("connection reset", Code.Unavailable);
-        }
-      })(),
-    };
-  };
-  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker] });
+  const breaker = breakFirstStream("WatchDownload", 2);
+  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker.interceptor] });
   const [done] = (await client.downloads.listDownloads({ states: [DownloadState.SUCCEEDED] })).downloads;
   assert.ok(done);
   const events = await collect(flaky.watch(done.id));
@@ -138,7 +110,25 @@ test("a watch stream that breaks is opened again after the last event seen", asy
     events.map((e) => e.sequence),
     expected.map((e) => e.sequence),
   );
-  assert.deepEqual(requests, [0n, 2n]);
+  assert.deepEqual(
+    breaker.requests.map((r) => (r as WatchDownloadRequest).afterSequence),
+    [0n, 2n],
+  );
+});
+
+test("an archive stream that breaks is resumed from the bytes received, and checked", async () => {
+  const breaker = breakFirstStream("FetchArchive", 1);
+  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker.interceptor] });
+  const [done] = (await client.downloads.listDownloads({ states: [DownloadState.SUCCEEDED] })).downloads;
+  assert.ok(done);
+  const path = await flaky.saveArchive(done.id, join(out, "resumed"));
+  const data = await readFile(path);
+  assert.equal(createHash("sha256").update(data).digest("hex"), done.archive!.sha256);
+  // One 256 KiB chunk arrived before the break.
+  assert.deepEqual(
+    breaker.requests.map((r) => (r as FetchArchiveRequest).offset),
+    [0n, 262144n],
+  );
 });
 
 test("errors carry the status code, the ErrorInfo reason and the field violations", async () => {
@@ -168,4 +158,40 @@ async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
 
 async function readAll(chunks: AsyncIterable<Uint8Array>): Promise<Buffer> {
   return Buffer.concat(await collect(chunks));
+}
+
+/**
+ * Records the requests of `method` and breaks its first stream after `count` messages with UNAVAILABLE,
+ * as a dropped connection would.
+ */
+function breakFirstStream(method: string, count: number): { interceptor: Interceptor; requests: unknown[] } {
+  const requests: unknown[] = [];
+  let broken = false;
+  const interceptor: Interceptor = (next) => async (request) => {
+    if (!request.stream || request.method.name !== method) return next(request);
+    const sent = request.message;
+    const response = await next({
+      ...request,
+      message: (async function* () {
+        for await (const message of sent) {
+          requests.push(message);
+          yield message;
+        }
+      })(),
+    });
+    if (!response.stream || broken) return response;
+    broken = true;
+    const messages = response.message;
+    return {
+      ...response,
+      message: (async function* () {
+        let seen = 0;
+        for await (const message of messages) {
+          yield message;
+          if (++seen === count) throw new ConnectError("connection reset", Code.Unavailable);
+        }
+      })(),
+    };
+  };
+  return { interceptor, requests };
 }
