@@ -86,7 +86,14 @@ class Harness:
         for channel in self.channels:
             await channel.close()
         for server in self.servers:
-            await server.stop(grace=0)
+            try:
+                await asyncio.wait_for(server.stop(grace=0), 30)
+            except TimeoutError:
+                # Say what is stuck rather than leaving a bare pytest-timeout in the selector.
+                stacks = io.StringIO()
+                for task in asyncio.all_tasks():
+                    task.print_stack(limit=8, file=stacks)
+                raise AssertionError(f"the server did not stop within 30 s; tasks:\n{stacks.getvalue()}") from None
 
     @property
     def channel(self) -> aio.Channel:

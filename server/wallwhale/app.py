@@ -108,6 +108,7 @@ class WallWhaleServer:
         self.metrics_server: metrics.MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
+        self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
@@ -247,10 +248,9 @@ class WallWhaleServer:
         await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
         if self.listener is not None:
             await self.listener.stop()
+        self._stopping.set()
         if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+            await self._health_task  # it sees the flag after its current check (bounded by the ping timeout)
         await self.server.stop(grace)
         await self.audit.close()  # after the last call ended, so its record is stored too
         if self.metrics_server is not None:
@@ -282,8 +282,11 @@ class WallWhaleServer:
             await self.health.set(name, status)
 
     async def _watch_database(self, serving: bool) -> None:
-        while True:
-            await asyncio.sleep(self.settings.health_check_interval_seconds)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.health_check_interval_seconds)
+            if self._stopping.is_set():
+                return
             answers = await self._database_answers()
             if answers != serving:
                 _log.info("health changed", serving=answers)

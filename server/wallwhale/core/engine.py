@@ -108,6 +108,7 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -126,16 +127,21 @@ class Engine:
 
     async def stop(self) -> None:
         """Claims nothing more; running jobs are stopped and handed back to the queue."""
+        # The loops see the flag at their next wait; cancelling them in the middle of a database call
+        # could leave a connection busy (and a lock held) while the engine is being disposed.
         self._stopping = True
-        for loop in self._loops:
-            loop.cancel()
+        self._stopped.set()
+        self._wake.set()
         for job in list(self.jobs.values()):
             job.stop(StopReason.SHUTDOWN)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.stop_grace + 5)
-        for loop in self._loops:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loop
+        if self._loops:
+            _, stuck = await asyncio.wait(self._loops, timeout=10)
+            for loop in stuck:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
 
     async def submit_guard_code(self, account_id: str, code: str) -> None:
         """Hands a Steam Guard code to the prompt waiting for it, here or on another instance."""
@@ -169,11 +175,18 @@ class Engine:
 
     # --- loops ----------------------------------------------------------------------------------
 
+    async def _pause(self, seconds: float) -> None:
+        """Sleeps, but returns at once when the engine stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopped.wait(), seconds)
+
     async def _dispatch(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
             self._wake.clear()
+            if self._stopped.is_set():
+                return
             try:
                 await self._requeue_expired()
                 while not self._stopping and len(self.jobs) < self.settings.max_concurrent:
@@ -228,19 +241,19 @@ class Engine:
         return len(swept.paths)
 
     async def _retain(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 removed = await self.apply_retention()
                 if removed:
                     _log.info("retention removed archives", count=removed)
             except Exception as exc:
                 _log.warning("retention failed", error=_first_line(exc))
-            await asyncio.sleep(self.settings.retention_interval)
+            await self._pause(self.settings.retention_interval)
 
     async def _keep_leases(self) -> None:
         interval = max(0.2, self.settings.lease.total_seconds() / 3)
-        while True:
-            await asyncio.sleep(interval)
+        while not self._stopped.is_set():
+            await self._pause(interval)
             if not self.jobs:
                 continue
             try:
@@ -561,9 +574,20 @@ class JobRun(RunHooks):
             return
         async with self._write_lock:
             now = self.engine.clock()
+            new, progress = self.journal.take()
+            values = _progress_columns(progress, now) if progress is not None else None
+            # One conditional UPDATE (lease still ours? next sequence, progress columns) and the inserts.
             async with self.engine.sessions() as session, session.begin():
-                download = await self._locked(session)
-                stored = await self._append_pending(session, download, now)
+                stored = await events.append_to(
+                    session,
+                    self.id,
+                    new,
+                    now,
+                    where=(Download.lease_owner == self.engine.settings.instance_id,),
+                    values=values,
+                )
+            if stored is None:
+                raise LeaseLost
             self.engine.hub.publish(stored)
 
     async def _flush_periodically(self) -> None:
@@ -655,6 +679,17 @@ class JobRun(RunHooks):
             account = await session.get(SteamAccount, self.claim.account_id, with_for_update=True)
             if account is not None and account.status is not SteamAccountStatus.DISABLED:
                 account.status, account.status_reason = status, reason
+
+
+def _progress_columns(progress: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "phase": progress["phase"],
+        "percent": progress["percent"],
+        "bytes_downloaded": progress["bytes_downloaded"],
+        "bytes_total": progress["bytes_total"],
+        "current_file": progress["current_file"][:1024],
+        "update_time": now,
+    }
 
 
 def _released() -> dict[str, Any]:

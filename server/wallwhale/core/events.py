@@ -10,14 +10,15 @@ Events written by another instance reach this one's watchers through PostgreSQL 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.db.models import Download, DownloadEvent
@@ -54,37 +55,59 @@ class NewEvent:
 async def append(
     session: AsyncSession, download: Download, events: list[NewEvent], now: datetime
 ) -> list[StoredEvent]:
-    """Adds events to a download's log in the caller's transaction, numbering them after the last.
+    """Adds events to a download's log in the caller's transaction, numbering them after the last."""
+    stored = await append_to(session, download.id, events, now)
+    assert stored is not None
+    if stored:
+        download.last_event_sequence = stored[-1].sequence
+    return stored
 
-    The counter is bumped with one UPDATE … RETURNING, which also locks the row until commit: two
-    writers of the same download (a worker and a cancel) can never hand out the same number.
+
+async def append_to(
+    session: AsyncSession,
+    download_id: str,
+    events: list[NewEvent],
+    now: datetime,
+    *,
+    where: tuple[Any, ...] = (),
+    values: dict[str, Any] | None = None,
+) -> list[StoredEvent] | None:
+    """Adds events by download id; None when the row does not match `where` (e.g. a lease lost).
+
+    The counter is bumped with one UPDATE … RETURNING (which may also set `values`), and that locks
+    the row until commit: two writers of the same download never hand out the same number.
     """
-    if not events:
+    if not events and not values:
         return []
     last = await session.scalar(
         update(Download)
-        .where(Download.id == download.id)
-        .values(last_event_sequence=Download.last_event_sequence + len(events))
+        .where(Download.id == download_id, *where)
+        .values(last_event_sequence=Download.last_event_sequence + len(events), **(values or {}))
         .returning(Download.last_event_sequence)
         .execution_options(synchronize_session=False)
     )
-    assert last is not None
-    download.last_event_sequence = last
-    await announce(session, Channel.EVENTS, f"{download.id}:{last}")
+    if last is None:
+        return None
+    if not events:
+        return []
+    await announce(session, Channel.EVENTS, f"{download_id}:{last}")
     first = last - len(events) + 1
     stored = [
-        StoredEvent(download.id, first + offset, now, event.kind, event.payload)
+        StoredEvent(download_id, first + offset, now, event.kind, event.payload)
         for offset, event in enumerate(events)
     ]
-    session.add_all(
-        DownloadEvent(
-            download_id=event.download_id,
-            sequence=event.sequence,
-            event_time=event.event_time,
-            kind=event.kind.value,
-            payload=event.payload,
-        )
-        for event in stored
+    await session.execute(
+        insert(DownloadEvent),
+        [
+            {
+                "download_id": event.download_id,
+                "sequence": event.sequence,
+                "event_time": event.event_time,
+                "kind": event.kind.value,
+                "payload": event.payload,
+            }
+            for event in stored
+        ],
     )
     return stored
 
@@ -101,42 +124,58 @@ async def history(
     return [StoredEvent.from_row(row) for row in rows]
 
 
-@dataclass(eq=False)
 class Watcher:
-    download_id: str
-    queue: asyncio.Queue[StoredEvent] = field(default_factory=lambda: asyncio.Queue(WATCHER_QUEUE_SIZE))
-    # Set when events were dropped (the queue was full) or written elsewhere: read the database.
-    behind: asyncio.Event = field(default_factory=asyncio.Event)
+    """One stream's live events: a bounded buffer and at most one pending wake-up.
+
+    Built for fan-out to many streams: offering an event is a deque append (and waking the one
+    waiting stream), with no task or queue machinery per event.
+    """
+
+    def __init__(self, download_id: str, exclude_logs: bool = False):
+        self.download_id = download_id
+        self.exclude_logs = exclude_logs
+        # Set when events were dropped (the buffer was full) or written elsewhere: read the database.
+        self.behind = False
+        self._events: deque[StoredEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: StoredEvent) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.behind.set()
+        if self.exclude_logs and event.kind is EventKind.LOG:
+            return
+        if len(self._events) >= WATCHER_QUEUE_SIZE:
+            self.behind = True
+            self._events.clear()
+        else:
+            self._events.append(event)
+        self._wake()
+
+    def fall_behind(self) -> None:
+        self.behind = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, wait_seconds: float) -> StoredEvent | None:
         """The next live event, or None when the watcher must catch up from the database (or timed out)."""
-        if self.behind.is_set():
+        if not self._events and not self.behind:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(wait_seconds):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        if self.behind or not self._events:
             return None
-        getter = asyncio.ensure_future(self.queue.get())
-        behind = asyncio.ensure_future(self.behind.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {getter, behind}, timeout=wait_seconds, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            behind.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter in done:
-            return getter.result()
-        return None
+        return self._events.popleft()
 
     def drain(self) -> None:
-        """Forgets the queued events (about to be re-read from the database)."""
-        self.behind.clear()
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        """Forgets the buffered events (about to be re-read from the database)."""
+        self.behind = False
+        self._events.clear()
 
 
 class EventHub:
@@ -155,9 +194,9 @@ class EventHub:
         self._fetching: dict[str, asyncio.Task[None]] = {}
 
     @contextmanager
-    def watch(self, download_id: str, known_last: int = 0) -> Iterator[Watcher]:
+    def watch(self, download_id: str, known_last: int = 0, exclude_logs: bool = False) -> Iterator[Watcher]:
         """A new watcher; `known_last` is the newest sequence it will read from the database itself."""
-        watcher = Watcher(download_id)
+        watcher = Watcher(download_id, exclude_logs)
         self._watchers.setdefault(download_id, set()).add(watcher)
         self._last.setdefault(download_id, known_last)
         try:
@@ -205,7 +244,7 @@ class EventHub:
     def notify(self, download_id: str) -> None:
         """Its watchers must re-read the database (events may have been missed)."""
         for watcher in self._watchers.get(download_id, ()):
-            watcher.behind.set()
+            watcher.fall_behind()
 
     def notify_all(self) -> None:
         for download_id in list(self._watchers):

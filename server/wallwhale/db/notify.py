@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Callable
 from enum import StrEnum
 
-import psycopg
 from sqlalchemy import func, make_url, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -40,7 +39,13 @@ async def announce(session: AsyncSession, channel: Channel, payload: str = "") -
 
 
 class Listener:
-    """Listens on every channel and hands each notification to its handler; reconnects on loss."""
+    """Listens on every channel and hands each notification to its handler; reconnects on loss.
+
+    It is stopped by a flag it checks between short waits, never by cancelling it in the middle of
+    a psycopg call (a cancelled notifies() can leave the connection busy, and closing it then hangs).
+    """
+
+    _WAIT = 0.5  # seconds per notifies() round: how long stop() may take
 
     def __init__(
         self, url: str, handlers: dict[Channel, Callable[[str], None]], on_reconnect: Callable[[], None]
@@ -49,38 +54,56 @@ class Listener:
         self._handlers = handlers
         self._on_reconnect = on_reconnect
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self.connected = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="notify-listener")
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._WAIT * 4 + 5)
+            except TimeoutError:  # connect() hanging on an unreachable server
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
 
     async def _run(self) -> None:
+        import psycopg  # here, not at the top: SQLite installations never load it (about 9 MB)
+
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
-                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as connection:
-                    for channel in self._handlers:
-                        await connection.execute(f"LISTEN {channel.value}")
-                    self.connected.set()
-                    # Anything sent while we were away is lost: let everyone catch up from the tables.
-                    self._on_reconnect()
-                    delay = 0.5
-                    async for notification in connection.notifies():
+                connection = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=5
+                )
+            except Exception as exc:
+                await self._pause(delay, exc)
+                delay = min(delay * 2, 10.0)
+                continue
+            try:
+                for channel in self._handlers:
+                    await connection.execute(f"LISTEN {channel.value}")
+                self.connected.set()
+                # Anything sent while we were away is lost: let everyone catch up from the tables.
+                self._on_reconnect()
+                delay = 0.5
+                while not self._stopping.is_set():
+                    async for notification in connection.notifies(timeout=self._WAIT):
                         handler = self._handlers.get(Channel(notification.channel))
                         if handler is not None:
                             handler(notification.payload)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
-                self.connected.clear()
-                _log.warning(
-                    "notification listener lost its connection", error=str(exc).splitlines()[0][:200]
-                )
-                await asyncio.sleep(delay)
+                await self._pause(delay, exc)
                 delay = min(delay * 2, 10.0)
+            finally:
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await connection.close()
+
+    async def _pause(self, delay: float, exc: Exception) -> None:
+        _log.warning("notification listener lost its connection", error=str(exc).splitlines()[0][:200])
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)

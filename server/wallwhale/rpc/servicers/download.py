@@ -6,6 +6,7 @@ Batches are not in this version yet and answer UNIMPLEMENTED.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -196,7 +197,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             final = row.state in FINAL_STATES
             snapshot = downloads.snapshot(row)
         stream = _EventStream(self._readers, request)
-        with self._hub.watch(request.id, snapshot["last_event_sequence"]) as watcher:
+        with self._hub.watch(request.id, snapshot["last_event_sequence"], request.exclude_logs) as watcher:
             # Registered before the replay, so nothing written in between is missed.
             async for message in stream.replay():
                 yield message
@@ -208,11 +209,13 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
                     if (accepted := stream.accept(event)) is not None:
                         yield accepted
                     continue
+                # Behind, written elsewhere, or quiet: read the database. Drained first, so events
+                # offered during the read stay buffered (duplicates are skipped by sequence).
+                watcher.drain()
                 caught_up = False
-                async for message in stream.replay():  # behind, written elsewhere, or quiet
+                async for message in stream.replay():
                     caught_up = True
                     yield message
-                watcher.drain()
                 if not caught_up and stream.finished is None:
                     yield download_pb2.WatchDownloadResponse(
                         sequence=stream.last,
@@ -315,7 +318,22 @@ class _EventStream:
             self.finished = event.payload["download"] if state in _FINAL_NAMES else None
         if event.kind is EventKind.LOG and self._request.exclude_logs:
             return None
-        return convert.watch_event(event)
+        return _wire(event)
+
+
+# The same event goes to every watcher of a download: convert it once.
+_WIRE_CACHE: OrderedDict[tuple[str, int], download_pb2.WatchDownloadResponse] = OrderedDict()
+_WIRE_CACHE_SIZE = 4096
+
+
+def _wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
+    key = (event.download_id, event.sequence)
+    message = _WIRE_CACHE.get(key)
+    if message is None:
+        message = _WIRE_CACHE[key] = convert.watch_event(event)
+        if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
+            _WIRE_CACHE.popitem(last=False)
+    return message
 
 
 def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:
