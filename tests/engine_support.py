@@ -93,7 +93,9 @@ class Harness:
                 stacks = io.StringIO()
                 for task in asyncio.all_tasks():
                     task.print_stack(limit=8, file=stacks)
-                raise AssertionError(f"the server did not stop within 30 s; tasks:\n{stacks.getvalue()}") from None
+                raise AssertionError(
+                    f"the server did not stop within 30 s; tasks:\n{stacks.getvalue()}"
+                ) from None
 
     @property
     def channel(self) -> aio.Channel:
