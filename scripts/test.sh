@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every check and the whole test suite (what CI runs): static checks, proto lint
-# and breaking-change check, generated-code drift, migration drift, the Envoy config, then pytest on
-# SQLite and PostgreSQL (the Envoy tests run the real Envoy).
+# and breaking-change check, generated-code drift (server, Python and TypeScript clients), migration
+# drift, the Envoy config, the TypeScript client's tests under Node, then pytest on SQLite and
+# PostgreSQL (the Envoy tests run the real Envoy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -26,11 +27,20 @@ if git rev-parse --verify --quiet main >/dev/null; then
 else
   echo "no local main branch to compare with; skipped"
 fi
-step "generated stubs are up to date"
+step "generated stubs are up to date (server and Python client)"
 $PY scripts/generate_protos.py --check
 step "envoy --mode validate (config rendered from envoy/envoy.template.yaml and the protos)"
 $PY scripts/envoy_config.py --out-dir build/envoy --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \
   --cors-origin http://localhost:5173 --validate
+step "TypeScript client: generated code up to date, type check, tests under Node against the real server"
+generated=$(mktemp -d)
+(cd clients/typescript && npx --no-install buf generate --template buf.gen.yaml -o "$generated" ../../proto)
+if ! diff -r "$generated/src/gen" clients/typescript/src/gen; then
+  echo "the TypeScript client's generated code is out of date: (cd clients/typescript && npm run generate)"
+  exit 1
+fi
+rm -rf "$generated"
+npm --prefix clients/typescript test
 step "pytest"
 $PY -m pytest "$@"
 echo "all checks passed in $(( $(date +%s) - started ))s"

@@ -1,0 +1,222 @@
+"""The blocking client: AsyncClient run on a private event loop in a daemon thread.
+
+Every method hands its coroutine to that loop and waits for the result, so the retries, resumption and
+checks are AsyncClient's own and are not written twice. Callbacks (download's `progress`) run on the
+client's thread. A Client may be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from grpc import aio
+
+from wallwhale_client.aio import AsyncClient, ProgressCallback, Tls
+from wallwhale_client.retry import RetryPolicy
+from wallwhale_client.v1 import admin_pb2, auth_pb2, download_pb2, status_pb2
+
+T = TypeVar("T")
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of AsyncClient (see there)."""
+
+    api_key: str | None
+    email: str | None
+    password: str | None
+    tls: Tls | bool
+    timeout: float | None
+    retry: RetryPolicy | None
+    interceptors: Sequence[aio.ClientInterceptor]
+    channel_options: Sequence[tuple[str, Any]]
+
+
+class Client:
+    """A blocking WallWhale client; the options are AsyncClient's.
+
+    with Client("127.0.0.1:50051", api_key="ww_...") as client:
+        print(client.get_status().version)
+    """
+
+    def __init__(self, address: str, **options: Unpack[ClientOptions]):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="wallwhale-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncClient:  # grpc.aio channels belong to the loop they are made in
+            return AsyncClient(address, **options)
+
+        self.aio = self._run(make())
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _iterate(self, generator: AsyncIterator[T]) -> Iterator[T]:
+        assert isinstance(generator, AsyncGenerator)
+
+        async def step() -> tuple[T] | None:
+            try:
+                return (await anext(generator),)
+            except StopAsyncIteration:
+                return None
+
+        try:
+            while (item := self._run(step())) is not None:
+                yield item[0]
+        finally:
+            self._run(generator.aclose())  # also when the caller stops early: the call is cancelled
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.aio.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Each method below is AsyncClient's, run on the loop; see there for what it does.
+
+    def get_status(self) -> status_pb2.GetStatusResponse:
+        return self._run(self.aio.get_status())
+
+    def get_caller(self) -> auth_pb2.GetCallerResponse:
+        return self._run(self.aio.get_caller())
+
+    def create_download(
+        self,
+        url_or_id: str,
+        *,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> download_pb2.Download:
+        return self._run(
+            self.aio.create_download(
+                url_or_id, request_id=request_id, app_id=app_id, priority=priority, skip_cache=skip_cache
+            )
+        )
+
+    def get_download(self, download_id: str) -> download_pb2.Download:
+        return self._run(self.aio.get_download(download_id))
+
+    def list_downloads(
+        self,
+        *,
+        states: Iterable[download_pb2.DownloadState.ValueType] = (),
+        workshop_id: int = 0,
+        limit: int = 50,
+    ) -> list[download_pb2.Download]:
+        return self._run(self.aio.list_downloads(states=states, workshop_id=workshop_id, limit=limit))
+
+    def cancel_download(self, download_id: str) -> download_pb2.Download:
+        return self._run(self.aio.cancel_download(download_id))
+
+    def retry_download(self, download_id: str, *, request_id: str | None = None) -> download_pb2.Download:
+        return self._run(self.aio.retry_download(download_id, request_id=request_id))
+
+    def delete_download(self, download_id: str) -> None:
+        self._run(self.aio.delete_download(download_id))
+
+    def watch_download(
+        self, download_id: str, *, after_sequence: int = 0, exclude_logs: bool = False
+    ) -> Iterator[download_pb2.WatchDownloadResponse]:
+        return self._iterate(
+            self.aio.watch_download(download_id, after_sequence=after_sequence, exclude_logs=exclude_logs)
+        )
+
+    def save_archive(
+        self,
+        download_id: str,
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        expected: download_pb2.Archive | None = None,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> Path:
+        return self._run(self.aio.save_archive(download_id, dest_dir, expected=expected, on_bytes=on_bytes))
+
+    def download(
+        self,
+        url_or_id: str,
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        progress: ProgressCallback | None = None,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> Path:
+        return self._run(
+            self.aio.download(
+                url_or_id,
+                dest_dir,
+                progress=progress,
+                request_id=request_id,
+                app_id=app_id,
+                priority=priority,
+                skip_cache=skip_cache,
+            )
+        )
+
+    def create_api_key(
+        self,
+        name: str,
+        scopes: Iterable[str],
+        *,
+        owner_user_id: str = "",
+        limits: admin_pb2.ApiKeyLimits | None = None,
+        request_id: str | None = None,
+    ) -> admin_pb2.CreateApiKeyResponse:
+        return self._run(
+            self.aio.create_api_key(
+                name, scopes, owner_user_id=owner_user_id, limits=limits, request_id=request_id
+            )
+        )
+
+    def list_api_keys(self, *, include_revoked: bool = False, limit: int = 500) -> list[admin_pb2.ApiKey]:
+        return self._run(self.aio.list_api_keys(include_revoked=include_revoked, limit=limit))
+
+    def revoke_api_key(self, api_key_id: str) -> admin_pb2.ApiKey:
+        return self._run(self.aio.revoke_api_key(api_key_id))
+
+    def create_steam_account(
+        self,
+        username: str,
+        password: str = "",
+        *,
+        display_name: str = "",
+        owned_app_ids: Iterable[int] = (),
+        request_id: str | None = None,
+    ) -> admin_pb2.SteamAccount:
+        return self._run(
+            self.aio.create_steam_account(
+                username,
+                password,
+                display_name=display_name,
+                owned_app_ids=owned_app_ids,
+                request_id=request_id,
+            )
+        )
+
+    def list_steam_accounts(self, *, limit: int = 500) -> list[admin_pb2.SteamAccount]:
+        return self._run(self.aio.list_steam_accounts(limit=limit))
+
+    def submit_steam_guard_code(self, steam_account_id: str, code: str) -> admin_pb2.SteamAccount:
+        return self._run(self.aio.submit_steam_guard_code(steam_account_id, code))
+
+    def start_qr_login(self, steam_account_id: str) -> Iterator[admin_pb2.StartQrLoginResponse]:
+        return self._iterate(self.aio.start_qr_login(steam_account_id))
+
+    def get_stats(self) -> admin_pb2.GetStatsResponse:
+        return self._run(self.aio.get_stats())

@@ -1,0 +1,324 @@
+/**
+ * Typed WallWhale client for Node: the generated services (src/gen, from proto/ with buf) over the gRPC
+ * transport of @connectrpc/connect-node, and a thin layer for what every caller needs: credentials,
+ * errors with the server's ErrorInfo reason and RetryInfo delay, a watch stream that resumes after the
+ * last sequence number, archive fetching with its size and sha256, and download() doing it all.
+ *
+ *   const client = new WallWhaleClient({ baseUrl: "http://127.0.0.1:50051", apiKey: "ww_..." });
+ *   const path = await client.download("https://steamcommunity.com/sharedfiles/filedetails/?id=...", "out");
+ */
+
+import { createHash, randomUUID } from "node:crypto";
+import { mkdir, open, rename, rm } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+
+import { Code, ConnectError, createClient, type CallOptions, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+
+import { BadRequestSchema, ErrorInfoSchema, QuotaFailureSchema, RetryInfoSchema } from "./gen/google/rpc/error_details_pb.js";
+import { AdminService, type ApiKey, type ApiKeyLimits, type CreateApiKeyResponse } from "./gen/wallwhale/v1/admin_pb.js";
+import { AuthService } from "./gen/wallwhale/v1/auth_pb.js";
+import {
+  DownloadService,
+  DownloadState,
+  type Download,
+  type WatchDownloadResponse,
+} from "./gen/wallwhale/v1/download_pb.js";
+import { StatusService } from "./gen/wallwhale/v1/status_pb.js";
+
+export * from "./gen/wallwhale/v1/admin_pb.js";
+export * from "./gen/wallwhale/v1/auth_pb.js";
+export * from "./gen/wallwhale/v1/download_pb.js";
+export * from "./gen/wallwhale/v1/errors_pb.js";
+export * from "./gen/wallwhale/v1/status_pb.js";
+export { Code } from "@connectrpc/connect";
+
+export interface ClientOptions {
+  /** "http://host:port" for plain HTTP/2, "https://host:port" for TLS. */
+  baseUrl: string;
+  /** An API key (sent as x-api-key). */
+  apiKey?: string;
+  /** A person's access token from AuthService.Login (sent as a Bearer token). */
+  accessToken?: string;
+  /** Deadline of each unary call, in milliseconds (streams run as long as they need). Default 30 s. */
+  timeoutMs?: number;
+  /** Tries in all for a call answered UNAVAILABLE or RESOURCE_EXHAUSTED with a short RetryInfo. Default 5. */
+  attempts?: number;
+  /** Extra interceptors, e.g. for logging or tests. */
+  interceptors?: Interceptor[];
+}
+
+/** A failed call, with what the server said in google.rpc.Status details. */
+export class WallWhaleError extends Error {
+  constructor(
+    message: string,
+    /** The gRPC status, e.g. Code.NotFound; Code.DataLoss for an archive that fails its checks. */
+    readonly code: Code,
+    /** ErrorInfo.reason (domain "wallwhale"), e.g. "INVALID_WORKSHOP_ITEM"; switch on this. */
+    readonly reason: string = "",
+    /** RetryInfo: how long to wait before trying again, in milliseconds. */
+    readonly retryAfterMs?: number,
+    /** BadRequest: which fields were wrong. */
+    readonly fieldViolations: { field: string; description: string }[] = [],
+    /** QuotaFailure: which limit was hit. */
+    readonly quotaViolations: { subject: string; description: string }[] = [],
+  ) {
+    super(message);
+    this.name = "WallWhaleError";
+  }
+
+  static from(error: unknown): WallWhaleError {
+    if (error instanceof WallWhaleError) return error;
+    const connect = ConnectError.from(error);
+    const [info] = connect.findDetails(ErrorInfoSchema);
+    const [retry] = connect.findDetails(RetryInfoSchema);
+    const delay = retry?.retryDelay;
+    return new WallWhaleError(
+      connect.rawMessage,
+      connect.code,
+      info?.domain === "wallwhale" ? info.reason : "",
+      delay ? Number(delay.seconds) * 1000 + delay.nanos / 1e6 : undefined,
+      connect.findDetails(BadRequestSchema).flatMap((b) => b.fieldViolations),
+      connect.findDetails(QuotaFailureSchema).flatMap((q) => q.violations),
+    );
+  }
+}
+
+export interface ArchiveInfo {
+  size: number;
+  sha256: string;
+  filename: string;
+}
+
+export interface Progress {
+  download: Download;
+  /** Archive bytes received, and the archive's size (0 until the fetch starts). */
+  fetchedBytes: number;
+  archiveBytes: number;
+}
+
+const MAX_RETRY_AFTER_MS = 60_000;
+
+export class WallWhaleClient {
+  readonly downloads: Client<typeof DownloadService>;
+  readonly admin: Client<typeof AdminService>;
+  readonly auth: Client<typeof AuthService>;
+  readonly status: Client<typeof StatusService>;
+  private readonly attempts: number;
+  private readonly timeoutMs: number;
+
+  constructor(options: ClientOptions) {
+    const credentials: Interceptor = (next) => async (request) => {
+      if (options.apiKey) request.header.set("x-api-key", options.apiKey);
+      else if (options.accessToken) request.header.set("authorization", `Bearer ${options.accessToken}`);
+      return next(request);
+    };
+    const transport = createGrpcTransport({
+      baseUrl: options.baseUrl,
+      interceptors: [credentials, ...(options.interceptors ?? [])],
+    });
+    this.downloads = createClient(DownloadService, transport);
+    this.admin = createClient(AdminService, transport);
+    this.auth = createClient(AuthService, transport);
+    this.status = createClient(StatusService, transport);
+    this.attempts = options.attempts ?? 5;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+  }
+
+  /** One unary call with a deadline, typed errors and retries (see retryDelay). */
+  private async call<T>(invoke: (options: CallOptions) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await invoke({ timeoutMs: this.timeoutMs });
+      } catch (raw) {
+        const error = WallWhaleError.from(raw);
+        const delay = retryDelay(error, attempt, this.attempts, false);
+        if (delay === undefined) throw error;
+        await sleep(delay);
+      }
+    }
+  }
+
+  async createDownload(
+    urlOrId: string,
+    options: { requestId?: string; appId?: number; skipCache?: boolean } = {},
+  ): Promise<Download> {
+    const request = { urlOrId, requestId: options.requestId ?? randomUUID(), appId: options.appId, skipCache: options.skipCache };
+    const response = await this.call((o) => this.downloads.createDownload(request, o));
+    return response.download!;
+  }
+
+  async getDownload(id: string): Promise<Download> {
+    return (await this.call((o) => this.downloads.getDownload({ id }, o))).download!;
+  }
+
+  async createApiKey(name: string, scopes: string[], limits?: Partial<ApiKeyLimits>): Promise<CreateApiKeyResponse> {
+    return this.call((o) =>
+      this.admin.createApiKey({ apiKey: { name, scopes, limits }, requestId: randomUUID() }, o),
+    );
+  }
+
+  async revokeApiKey(id: string): Promise<ApiKey> {
+    return (await this.call((o) => this.admin.revokeApiKey({ id }, o))).apiKey!;
+  }
+
+  /**
+   * The download's events after `afterSequence`, ending with its `finished` event. A broken stream is
+   * opened again after the last sequence number seen: no event is lost or repeated.
+   */
+  async *watch(id: string, options: { afterSequence?: bigint; excludeLogs?: boolean } = {}): AsyncGenerator<WatchDownloadResponse> {
+    let after = options.afterSequence ?? 0n;
+    let failures = 0;
+    for (;;) {
+      let error: WallWhaleError;
+      try {
+        for await (const event of this.downloads.watchDownload({ id, afterSequence: after, excludeLogs: options.excludeLogs })) {
+          failures = 0;
+          if (event.sequence > after) after = event.sequence;
+          yield event;
+          if (event.event.case === "finished") return;
+        }
+        error = new WallWhaleError(`the watch stream of ${id} ended early`, Code.Unavailable);
+      } catch (raw) {
+        error = WallWhaleError.from(raw);
+      }
+      const delay = retryDelay(error, ++failures, this.attempts, true);
+      if (delay === undefined) throw error;
+      await sleep(delay);
+    }
+  }
+
+  /**
+   * The archive's bytes from `offset`, with its size, sha256 and name (from the initial metadata).
+   * Not resumed here: saveArchive() resumes by calling this again with the bytes it has.
+   */
+  async fetchArchive(id: string, offset = 0): Promise<{ info: ArchiveInfo; chunks: AsyncIterable<Uint8Array> }> {
+    let info: ArchiveInfo | undefined;
+    const stream = this.downloads.fetchArchive(
+      { id, offset: BigInt(offset) },
+      {
+        onHeader: (headers) => {
+          info = {
+            size: Number(headers.get("x-archive-size") ?? -1),
+            sha256: headers.get("x-archive-sha256") ?? "",
+            filename: headers.get("x-archive-filename") ?? "",
+          };
+        },
+      },
+    )[Symbol.asyncIterator]();
+    // The headers arrive with (or before) the first message; errors before the first byte throw here.
+    let first: IteratorResult<{ data: Uint8Array }>;
+    try {
+      first = await stream.next();
+    } catch (raw) {
+      throw WallWhaleError.from(raw);
+    }
+    if (info === undefined) throw new WallWhaleError("FetchArchive sent no x-archive-size", Code.DataLoss);
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      try {
+        for (let item = first; !item.done; item = await stream.next()) yield item.value.data;
+      } catch (raw) {
+        throw WallWhaleError.from(raw);
+      }
+    }
+    return { info, chunks: chunks() };
+  }
+
+  /**
+   * Saves the archive into `destDir` under the server's name: resumed from the bytes received when
+   * the stream breaks, checked against the announced size and sha256, then renamed into place.
+   */
+  async saveArchive(id: string, destDir: string, onBytes?: (received: number, size: number) => void): Promise<string> {
+    await mkdir(destDir, { recursive: true });
+    const partial = join(destDir, `.wallwhale-${randomUUID()}.part`);
+    const file = await open(partial, "w");
+    const hash = createHash("sha256");
+    let received = 0;
+    let expected: ArchiveInfo | undefined;
+    try {
+      let failures = 0;
+      while (expected === undefined || received < expected.size) {
+        try {
+          const { info, chunks } = await this.fetchArchive(id, received);
+          if (expected && (info.size !== expected.size || info.sha256 !== expected.sha256)) {
+            throw new WallWhaleError(`the archive of ${id} changed while it was being fetched`, Code.DataLoss);
+          }
+          expected = info;
+          for await (const data of chunks) {
+            await file.write(data);
+            hash.update(data);
+            received += data.length;
+            failures = 0;
+            onBytes?.(received, info.size);
+          }
+          if (received < info.size) throw new WallWhaleError(`the archive stream of ${id} ended early`, Code.Unavailable);
+        } catch (raw) {
+          const error = WallWhaleError.from(raw);
+          const delay = retryDelay(error, ++failures, this.attempts, true);
+          if (delay === undefined) throw error;
+          await sleep(delay);
+        }
+      }
+      const sha256 = hash.digest("hex");
+      if (received !== expected.size || sha256 !== expected.sha256) {
+        throw new WallWhaleError(
+          `archive of ${id}: ${received} bytes with sha256 ${sha256}, the server said ${expected.size} and ${expected.sha256}`,
+          Code.DataLoss,
+        );
+      }
+      await file.sync();
+      await file.close();
+      const target = join(destDir, safeName(expected.filename, id));
+      await rename(partial, target);
+      return target;
+    } finally {
+      await file.close().catch(() => undefined);
+      await rm(partial, { force: true });
+    }
+  }
+
+  /** Creates the job (idempotent with its request id), follows it, saves and checks its zip. */
+  async download(urlOrId: string, destDir: string, onProgress?: (progress: Progress) => void): Promise<string> {
+    let download = await this.createDownload(urlOrId);
+    onProgress?.({ download, fetchedBytes: 0, archiveBytes: 0 });
+    for await (const event of this.watch(download.id, { excludeLogs: true })) {
+      if (event.event.case === "stateChanged" || event.event.case === "finished") download = event.event.value.download!;
+      else if (event.event.case === "progress") download = { ...download, progress: event.event.value };
+      onProgress?.({ download, fetchedBytes: 0, archiveBytes: 0 });
+    }
+    if (download.state !== DownloadState.SUCCEEDED) {
+      const failure = download.failure;
+      throw new WallWhaleError(
+        `download ${download.id} is ${DownloadState[download.state]}${failure?.message ? `: ${failure.message}` : ""}`,
+        Code.Aborted,
+        download.state === DownloadState.CANCELLED ? "CANCELLED" : "DOWNLOAD_FAILED",
+      );
+    }
+    const done = download;
+    return this.saveArchive(done.id, destDir, (fetchedBytes, archiveBytes) =>
+      onProgress?.({ download: done, fetchedBytes, archiveBytes }),
+    );
+  }
+}
+
+/**
+ * Milliseconds to wait after failed try number `attempt`, or undefined to give up: UNAVAILABLE with
+ * exponential back-off, RESOURCE_EXHAUSTED after its RetryInfo delay (when short). In streams a cut
+ * connection (CANCELLED/INTERNAL without a WallWhale reason) counts as UNAVAILABLE.
+ */
+export function retryDelay(error: WallWhaleError, attempt: number, attempts: number, stream: boolean): number | undefined {
+  if (attempt >= attempts) return undefined;
+  if (error.code === Code.ResourceExhausted) {
+    return error.retryAfterMs !== undefined && error.retryAfterMs <= MAX_RETRY_AFTER_MS ? error.retryAfterMs : undefined;
+  }
+  const broken = stream && !error.reason && (error.code === Code.Canceled || error.code === Code.Internal);
+  if (error.code !== Code.Unavailable && !broken) return undefined;
+  const backoff = Math.min(8000, 250 * 2 ** (attempt - 1));
+  return backoff * (0.8 + 0.4 * Math.random());
+}
+
+function safeName(suggested: string, id: string): string {
+  const name = basename(suggested.replaceAll("\\", "/"));
+  return name && name !== "." && name !== ".." ? name : `${id}.zip`;
+}

@@ -1,0 +1,406 @@
+"""The Python client against the real server and the test DepotDownloader.
+
+Streams are broken the way networks break them: the client talks to the server through a TCP relay
+(CutProxy) that the test cuts, and a recording interceptor shows what the client asked for next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from google.protobuf.message import Message
+from grpc import aio
+
+from tests.engine_support import Harness, harness_for, seconds, unzip
+from wallwhale.config import to_async_url
+from wallwhale.db.types import utcnow
+from wallwhale_client import (
+    AlreadyExists,
+    AsyncClient,
+    Client,
+    DownloadFailed,
+    FailedPrecondition,
+    IntegrityError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Progress,
+    QuotaExceeded,
+    RateLimited,
+    RetryPolicy,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    WallWhaleError,
+)
+from wallwhale_client.v1 import admin_pb2, download_pb2
+
+ITEM = 2831234567
+D = download_pb2
+FAST_RETRY = RetryPolicy(initial_backoff=0.05, max_backoff=0.2)
+
+
+@pytest_asyncio.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    """The engine's harness on SQLite (the client does not care which database the server uses)."""
+    url = to_async_url(f"sqlite:///{tmp_path / 'wallwhale.sqlite3'}")
+    async for value in harness_for(url, tmp_path):
+        yield value
+
+
+def key_of(harness: Harness) -> str:
+    return dict(harness.admin)["x-api-key"]
+
+
+class CutProxy:
+    """A TCP relay between client and server that the test can cut like a failing network: `cut()`
+    drops every open connection now; `cut_after(n)` drops the connection that carries the n-th byte
+    sent from the server from now on (so the client cannot have received more). New connections work."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.connections = 0
+        self._open: set[asyncio.StreamWriter] = set()
+        self._budget: int | None = None
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> CutProxy:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cut(self) -> None:
+        for writer in list(self._open):
+            writer.transport.abort()
+        self._open.clear()
+
+    def cut_after(self, downstream_bytes: int) -> None:
+        self._budget = downstream_bytes
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self._open |= {client_writer, server_writer}
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if downstream and self._budget is not None:
+                        data = data[: self._budget]
+                        self._budget -= len(data)
+                        if self._budget <= 0:
+                            self._budget = None
+                            writer.write(data)
+                            await writer.drain()
+                            self.cut()
+                            return
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.transport.abort()
+
+        await asyncio.gather(
+            pump(client_reader, server_writer, False), pump(server_reader, client_writer, True)
+        )
+
+
+class Recorder(aio.UnaryStreamClientInterceptor):
+    """Records the requests of every server-streaming call the client makes."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, Message]] = []
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Message) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        self.requests.append((method.rsplit("/", 1)[-1], request))
+        return await continuation(details, request)
+
+    def of(self, method: str) -> list[Any]:
+        return [request for name, request in self.requests if name == method]
+
+
+@pytest_asyncio.fixture
+async def proxy(harness: Harness) -> AsyncIterator[CutProxy]:
+    server = await harness.start()
+    relay = await CutProxy(server.port).start()
+    yield relay
+    await relay.close()
+
+
+async def test_the_blocking_client_downloads_an_item_and_reports_progress(
+    harness: Harness, proxy: CutProxy, tmp_path: Path
+) -> None:
+    await harness.add_account("alice_we", "correct horse")
+    harness.steam.add_item(ITEM, files={"project.json": b'{"title": "Rain"}', "scene.pkg": 300_000})
+    updates: list[Progress] = []
+
+    def run() -> tuple[Path, list[D.WatchDownloadResponse], D.WatchDownloadResponse]:
+        with Client(proxy.address, api_key=key_of(harness)) as client:
+            path = client.download(
+                f"https://steamcommunity.com/sharedfiles/filedetails/?id={ITEM}",
+                tmp_path / "out",
+                progress=updates.append,
+            )
+            job = client.list_downloads(limit=1)[0]
+            events = list(client.watch_download(job.id))
+            first = next(iter(client.watch_download(job.id)))  # left early: the stream is cancelled
+            return path, events, first
+
+    path, events, first = await asyncio.to_thread(run)
+    assert events[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
+    assert first == events[0]
+    done = (
+        await harness.downloads.ListDownloads(D.ListDownloadsRequest(), metadata=harness.admin)
+    ).downloads[0]
+    assert path == tmp_path / "out" / done.archive.filename
+    data = path.read_bytes()
+    assert unzip(data) == harness.steam.expected_files(ITEM)
+    assert hashlib.sha256(data).hexdigest() == done.archive.sha256
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no partial file left behind
+    states = [update.state for update in updates]
+    assert states[0] == "QUEUED"
+    assert "RUNNING" in states
+    assert states[-1] == "SUCCEEDED"
+    assert updates[-1].fetched_bytes == updates[-1].archive_bytes == len(data)
+    fetched = [update.fetched_bytes for update in updates]
+    assert fetched == sorted(fetched)
+
+
+async def test_a_watch_stream_cut_mid_way_resumes_after_the_last_event_seen(
+    harness: Harness, proxy: CutProxy
+) -> None:
+    await harness.add_account("alice_we", "correct horse")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 1000 for i in range(8)}, behaviour={"file_delay": seconds(0.1)}
+    )
+    recorder = Recorder()
+    async with AsyncClient(
+        proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
+    ) as client:
+        created = await client.create_download(str(ITEM))
+        seen: list[D.WatchDownloadResponse] = []
+        async for event in client.watch_download(created.id):
+            seen.append(event)
+            if len(seen) == 3:
+                proxy.cut()
+    history = await harness.watch(created.id)
+    numbered = [e.sequence for e in seen if e.WhichOneof("event") not in ("heartbeat", "finished")]
+    recorded = [e.sequence for e in history if e.WhichOneof("event") not in ("heartbeat", "finished")]
+    # The server may record a last log line after the final state (and its `finished` event).
+    assert numbered == recorded[: len(numbered)]
+    assert numbered == list(range(1, len(numbered) + 1))  # nothing lost, nothing twice
+    assert seen[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
+    watches = recorder.of("WatchDownload")
+    assert len(watches) >= 2
+    assert watches[0].after_sequence == 0
+    assert watches[1].after_sequence >= 3  # resumed after what it had, not from the start
+    assert proxy.connections >= 2
+
+
+async def test_an_archive_stream_cut_mid_way_resumes_from_the_bytes_received(
+    harness: Harness, proxy: CutProxy, tmp_path: Path
+) -> None:
+    await harness.add_account("alice_we", "correct horse")
+    # Pseudo-random bytes do not compress: the zip is about 2 MB, eight 256 KiB chunks.
+    harness.steam.add_item(ITEM, files={"scene.pkg": 2_000_000, "project.json": b"{}"})
+    recorder = Recorder()
+    armed = False
+
+    def on_progress(update: Progress) -> None:
+        nonlocal armed
+        if update.state == "SUCCEEDED" and not armed:  # the job is done; the fetch comes next
+            armed = True
+            proxy.cut_after(700_000)
+
+    async with AsyncClient(
+        proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
+    ) as client:
+        path = await client.download(str(ITEM), tmp_path, progress=on_progress)
+    done = (
+        await harness.downloads.ListDownloads(D.ListDownloadsRequest(), metadata=harness.admin)
+    ).downloads[0]
+    data = path.read_bytes()
+    assert len(data) == done.archive.size_bytes > 1_500_000
+    assert hashlib.sha256(data).hexdigest() == done.archive.sha256
+    assert unzip(data) == harness.steam.expected_files(ITEM)
+    offsets = [request.offset for request in recorder.of("FetchArchive")]
+    assert len(offsets) == 2, offsets
+    assert offsets[0] == 0
+    assert 0 < offsets[1] < 700_000
+    assert offsets[1] % (256 * 1024) == 0  # whole chunks received before the cut
+
+
+async def test_an_archive_that_does_not_match_its_sha256_is_refused_and_not_kept(
+    harness: Harness, tmp_path: Path
+) -> None:
+    server = await harness.start()
+    await harness.add_account("alice_we", "correct horse")
+    harness.steam.add_item(ITEM, files={"scene.pkg": 10_000})
+    async with AsyncClient(f"127.0.0.1:{server.port}", api_key=key_of(harness)) as client:
+        created = await client.create_download(str(ITEM))
+        done = await harness.wait_for(created.id)
+        [archive] = (harness.data_dir / "storage" / "archives").glob("*.zip")
+        tampered = bytearray(archive.read_bytes())
+        tampered[100] ^= 0xFF  # same size, other bytes
+        archive.write_bytes(bytes(tampered))
+        with pytest.raises(IntegrityError, match="sha256"):
+            await client.save_archive(done.id, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+async def test_a_failed_download_raises_download_failed_with_the_reason(
+    harness: Harness, tmp_path: Path
+) -> None:
+    server = await harness.start()
+    await harness.add_account("alice_we", "correct horse")
+    harness.steam.add_item(ITEM, behaviour={"missing": True})
+    async with AsyncClient(f"127.0.0.1:{server.port}", api_key=key_of(harness)) as client:
+        with pytest.raises(DownloadFailed) as failed:
+            await client.download(str(ITEM), tmp_path)
+    assert failed.value.reason == "ITEM_NOT_FOUND"
+    assert failed.value.download.state == D.DOWNLOAD_STATE_FAILED
+    assert not failed.value.retryable
+
+
+async def expect(error_type: type[WallWhaleError], call: Any) -> WallWhaleError:
+    with pytest.raises(error_type) as raised:
+        await call
+    assert type(raised.value) is error_type
+    return raised.value
+
+
+async def test_each_error_class_is_a_typed_exception_with_its_reason(harness: Harness) -> None:
+    server = await harness.start()
+    address = f"127.0.0.1:{server.port}"
+    reader = dict(await harness.add_key(["download:read"]))["x-api-key"]
+    no_quota = dict(await harness.add_key(["download:*"], daily_download_quota=0))["x-api-key"]
+    async with (
+        AsyncClient(address, api_key=key_of(harness)) as client,
+        AsyncClient(address, api_key=reader) as read_only,
+        AsyncClient(address, api_key="ww_not_a_real_key") as stranger,
+        AsyncClient(address, api_key=no_quota) as over_quota,
+    ):
+        error = await expect(InvalidArgument, client.create_download("https://example.com/?id=1"))
+        assert isinstance(error, InvalidArgument)
+        assert error.reason == "INVALID_WORKSHOP_ITEM"
+        assert [v.field for v in error.field_violations] == ["url_or_id"]
+        assert error.request_id  # the server's x-request-id, to find the call in its log
+
+        error = await expect(NotFound, client.get_download("0193aaaa-0000-7000-8000-000000000000"))
+        assert error.reason == "NOT_FOUND"
+
+        queued = await client.create_download(str(ITEM), request_id="same-id")
+        error = await expect(AlreadyExists, client.create_download("5", request_id="same-id"))
+        assert error.reason == "REQUEST_ID_REUSED"
+        assert (await client.create_download(str(ITEM), request_id="same-id")).id == queued.id
+
+        error = await expect(FailedPrecondition, client.save_archive(queued.id))
+        assert error.reason == "ARCHIVE_NOT_READY"
+
+        error = await expect(Unauthenticated, stranger.get_status())
+        assert error.reason == "CREDENTIALS_INVALID"
+
+        error = await expect(PermissionDenied, read_only.create_download(str(ITEM)))
+        assert error.reason == "SCOPE_MISSING"
+
+        started = time.monotonic()
+        error = await expect(QuotaExceeded, over_quota.create_download(str(ITEM)))
+        assert time.monotonic() - started < 2  # a wait until midnight is not waited for
+        assert isinstance(error, QuotaExceeded)
+        assert error.reason == "DAILY_QUOTA_EXCEEDED"
+        assert error.retry_after is not None
+        assert error.retry_after > 60
+        assert error.violations[0].subject.startswith("api-keys/")
+
+        account = await client.create_steam_account("qr_only")
+        with pytest.raises(Unimplemented) as unimplemented:
+            async for _ in client.start_qr_login(account.id):
+                pass
+        assert unimplemented.value.reason == "NOT_IMPLEMENTED"
+
+    async with AsyncClient("127.0.0.1:1", retry=RetryPolicy(attempts=2, initial_backoff=0.01)) as nowhere:
+        await expect(Unavailable, nowhere.get_status())
+
+
+async def test_rate_limits_are_retried_after_retry_info_or_raised_when_retries_are_off(
+    harness: Harness,
+) -> None:
+    server = await harness.start()
+    address = f"127.0.0.1:{server.port}"
+    paced = dict(await harness.add_key(["download:read"], requests_per_minute=300, burst=1))["x-api-key"]
+    async with AsyncClient(address, api_key=paced, retry=RetryPolicy(attempts=1)) as impatient:
+        await impatient.get_status()
+        error = await expect(RateLimited, impatient.get_status())
+        assert isinstance(error, RateLimited)
+        assert error.reason == "RATE_LIMITED"
+        assert error.retry_after is not None
+        assert 0 < error.retry_after <= 0.2
+    await asyncio.sleep(0.25)
+    async with AsyncClient(address, api_key=paced) as patient:
+        started = time.monotonic()
+        for _ in range(3):  # one call every 0.2 s: the 2nd and 3rd wait for RetryInfo's delay
+            await patient.get_status()
+        assert time.monotonic() - started >= 0.3
+
+
+async def test_people_log_in_with_email_and_password_and_expired_tokens_are_refreshed(
+    harness: Harness,
+) -> None:
+    # Logged in an hour ago on the server's clock, so the access token (15 minutes) expires when the
+    # clock is put right (tokens issued in the future are refused as not valid, so not the other way).
+    offset = timedelta(hours=-1)
+    server = await harness.start(clock=lambda: utcnow() + offset)
+    await harness.admin_api.CreateUser(
+        admin_pb2.CreateUserRequest(
+            user=admin_pb2.User(email="erin@example.test", role=admin_pb2.USER_ROLE_USER),
+            password="a long enough password",
+        ),
+        metadata=harness.admin,
+    )
+    calls: list[str] = []
+    recorder = _UnaryRecorder(calls)
+    async with AsyncClient(
+        f"127.0.0.1:{server.port}",
+        email="erin@example.test",
+        password="a long enough password",
+        interceptors=[recorder],
+    ) as client:
+        assert (await client.get_caller()).user.email == "erin@example.test"
+        offset = timedelta()
+        assert (await client.get_caller()).user.email == "erin@example.test"
+    assert calls == ["Login", "GetCaller", "GetCaller", "Refresh", "GetCaller"]
+    with pytest.raises(ValueError, match="not both"):
+        AsyncClient("127.0.0.1:1", api_key="ww_x", email="a@b.c", password="p")
+
+
+class _UnaryRecorder(aio.UnaryUnaryClientInterceptor):
+    def __init__(self, calls: list[str]):
+        self.calls = calls
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        self.calls.append(method.rsplit("/", 1)[-1])
+        return await continuation(details, request)
