@@ -109,9 +109,9 @@ async def transition(
     download.update_time = now
     if state in FINAL_STATES and download.end_time is None:
         download.end_time = now
-    new = [NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)})]
-    if note:
-        new.append(NewEvent(EventKind.LOG, {"stream": "server", "line": note}))
+    # The note first: a final state ends every watch stream, and the note says why it came.
+    new = [NewEvent(EventKind.LOG, {"stream": "server", "line": note})] if note else []
+    new.append(NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)}))
     if state is S.QUEUED:
         await announce(session, Channel.QUEUE)  # other instances' dispatchers wake up
     return await events.append(session, download, new, now)
