@@ -402,6 +402,7 @@ async def test_a_missing_binary_fails_the_job_clearly_and_status_says_so(
     done = await harness.wait_for((await harness.create(str(ITEM))).id)
     assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_DOWNLOADER_UNAVAILABLE"
     assert "not found" in done.failure.message
+    assert str(tmp_path) not in done.failure.message  # server paths stay on the server
     status = await status_pb2_grpc.StatusServiceStub(harness.channel).GetStatus(
         status_pb2.GetStatusRequest(), metadata=harness.admin
     )

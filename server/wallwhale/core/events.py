@@ -192,6 +192,8 @@ class EventHub:
         # Per watched download: the newest sequence published to its watchers.
         self._last: dict[str, int] = {}
         self._fetching: dict[str, asyncio.Task[None]] = {}
+        # Per watched download: the newest sequence another instance announced.
+        self._announced: dict[str, int] = {}
 
     @contextmanager
     def watch(self, download_id: str, known_last: int = 0, exclude_logs: bool = False) -> Iterator[Watcher]:
@@ -226,6 +228,8 @@ class EventHub:
         if self._readers is None:
             self.notify(download_id)
             return
+        # A fetch under way reads on until it reaches the newest announced sequence.
+        self._announced[download_id] = max(sequence, self._announced.get(download_id, 0))
         if download_id not in self._fetching:
             task = asyncio.create_task(self._fetch(download_id))
             self._fetching[download_id] = task
@@ -234,12 +238,20 @@ class EventHub:
     async def _fetch(self, download_id: str) -> None:
         assert self._readers is not None
         try:
-            async with self._readers() as session:
-                events = await history(session, download_id, self._last.get(download_id, 0))
+            while download_id in self._watchers:
+                after = self._last.get(download_id, 0)
+                if after >= self._announced.get(download_id, 0):
+                    break
+                async with self._readers() as session:
+                    events = await history(session, download_id, after)
+                if not events:
+                    break
+                self.publish(events)
         except Exception:
             self.notify(download_id)  # let each stream read for itself
-            return
-        self.publish(events)
+        finally:
+            if download_id not in self._watchers:
+                self._announced.pop(download_id, None)
 
     def notify(self, download_id: str) -> None:
         """Its watchers must re-read the database (events may have been missed)."""

@@ -45,6 +45,8 @@ _INHERITED_ENV = (
 )
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
+# Clients see this; the configured path (a server detail) is in the status service for admins.
+_NOT_FOUND = "DepotDownloader was not found where the server is configured to run it (see GetStatus)"
 _log = get_logger("wallwhale.runner")
 
 
@@ -192,9 +194,7 @@ class Runner:
         transcript = output.Transcript(chunk_error_limit=self.request.chunk_error_limit)
         executable = resolve(self.request.executable)
         if executable is None:
-            return RunResult(
-                None, _unavailable(f"DepotDownloader not found at {self.request.executable}"), transcript
-            )
+            return RunResult(None, _unavailable(_NOT_FOUND), transcript)
         for private in (self.request.home, self.request.home / "tmp"):
             private.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.request.directory.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ class Runner:
             )
         except OSError as exc:
             return RunResult(
-                None, _unavailable(f"cannot run {executable}: {exc.strerror or exc}"), transcript
+                None, _unavailable(f"DepotDownloader cannot be started: {exc.strerror or exc}"), transcript
             )
         self.pid = process.pid
         run = _Run(self.request, self.hooks, process, transcript)
