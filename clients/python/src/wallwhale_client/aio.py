@@ -188,6 +188,19 @@ class AsyncClient:
     def _may_renew(self, error: WallWhaleError, metadata: Metadata) -> bool:
         return isinstance(error, Unauthenticated) and error.reason == "TOKEN_EXPIRED" and bool(metadata)
 
+    async def _recover_stream(self, error: WallWhaleError, metadata: Metadata, failures: int) -> int:
+        """After a broken stream: renew an expired token (not counted as a failure), or wait the
+        back-off for this failure, or raise when no more attempts are allowed. Returns the count."""
+        if self._may_renew(error, metadata):
+            await self._renew(metadata)
+            return failures
+        failures += 1
+        delay = self.retry.delay(error, failures, stream=True)
+        if delay is None:
+            raise error
+        await asyncio.sleep(delay)
+        return failures
+
     async def _call(self, method: Any, request: Message, *, anonymous: bool = False) -> Any:
         """One unary call with credentials, deadline, error mapping and retries."""
         attempt = 0
@@ -319,14 +332,7 @@ class AsyncClient:
                 error = from_rpc_error(raw)
             finally:
                 call.cancel()
-            if self._may_renew(error, metadata):
-                await self._renew(metadata)
-                continue
-            failures += 1
-            delay = self.retry.delay(error, failures, stream=True)
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
+            failures = await self._recover_stream(error, metadata, failures)
 
     async def save_archive(
         self,
@@ -388,14 +394,7 @@ class AsyncClient:
                 error = from_rpc_error(raw)
             finally:
                 call.cancel()
-            if self._may_renew(error, metadata):
-                await self._renew(metadata)
-                continue
-            failures += 1
-            delay = self.retry.delay(error, failures, stream=True)
-            if delay is None:
-                raise error
-            await asyncio.sleep(delay)
+            failures = await self._recover_stream(error, metadata, failures)
         return info
 
     async def download(
