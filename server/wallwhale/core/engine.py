@@ -465,7 +465,6 @@ class JobRun(RunHooks):
         storage.remove_work_dir(self.id)
 
     async def _fail(self, failure: Failure) -> None:
-        settings = self.engine.settings
         now = self.engine.clock()
         others = await self._account_failed(failure)
         attempts_left = self.claim.attempt < self.claim.max_attempts
@@ -483,8 +482,7 @@ class JobRun(RunHooks):
             )
             return
         if failure.transient and attempts_left:
-            delay = min(settings.retry_max, settings.retry_base * 2 ** (self.claim.attempt - 1))
-            delay *= random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
+            delay = self._backoff() * random.uniform(0.9, 1.1)  # noqa: S311 - jitter, not a secret
             await self._write(
                 S.QUEUED,
                 note=f"{failure.message}; retrying in {delay:.0f}s",
@@ -509,8 +507,12 @@ class JobRun(RunHooks):
             # Keep the files of a crash or stall for a retry to resume; the rest starts afresh.
             self.engine.settings.storage.remove_work_dir(self.id)
 
-    async def _retry_later(self, note: str) -> None:
+    def _backoff(self) -> float:
+        """Seconds before the next attempt: doubling per attempt made, up to the cap."""
         settings = self.engine.settings
+        return min(settings.retry_max, settings.retry_base * 2.0 ** (self.claim.attempt - 1))
+
+    async def _retry_later(self, note: str) -> None:
         if self.claim.attempt >= self.claim.max_attempts:
             await self._write(
                 S.FAILED,
@@ -521,9 +523,8 @@ class JobRun(RunHooks):
                 cancel_requested=False,
             )
             return
-        delay = min(settings.retry_max, settings.retry_base * 2 ** (self.claim.attempt - 1))
         await self._write(
-            S.QUEUED, note=note, next_attempt_time=self.engine.clock() + timedelta(seconds=delay)
+            S.QUEUED, note=note, next_attempt_time=self.engine.clock() + timedelta(seconds=self._backoff())
         )
 
     async def _account_failed(self, failure: Failure) -> bool:
