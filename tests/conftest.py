@@ -87,16 +87,21 @@ async def migrated_database_url(
     """A database migrated to the newest revision and bootstrapped with its first admin (see
     admin_key), shared by the tests of one backend."""
     url = _fresh_database(request.param, postgres, tmp_path_factory.mktemp("db"))
-    await asyncio.to_thread(migrate.upgrade, url)
-    engine = create_engine(url)
-    try:
-        _ADMINS[url] = await bootstrap_admin(session_factory(engine), "admin@example.test")
-    finally:
-        await engine.dispose()
+    _ADMINS[url] = await prepare_database(url)
     return url
 
 
 _ADMINS: dict[str, BootstrapResult] = {}
+
+
+async def prepare_database(url: str) -> BootstrapResult:
+    """Migrates a fresh database and creates its first admin (e-mail, password, API key)."""
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = create_engine(url)
+    try:
+        return await bootstrap_admin(session_factory(engine), "admin@example.test")
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

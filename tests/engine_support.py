@@ -19,12 +19,9 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, prepare_database
 from tests.fakes.steam import FakeSteam
 from wallwhale.app import WallWhaleServer
-from wallwhale.core.bootstrap import bootstrap_admin
-from wallwhale.db import migrate
-from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.types import utcnow
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
@@ -66,12 +63,7 @@ class Harness:
     channels: list[aio.Channel] = field(default_factory=list)
 
     async def prepare(self) -> None:
-        await asyncio.to_thread(migrate.upgrade, self.database_url)
-        engine = create_engine(self.database_url)
-        try:
-            first = await bootstrap_admin(session_factory(engine), "admin@example.test")
-        finally:
-            await engine.dispose()
+        first = await prepare_database(self.database_url)
         self.admin = (("x-api-key", first.api_key),)
 
     async def start(self, clock: Callable[[], datetime] = utcnow, **overrides: Any) -> WallWhaleServer:

@@ -36,9 +36,6 @@ from typing import Any
 
 from tests.conftest import make_settings
 from wallwhale.app import WallWhaleServer
-from wallwhale.core.bootstrap import BootstrapResult, bootstrap_admin
-from wallwhale.db import migrate
-from wallwhale.db.engine import create_engine, session_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_BINARY = Path(sys.executable).parent / "envoy"
@@ -51,16 +48,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])
-
-
-async def prepare_database(url: str) -> BootstrapResult:
-    """Migrates a fresh database and creates its first admin (e-mail, password, API key)."""
-    await asyncio.to_thread(migrate.upgrade, url)
-    engine = create_engine(url)
-    try:
-        return await bootstrap_admin(session_factory(engine), "admin@example.test")
-    finally:
-        await engine.dispose()
 
 
 def render_envoy_config(

@@ -31,7 +31,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.conftest import PostgresDatabases
+from tests.conftest import PostgresDatabases, prepare_database
 from tests.engine_support import Harness, harness_for, seconds
 from tests.envoy_support import (
     ENVOY_ADDRESS,
@@ -43,7 +43,6 @@ from tests.envoy_support import (
     grpc_web_frame,
     http,
     parse_grpc_web,
-    prepare_database,
     render_envoy_config,
     running_envoy,
     servers_behind_envoy,
