@@ -135,10 +135,13 @@ class FakeSteam:
         files: Mapping[str, bytes | int] | None = None,
         title: str | None = None,
         behaviour: Mapping[str, Any] | None = None,
+        web: Mapping[str, Any] | None = None,
     ) -> None:
         """A workshop item. `files`: name (may contain `/`) -> bytes, or a size of deterministic
         pseudo-random bytes. `behaviour`: failure modes, see the report of the fake (BEHAVIOURS).
-        Adding again replaces the item (a new manifest when the files change)."""
+        `web`: fields that tests/fakes/webapi.py answers differently from the item's own (e.g.
+        {"result": 9} for a private item, {"banned": 1}). Adding again replaces the item (a new
+        manifest, and a new content handle, when the files change)."""
         behaviour = dict(behaviour or {})
         unknown = set(behaviour) - dd.BEHAVIOURS
         if unknown:
@@ -152,6 +155,24 @@ class FakeSteam:
             "title": title,
             "files": {name: dd.file_spec(value) for name, value in files.items()},
             "behaviour": behaviour,
+            "web": dict(web or {}),
+        }
+        self._save()
+
+    def add_collection(
+        self,
+        collection_id: int,
+        children: Iterable[int],
+        *,
+        app_id: int = dd.WALLPAPER_ENGINE,
+        title: str = "",
+    ) -> None:
+        """A Workshop collection of items (or of other collections), in this order. Only the Web API
+        knows collections; DepotDownloader is never asked for one."""
+        self._world.setdefault("collections", {})[str(collection_id)] = {
+            "app_id": app_id,
+            "title": title or f"Collection {collection_id}",
+            "children": [int(child) for child in children],
         }
         self._save()
 
