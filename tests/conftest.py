@@ -132,6 +132,8 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "health_check_interval_seconds": 0.2,
         "shutdown_grace_seconds": 1.0,
         "migrate_on_start": False,
+        # Tests never ask the real Steam; those about item details start tests/fakes/webapi.py.
+        "steam_web_api_url": "",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

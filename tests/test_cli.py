@@ -31,6 +31,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
         WALLWHALE_DATA_DIR=str(data_dir),
         WALLWHALE_METRICS_PORT="0",
         WALLWHALE_DEPOTDOWNLOADER_PATH=str(FAKE_DEPOTDOWNLOADER),
+        WALLWHALE_STEAM_WEB_API_URL="",
         **extra,
     )
     return env

@@ -482,6 +482,7 @@ async def test_a_killed_server_loses_nothing_and_the_job_runs_once(harness: Harn
         "WALLWHALE_JOB_LEASE_SECONDS": "2",
         "WALLWHALE_QUEUE_POLL_INTERVAL_SECONDS": "0.1",
         "WALLWHALE_MIGRATE_ON_START": "false",
+        "WALLWHALE_STEAM_WEB_API_URL": "",
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -19,6 +19,7 @@ from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
 from wallwhale.core.audit import AuditWriter
+from wallwhale.core.catalog import Catalog
 from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
 from wallwhale.core.limits import RateLimit, RateLimiter
@@ -39,6 +40,7 @@ from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
 
@@ -154,8 +156,19 @@ class WallWhaleServer:
         readers = db_engine.read_only_sessions(self.engine)
         self.hub = EventHub(readers)
         self.storage = Storage(settings.resolved_storage_dir)
+        self.catalog = Catalog(
+            SteamWebApi(settings.steam_web_api_url, timeout_seconds=settings.steam_web_api_timeout_seconds)
+            if settings.steam_web_api_url
+            else None,
+            retry_seconds=settings.steam_web_api_retry_seconds,
+        )
         self.downloads = Engine(
-            self.sessions, self.hub, keyring, engine_settings(settings, self.instance_id, self.storage), clock
+            self.sessions,
+            self.hub,
+            keyring,
+            engine_settings(settings, self.instance_id, self.storage),
+            clock,
+            self.catalog,
         )
         # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         self.listener = self._listener(settings)
@@ -171,13 +184,14 @@ class WallWhaleServer:
                 heartbeat_seconds=settings.watch_heartbeat_seconds,
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
+            self.catalog,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
         admin = AdminServicer(self.sessions, clock, keyring, self.downloads)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusServicer(probe, self.instance_id), self.server
+            StatusServicer(probe, self.instance_id, self.catalog), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -255,6 +269,7 @@ class WallWhaleServer:
         await self.audit.close()  # after the last call ended, so its record is stored too
         if self.metrics_server is not None:
             self.metrics_server.close()
+        await self.catalog.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

@@ -81,6 +81,11 @@ class Settings(BaseSettings):
 
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
+    # Steam's public Web API (item details before a job is queued); empty turns the lookups off.
+    steam_web_api_url: str = "https://api.steampowered.com"
+    steam_web_api_timeout_seconds: float = Field(default=10.0, gt=0)
+    # After a failed lookup, jobs are queued without asking for this long (metadata comes later).
+    steam_web_api_retry_seconds: float = Field(default=60.0, ge=0)
 
     # The download engine. Concurrency is per instance; per key and per Steam account limits hold
     # across instances (they are counted in the database).

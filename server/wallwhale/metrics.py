@@ -17,6 +17,9 @@ RPC_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 RPC_IN_FLIGHT = Gauge("wallwhale_rpc_in_flight", "RPCs being served now", ["method"])
+CACHE_HITS = Counter(
+    "wallwhale_archive_cache_hits", "Downloads served from an archive of the same content, without a run"
+)
 DATABASE_UP = Gauge("wallwhale_database_up", "1 when the last database health check succeeded")
 
 

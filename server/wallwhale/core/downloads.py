@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,7 +33,9 @@ from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.db.notify import Channel, announce
+from wallwhale.db.types import to_signed64
 from wallwhale.ids import is_valid_id
+from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
 S = DownloadState
@@ -41,13 +44,31 @@ FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
 ACTIVE_STATES = frozenset({S.RUNNING, S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING})
 _MOVES: dict[DownloadState, frozenset[DownloadState]] = {
     S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
-    S.RUNNING: frozenset({S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING, S.QUEUED, S.FAILED, S.CANCELLED}),
+    # RUNNING -> SUCCEEDED: an archive of the same content turned up in the cache before the run.
+    S.RUNNING: frozenset(
+        {S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING, S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLED}
+    ),
     S.WAITING_FOR_STEAM_GUARD: frozenset({S.RUNNING, S.QUEUED, S.FAILED, S.CANCELLED}),
     S.ARCHIVING: frozenset({S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset({S.QUEUED}),
     S.CANCELLED: frozenset({S.QUEUED}),
 }
+
+ARCHIVE_AVAILABLE = "AVAILABLE"
+# What a download served from the cache copies from the download whose archive it shares. The
+# archive's times are copied too, so that retention removes both rows' claim on the file together.
+ARCHIVE_COLUMNS = (
+    "archive_state",
+    "archive_path",
+    "archive_filename",
+    "archive_size",
+    "archive_sha256",
+    "archive_file_count",
+    "archive_content_bytes",
+    "archive_create_time",
+    "archive_expire_time",
+)
 
 PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH = 1, 2, 3
 MAX_REQUEST_ID = 64
@@ -127,11 +148,20 @@ def _fingerprint(values: dict[str, Any]) -> str:
 
 
 async def create(
-    session: AsyncSession, principal: Principal, data: CreateInput, limits: JobLimits, now: datetime
+    session: AsyncSession,
+    principal: Principal,
+    data: CreateInput,
+    limits: JobLimits,
+    now: datetime,
+    item: ItemDetails | None = None,
 ) -> Created:
-    """Queues a download (in the caller's transaction), or returns the one made with the same request_id."""
+    """Queues a download (in the caller's transaction), or returns the one made with the same request_id.
+
+    `item`: what Steam's Web API said about the item, when it could be asked (see core.catalog). With
+    it the job records the item's app, title and content handle, and an archive of the same content
+    already on the server answers at once (unless `skip_cache`)."""
     workshop_id = parse_workshop_id(data.url_or_id)
-    app_id = check_app_id(data.app_id) if data.app_id is not None else WALLPAPER_ENGINE_APP_ID
+    app_id = _app_id(data.app_id, item, workshop_id)
     if len(data.request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
     if data.steam_account_id:
@@ -144,10 +174,11 @@ async def create(
             or await session.get(SteamAccount, data.steam_account_id) is None
         ):
             raise NotFound("steam account", data.steam_account_id)
+    # The request as sent (not what Steam said about it), so a replay matches while Steam is away.
     fingerprint = _fingerprint(
         {
             "workshop_id": workshop_id,
-            "app_id": app_id,
+            "app_id": data.app_id,
             "priority": data.priority,
             "steam_account_id": data.steam_account_id,
             "skip_cache": data.skip_cache,
@@ -172,7 +203,15 @@ async def create(
         phase="STARTING",
         create_time=now,
         update_time=now,
+        **(item_columns(item) if item is not None else {}),
     )
+    cached = None
+    if not data.skip_cache and download.content_handle is not None and not data.steam_account_id:
+        cached = await cached_archive(session, workshop_id, download.content_handle)
+    note: list[NewEvent] = []
+    if cached is not None:
+        _serve_from(download, cached, now)
+        note = [_server_note(f"served from the cache: the archive of download {cached.id} has this content")]
     try:
         async with session.begin_nested():
             session.add(download)
@@ -186,15 +225,97 @@ async def create(
     stored = await events.append(
         session,
         download,
-        [NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
+        [*note, NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
         now,
     )
-    await announce(session, Channel.QUEUE)
+    if cached is None:
+        await announce(session, Channel.QUEUE)
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, in the same transaction: a refused quota rolls the download back, and the key's
         # counter row stays locked for the shortest time.
         await reserve_downloads(session, key, 1, now)
     return Created(download, stored, replayed=False)
+
+
+def _app_id(requested: int | None, item: ItemDetails | None, workshop_id: int) -> int:
+    steam_says = item.app_id if item is not None else None
+    if requested is None:
+        return steam_says or WALLPAPER_ENGINE_APP_ID
+    check_app_id(requested)
+    if steam_says and steam_says != requested:
+        raise InvalidArgument.field(
+            "app_id", f"workshop item {workshop_id} belongs to app {steam_says}, not {requested}"
+        )
+    return requested
+
+
+def item_columns(item: ItemDetails) -> dict[str, Any]:
+    """The download's columns that describe its item, from the Web API's details."""
+    return {
+        "title": item.title[:256],
+        "item_file_size": item.file_size or None,
+        "item_update_time": item.time_updated,
+        "preview_url": item.preview_url[:2048],
+        "content_handle": to_signed64(item.content_handle) if item.content_handle else None,
+    }
+
+
+async def cached_archive(session: AsyncSession, workshop_id: int, content_handle: int) -> Download | None:
+    """The newest available archive of this item's content, locked so that a concurrent delete or
+    retention waits until the new download that shares it is committed (see shares_archive)."""
+    return await session.scalar(
+        select(Download)
+        .where(
+            Download.workshop_id == workshop_id,
+            Download.content_handle == content_handle,
+            Download.state == S.SUCCEEDED,
+            Download.archive_state == ARCHIVE_AVAILABLE,
+        )
+        .order_by(Download.archive_create_time.desc(), Download.id)
+        .limit(1)
+        .with_for_update()
+    )
+
+
+def _serve_from(download: Download, cached: Download, now: datetime) -> None:
+    """Makes `download` a finished copy of `cached`: both rows name the same archive file."""
+    download.state = S.SUCCEEDED
+    download.from_cache = True
+    download.phase = "DONE"
+    download.percent = 100.0
+    download.bytes_total = cached.archive_content_bytes or 0
+    download.start_time = download.end_time = now
+    for column in ARCHIVE_COLUMNS:
+        setattr(download, column, getattr(cached, column))
+
+
+def cache_columns(cached: Download, now: datetime) -> dict[str, Any]:
+    """The changes that finish a claimed job from `cached` (the engine's cache hit)."""
+    return {
+        "from_cache": True,
+        "phase": "DONE",
+        "percent": 100.0,
+        "bytes_total": cached.archive_content_bytes or 0,
+        **{column: getattr(cached, column) for column in ARCHIVE_COLUMNS},
+    }
+
+
+async def shares_archive(session: AsyncSession, archive_path: str, besides: Iterable[str]) -> bool:
+    """Whether another available download still names this archive file (cache copies share it)."""
+    others = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(
+            Download.archive_path == archive_path,
+            Download.archive_state == ARCHIVE_AVAILABLE,
+            Download.id.not_in(list(besides)),
+        )
+    )
+    return bool(others)
+
+
+def _server_note(line: str) -> NewEvent:
+    return NewEvent(EventKind.LOG, {"stream": "server", "line": line})
 
 
 async def _by_request_id(session: AsyncSession, scope: str, request_id: str) -> Download | None:
@@ -388,10 +509,13 @@ async def retry(
 
 
 async def delete(session: AsyncSession, principal: Principal, download_id: str) -> str | None:
-    """Deletes a final download; returns its archive path (relative) for the caller to remove."""
+    """Deletes a final download; returns its archive path (relative) for the caller to remove, unless
+    a download served from the cache still uses the file."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state not in FINAL_STATES:
         raise FailedPrecondition("the download is still active; cancel it first")
     archive = download.archive_path
     await session.delete(download)
+    if archive and await shares_archive(session, archive, [download.id]):
+        return None
     return archive

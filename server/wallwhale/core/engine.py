@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -23,12 +24,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale import metrics
 from wallwhale.core import events, queue, retention, steam_accounts, steam_guard
-from wallwhale.core.downloads import transition
+from wallwhale.core.catalog import Catalog, check_downloadable
+from wallwhale.core.downloads import cache_columns, cached_archive, item_columns, transition
+from wallwhale.core.errors import FailedPrecondition, NotFound
 from wallwhale.core.events import EventHub, EventKind, NewEvent, StoredEvent
 from wallwhale.core.secretbox import Keyring, KeyringError
 from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.db.notify import Channel, announce
+from wallwhale.db.types import to_signed64
 from wallwhale.log import get_logger
 from wallwhale.steam.output import AccountEffect, Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 from wallwhale.steam.runner import RunHooks, Runner, RunRequest, RunResult, StopReason
@@ -103,12 +108,14 @@ class Engine:
         keyring: Keyring,
         settings: EngineSettings,
         clock: Callable[[], datetime],
+        catalog: Catalog | None = None,
     ):
         self.sessions = sessions
         self.hub = hub
         self.keyring = keyring
         self.settings = settings
         self.clock = clock
+        self.catalog = catalog or Catalog(None)
         self.guard = GuardCodes()
         self.jobs: dict[str, JobRun] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -350,6 +357,8 @@ class JobRun(RunHooks):
         settings = self.engine.settings
         flusher = asyncio.create_task(self._flush_periodically())
         try:
+            if await self._settled_without_a_run():
+                return
             self.runner = Runner(self._request(), self)
             if self._stop_reason is not None:
                 self.runner.stop(self._stop_reason)
@@ -372,6 +381,52 @@ class JobRun(RunHooks):
                     await self._set_account_status(SteamAccountStatus.ACTIVE, "")
                 async with self.engine.sessions() as session, session.begin():
                     await queue.release_account(session, self.claim.account_id, settings.instance_id)
+
+    async def _settled_without_a_run(self) -> bool:
+        """Asks Steam's Web API about an item queued while it was away, and serves an archive of
+        the same content from the cache. True when the job is final without running DepotDownloader."""
+        async with self.engine.sessions() as session:
+            download = await session.get(Download, self.id)
+            if download is None:
+                return False
+            handle, skip_cache = download.content_handle, download.skip_cache
+        if handle is None and self.engine.catalog.enabled:
+            lookup = await self.engine.catalog.look_up([self.claim.workshop_id], force=True)
+            try:
+                item = check_downloadable(lookup, self.claim.workshop_id)
+            except (NotFound, FailedPrecondition) as exc:
+                await self._fail(Failure(Reason.ITEM_NOT_FOUND, exc.message))
+                return True
+            if item is not None:
+                columns = item_columns(item)
+                if item.app_id and item.app_id != self.claim.app_id:
+                    # Queued while Steam was away, under the default app: run it under its own.
+                    columns["app_id"] = item.app_id
+                    self.claim = dataclasses.replace(self.claim, app_id=item.app_id)
+                await self._write(S.RUNNING, note="item details from Steam's Web API", **columns)
+                handle = columns["content_handle"]
+        if handle is None or skip_cache:
+            return False
+        async with self._write_lock, self.engine.sessions() as session, session.begin():
+            download = await self._locked(session)
+            cached = await cached_archive(session, self.claim.workshop_id, handle)
+            if cached is None:
+                return False
+            now = self.engine.clock()
+            stored = await self._append_pending(session, download, now)
+            stored += await transition(
+                session,
+                download,
+                S.SUCCEEDED,
+                now,
+                note=f"served from the cache: the archive of download {cached.id} has this content",
+                **cache_columns(cached, now),
+                **_released(),
+            )
+        self.engine.hub.publish(stored)
+        metrics.CACHE_HITS.inc()
+        self.engine.settings.storage.remove_work_dir(self.id)
+        return True
 
     def _request(self) -> RunRequest:
         settings = self.engine.settings
@@ -419,9 +474,9 @@ class JobRun(RunHooks):
             await self._fail(failure)
             return
         await self._account_succeeded()
-        await self._archive(files)
+        await self._archive(files, result.transcript.manifest_id)
 
-    async def _archive(self, files: set[str] | None) -> None:
+    async def _archive(self, files: set[str] | None, manifest_id: int | None) -> None:
         settings = self.engine.settings
         storage = settings.storage
         await self._write(S.ARCHIVING, phase=Phase.ARCHIVING.value)
@@ -457,6 +512,8 @@ class JobRun(RunHooks):
                     archive_create_time=now,
                     archive_expire_time=now + max_age if max_age else None,
                     archive_filename=archive_filename(download.workshop_id, download.title),
+                    # What was downloaded may be newer than what the Web API said at creation.
+                    content_handle=to_signed64(manifest_id) if manifest_id else download.content_handle,
                     bytes_downloaded=max(download.bytes_downloaded, info.content_bytes),
                     cancel_requested=False,
                     **_released(),

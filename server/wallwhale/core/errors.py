@@ -50,8 +50,10 @@ class PermissionDenied(WallWhaleError):
 class NotFound(WallWhaleError):
     reason = "NOT_FOUND"
 
-    def __init__(self, resource_type: str, resource_name: str, message: str | None = None):
-        super().__init__(message or f"{resource_type} {resource_name!r} not found")
+    def __init__(
+        self, resource_type: str, resource_name: str, message: str | None = None, *, reason: str | None = None
+    ):
+        super().__init__(message or f"{resource_type} {resource_name!r} not found", reason=reason)
         self.resource_type = resource_type
         self.resource_name = resource_name
 

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import events
+from wallwhale.core.downloads import shares_archive
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.db.models import Download
 
@@ -41,28 +42,40 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
             .with_for_update(skip_locked=True)
         )
     )
-    doomed: dict[str, tuple[Download, str]] = {}
+    # Downloads served from the cache share their archive file: a file goes with all its rows.
+    groups: dict[str, list[Download]] = {}
+    for download in available:
+        groups.setdefault(download.archive_path or download.id, []).append(download)
+    doomed: dict[str, str] = {}  # group key -> why
     if policy.max_age is not None:
         limit = now - policy.max_age
-        for download in available:
-            if download.archive_create_time is not None and download.archive_create_time <= limit:
-                doomed[download.id] = (download, f"older than {_hours(policy.max_age)}")
+        for key, rows in groups.items():
+            created = rows[0].archive_create_time
+            if created is not None and created <= limit:
+                doomed[key] = f"older than {_hours(policy.max_age)}"
     if policy.budget_bytes is not None:
-        used = sum(download.archive_size or 0 for download in available if download.id not in doomed)
-        for download in available:  # oldest first
+        used = sum(rows[0].archive_size or 0 for key, rows in groups.items() if key not in doomed)
+        for key, rows in groups.items():  # oldest first
             if used <= policy.budget_bytes:
                 break
-            if download.id not in doomed:
-                doomed[download.id] = (
-                    download,
-                    f"the archives exceeded the disk budget of {policy.budget_bytes} bytes",
-                )
-                used -= download.archive_size or 0
+            if key not in doomed:
+                doomed[key] = f"the archives exceeded the disk budget of {policy.budget_bytes} bytes"
+                used -= rows[0].archive_size or 0
     stored: list[StoredEvent] = []
     paths: list[str] = []
-    for download, why in doomed.values():
-        if download.archive_path:
-            paths.append(download.archive_path)
+    for key, why in doomed.items():
+        rows = groups[key]
+        if rows[0].archive_path and not await shares_archive(
+            session, rows[0].archive_path, [row.id for row in rows]
+        ):  # a copy locked by a concurrent CreateDownload keeps the file; it goes at the next sweep
+            paths.append(rows[0].archive_path)
+        stored += await _expire(session, rows, why, now)
+    return Sweep(stored, paths)
+
+
+async def _expire(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> list[StoredEvent]:
+    stored: list[StoredEvent] = []
+    for download in rows:
         download.archive_state = EXPIRED
         download.archive_expire_time = now
         download.update_time = now
@@ -72,7 +85,7 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
             [NewEvent(EventKind.LOG, {"stream": "server", "line": f"archive removed by retention: {why}"})],
             now,
         )
-    return Sweep(stored, paths)
+    return stored
 
 
 def _hours(age: timedelta) -> str:

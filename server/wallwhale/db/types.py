@@ -47,3 +47,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 # JSONB on PostgreSQL (indexable, compact), JSON (text) on SQLite. The ORM does not see in-place changes
 # to a loaded list or dict: assign a new value to have it saved.
 JSONType: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+
+
+def to_signed64(value: int) -> int:
+    """An unsigned 64-bit Steam number (a content handle) as the signed BIGINT the databases store."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def from_signed64(value: int) -> int:
+    return value + 2**64 if value < 0 else value

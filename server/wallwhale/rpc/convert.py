@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 from wallwhale.core.events import EventKind, StoredEvent
 from wallwhale.core.limits import QuotaUsage
 from wallwhale.db.models import ApiKey, AuditEvent, SteamAccount, SteamAccountStatus, User, UserRole
+from wallwhale.db.types import from_signed64
 from wallwhale.v1 import admin_pb2, download_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}
@@ -197,7 +198,7 @@ def download(values: Mapping[str, Any], queue_position: int = 0) -> download_pb2
                 file_size=values["item_file_size"] or 0,
                 update_time=_time(values["item_update_time"]),
                 preview_url=values["preview_url"],
-                content_handle=values["content_handle"] or 0,
+                content_handle=from_signed64(values["content_handle"] or 0),
             )
         )
     if values["failure_reason"] and state in ("FAILED", "QUEUED"):

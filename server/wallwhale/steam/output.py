@@ -206,6 +206,7 @@ _TOKEN_REJECTED = re.compile(r"Access token was rejected \((\w+)\)")
 _CM_LOGON = re.compile(r"Unable to login to Steam3: (\w+)")
 _APP_NOT_OWNED = re.compile(r"App (\d+) \((.*)\) is not available from this account\.")
 _DEPOT_NOT_OWNED = re.compile(r"Depot (\d+) is not available from this account\.")
+_MANIFEST = re.compile(r"^Manifest (\d{1,20}) \(")
 _NO_MANIFEST_ID = re.compile(r"Unable to locate manifest ID for published file (\d+)")
 _UNSUPPORTED = re.compile(r"Published file (\d+) has unsupported file type (\w+)")
 _DEPOT_KEY = re.compile(r"Got depot key for (\d+) result: (\w+)")
@@ -258,6 +259,8 @@ class Transcript:
     # Files the run reported complete (a progress line each, also for files already valid): the
     # item as this run knows it. Leftovers of an interrupted run of an older version are not in it.
     completed_files: set[str] = field(default_factory=set)
+    # `Manifest <id> (<date>)`: the manifest this run downloads, which is the item's content handle.
+    manifest_id: int | None = None
 
     def observe(self, line: Line) -> list[Phase | Progress]:
         """Records a line; returns the phase change and/or progress it reports (for the job's events)."""
@@ -282,6 +285,8 @@ class Transcript:
                 break
         if text.startswith("Pre-allocating "):
             self.prepared_files.append(text.removeprefix("Pre-allocating "))
+        elif match := _MANIFEST.match(text):
+            self.manifest_id = int(match.group(1))
         if text.startswith("The previous 2-factor auth code you have provided is incorrect"):
             self.code_rejected = True
         self._markers(text)

@@ -97,7 +97,7 @@ class WebApiHealth:
     """The outcome of the latest request, for the status service."""
 
     reachable: bool | None  # None: not asked yet
-    checked_at: float | None = None  # time.time()
+    last_success: float | None = None  # time.time() of the latest answer
     error: str = ""
 
 
@@ -174,10 +174,10 @@ class SteamWebApi:
             if not isinstance(response, dict):
                 raise WebApiUnavailable("Steam's Web API answer has no 'response' object")
         except httpx.HTTPError as exc:
-            self._health = WebApiHealth(False, time.time(), _describe(exc))
+            self._health = WebApiHealth(False, self._health.last_success, _describe(exc))
             raise WebApiUnavailable(f"Steam's Web API could not be reached: {_describe(exc)}") from exc
         except WebApiUnavailable as exc:
-            self._health = WebApiHealth(False, time.time(), str(exc))
+            self._health = WebApiHealth(False, self._health.last_success, str(exc))
             raise
         self._health = WebApiHealth(True, time.time())
         return response

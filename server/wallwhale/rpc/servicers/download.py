@@ -17,7 +17,9 @@ from google.api import httpbody_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale import metrics
 from wallwhale.core import downloads, events
+from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
 from wallwhale.core.engine import Engine
 from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
@@ -27,6 +29,7 @@ from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.steam.workshop import parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
@@ -70,6 +73,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         hub: EventHub,
         storage: Storage,
         options: DownloadOptions,
+        catalog: Catalog,
     ):
         self._sessions = sessions
         self._readers = readers
@@ -78,6 +82,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         self._hub = hub
         self._storage = storage
         self._options = options
+        self._catalog = catalog
 
     async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
         runtime = None
@@ -104,14 +109,18 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
             steam_account_id=request.steam_account_id,
             skip_cache=request.skip_cache,
         )
+        # Asked before the transaction: an HTTP round trip must not hold the database's write lock.
+        item = await self._catalog.downloadable(parse_workshop_id(data.url_or_id))
         now = self._clock()
         async with self._sessions.begin() as session:
             created = await downloads.create(
-                session, principal, data, await self._limits(session, principal), now
+                session, principal, data, await self._limits(session, principal), now, item
             )
             message = await self._message(session, created.download)
         self._hub.publish(created.events)
-        if not created.replayed:
+        if created.download.from_cache and not created.replayed:
+            metrics.CACHE_HITS.inc()
+        elif not created.replayed:
             self._engine.wake()
         _audit(created.download.id)
         current_call().audit_details.update(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import duration_pb2
 from grpc import aio
 
 from wallwhale import __version__
+from wallwhale.core.catalog import Catalog
 from wallwhale.core.status import StatusProbe
 from wallwhale.db.types import utcnow
 from wallwhale.rpc import convert
@@ -22,8 +24,9 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 
 class StatusServicer(status_pb2_grpc.StatusServiceServicer):
-    def __init__(self, probe: StatusProbe, instance_id: str, concurrency_limit: int = 0):
+    def __init__(self, probe: StatusProbe, instance_id: str, catalog: Catalog, concurrency_limit: int = 0):
         self._probe = probe
+        self._catalog = catalog
         self._instance_id = instance_id
         self._concurrency_limit = concurrency_limit
         self._start_time = utcnow()
@@ -64,4 +67,18 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
                 concurrency_limit=self._concurrency_limit,
             ),
             active_steam_accounts=report.active_steam_accounts,
+            steam_web_api=self._web_api(),
+        )
+
+    def _web_api(self) -> status_pb2.SteamWebApiStatus | None:
+        health = self._catalog.health
+        if health is None:  # lookups are turned off
+            return None
+        return status_pb2.SteamWebApiStatus(
+            # Not asked yet counts as reachable: nothing has failed.
+            reachable=health.reachable is not False,
+            last_success_time=convert.timestamp(datetime.fromtimestamp(health.last_success, UTC))
+            if health.last_success
+            else None,
+            error=health.error,
         )
