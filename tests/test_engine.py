@@ -111,8 +111,9 @@ async def test_a_download_succeeds_and_its_zip_holds_the_exact_files(harness: Ha
     assert rest == data[1000:]
     part, _ = await harness.fetch(created.id, offset=10, length=20)
     assert part == data[10:30]
-    # The raw folder is gone once packed.
-    assert not (harness.data_dir / "storage" / "work" / created.id).exists()
+    # The item's folder stays, DepotDownloader's manifest with it, so that an update is incremental.
+    item_dir = harness.data_dir / "storage" / "work" / "431960" / str(ITEM)
+    assert (item_dir / ".DepotDownloader").is_dir()
 
     [run] = harness.steam.runs()
     argv = run["argv"]
@@ -123,9 +124,7 @@ async def test_a_download_succeeds_and_its_zip_holds_the_exact_files(harness: Ha
     assert "-loginid" in argv
     assert "-password" not in argv
     assert "correct horse" not in " ".join(argv)
-    assert (
-        Path(argv[argv.index("-dir") + 1]) == (harness.data_dir / "storage" / "work" / created.id).resolve()
-    )
+    assert Path(argv[argv.index("-dir") + 1]) == item_dir.resolve()
     assert not any(name.startswith("WALLWHALE") for name in run["env_names"])
 
     # A late watcher gets the whole history, in order, then the outcome.
@@ -287,7 +286,6 @@ async def test_cancel_works_queued_and_running_and_leaves_no_process(harness: Ha
     [run] = harness.steam.runs()
     assert not _alive(run["pid"])
     assert run["exit_code"] in (143, -15, -9)
-    assert not (harness.data_dir / "storage" / "work" / running.id).exists()
     # Cancelling again is harmless; a cancelled download can be retried.
     again = await harness.downloads.CancelDownload(
         D.CancelDownloadRequest(id=running.id), metadata=harness.admin
@@ -319,8 +317,13 @@ async def test_per_key_and_per_account_concurrency(harness: Harness) -> None:
         assert (await harness.wait_for(job.id)).state == D.DOWNLOAD_STATE_SUCCEEDED
     assert harness.steam.max_overlap() == 1
 
-    # Without a key limit two accounts run two jobs at once, but never two on one account.
-    free = [await harness.create(str(ITEM), skip_cache=True) for _ in range(4)]
+    # Without a key limit two accounts run two jobs at once, but never two on one account. (Other
+    # items: jobs of one item run one after the other, in the item's folder.)
+    for number in range(1, 5):
+        harness.steam.add_item(
+            ITEM + number, files={f"f{i}.bin": 100 for i in range(4)}, behaviour={"file_delay": seconds(0.2)}
+        )
+    free = [await harness.create(str(ITEM + number), skip_cache=True) for number in range(1, 5)]
     for job in free:
         assert (await harness.wait_for(job.id)).state == D.DOWNLOAD_STATE_SUCCEEDED
     assert harness.steam.max_overlap() == 2

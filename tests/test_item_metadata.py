@@ -256,3 +256,45 @@ async def test_a_job_queued_behind_the_same_item_is_served_by_its_archive(
     assert second.from_cache, describe(await harness.watch(second.id))
     assert second.archive.sha256 == first.archive.sha256
     assert len(downloader_runs(harness)) == 1
+
+
+async def test_an_updated_item_is_downloaded_incrementally_in_its_folder(
+    harness: Harness, web: FakeWebApi
+) -> None:
+    await start(harness, web)
+    await harness.add_account("alice_we", "pw")
+    harness.steam.add_item(ITEM, files={"big.pkg": 3_000_000, "project.json": b"v1", "old.txt": b"gone"})
+    first = await harness.wait_for((await harness.create(str(ITEM))).id)
+    assert first.state == D.DOWNLOAD_STATE_SUCCEEDED
+    first_zip, _ = await harness.fetch(first.id)
+
+    harness.steam.add_item(ITEM, files={"big.pkg": 3_000_000, "project.json": b"v2"})
+    second = await harness.wait_for((await harness.create(str(ITEM))).id)
+    assert second.state == D.DOWNLOAD_STATE_SUCCEEDED
+    assert not second.from_cache
+    data, _ = await harness.fetch(second.id)
+    assert (
+        unzip(data)
+        == harness.steam.expected_files(ITEM)
+        == {
+            "big.pkg": unzip(first_zip)["big.pkg"],
+            "project.json": b"v2",
+        }
+    )
+    # Only the changed file was fetched, the removed one deleted, both runs in the item's folder.
+    lines = [event.log_line.line for event in await harness.watch(second.id) if event.HasField("log_line")]
+    [fetched] = [line for line in lines if line.startswith(f"Depot {431960} - Downloaded ")]
+    assert int(fetched.split()[4]) < 1000, fetched
+    assert any(line.startswith("Deleted ") and line.endswith("old.txt") for line in lines)
+    dirs = {run["argv"][run["argv"].index("-dir") + 1] for run in downloader_runs(harness)}
+    assert len(dirs) == 1
+    # The first download's zip is its own: still the first version.
+    again, _ = await harness.fetch(first.id)
+    assert again == first_zip
+
+    # The folder goes with the item's last download.
+    for download in (first, second):
+        await harness.downloads.DeleteDownload(
+            D.DeleteDownloadRequest(id=download.id), metadata=harness.admin
+        )
+    assert not Path(dirs.pop()).exists()  # noqa: ASYNC240

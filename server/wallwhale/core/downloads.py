@@ -508,14 +508,38 @@ async def retry(
     return download, stored
 
 
-async def delete(session: AsyncSession, principal: Principal, download_id: str) -> str | None:
-    """Deletes a final download; returns its archive path (relative) for the caller to remove, unless
-    a download served from the cache still uses the file."""
+@dataclass(frozen=True)
+class Deleted:
+    # The archive file to remove (relative), unless a download served from the cache still uses it.
+    archive_path: str | None
+    # The item (app, workshop id) whose DepotDownloader folder goes too: no download of it is left.
+    item: tuple[int, int] | None
+
+
+async def delete(session: AsyncSession, principal: Principal, download_id: str) -> Deleted:
+    """Deletes a final download; says which files the caller removes once committed."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state not in FINAL_STATES:
         raise FailedPrecondition("the download is still active; cancel it first")
     archive = download.archive_path
+    item = (download.app_id, download.workshop_id)
     await session.delete(download)
+    await session.flush()
     if archive and await shares_archive(session, archive, [download.id]):
-        return None
-    return archive
+        archive = None
+    return Deleted(archive, None if await item_in_use(session, *item) else item)
+
+
+async def item_in_use(session: AsyncSession, app_id: int, workshop_id: int) -> bool:
+    """Whether a download of the item still needs its DepotDownloader folder: one that is not final
+    (it runs, or will), or whose archive is available (the folder makes its update incremental)."""
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(
+            Download.app_id == app_id,
+            Download.workshop_id == workshop_id,
+            or_(Download.state.not_in(FINAL_STATES), Download.archive_state == ARCHIVE_AVAILABLE),
+        )
+    )
+    return bool(count)

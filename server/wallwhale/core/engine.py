@@ -255,6 +255,8 @@ class Engine:
         for path in swept.paths:
             with contextlib.suppress(OSError):
                 self.settings.storage.delete(path)
+        for app_id, workshop_id in swept.items:
+            self.settings.storage.remove_item_dir(app_id, workshop_id)
         self.hub.publish(swept.events)
         return len(swept.paths)
 
@@ -425,8 +427,11 @@ class JobRun(RunHooks):
             )
         self.engine.hub.publish(stored)
         metrics.CACHE_HITS.inc()
-        self.engine.settings.storage.remove_work_dir(self.id)
         return True
+
+    @property
+    def _directory(self) -> Path:
+        return self.engine.settings.storage.item_dir(self.claim.app_id, self.claim.workshop_id)
 
     def _request(self) -> RunRequest:
         settings = self.engine.settings
@@ -437,7 +442,7 @@ class JobRun(RunHooks):
             workshop_id=self.claim.workshop_id,
             username=self.claim.account_username,
             login_id=self.claim.login_id,
-            directory=settings.storage.work_dir(self.id),
+            directory=self._directory,
             home=settings.homes / self.claim.account_id,
             time_limit=float(runtime),
             inactivity_limit=settings.inactivity_limit,
@@ -454,7 +459,6 @@ class JobRun(RunHooks):
             await self._write(
                 S.CANCELLED, note="cancelled; DepotDownloader was stopped", cancel_requested=False
             )
-            storage.remove_work_dir(self.id)
             return
         if result.stopped is StopReason.SHUTDOWN:
             # Not the job's fault: the attempt does not count, and the files stay for the next run.
@@ -468,7 +472,7 @@ class JobRun(RunHooks):
         failure = result.failure
         # Depot downloads name each file they complete; pack those only (a web-file item names none).
         files = result.transcript.completed_files or None
-        if failure is None and not storage.content_files(self.id, files):
+        if failure is None and not storage.content_files(self._directory, files):
             failure = Failure(Reason.NO_FILES, "DepotDownloader reported success but wrote no files")
         if failure is not None:
             await self._fail(failure)
@@ -481,7 +485,7 @@ class JobRun(RunHooks):
         storage = settings.storage
         await self._write(S.ARCHIVING, phase=Phase.ARCHIVING.value)
         try:
-            info = await asyncio.to_thread(storage.build_archive, self.id, files)
+            info = await asyncio.to_thread(storage.build_archive, self.id, self._directory, files)
         except StorageError as exc:
             await self._fail(Failure(Reason.STORAGE_ERROR, str(exc)))
             return
@@ -519,7 +523,6 @@ class JobRun(RunHooks):
                     **_released(),
                 )
         self.engine.hub.publish(stored)
-        storage.remove_work_dir(self.id)
 
     async def _fail(self, failure: Failure) -> None:
         now = self.engine.clock()
@@ -560,9 +563,6 @@ class JobRun(RunHooks):
             failure_retryable=failure.retryable,
             cancel_requested=False,
         )
-        if failure.reason is not Reason.PROCESS_CRASHED:
-            # Keep the files of a crash or stall for a retry to resume; the rest starts afresh.
-            self.engine.settings.storage.remove_work_dir(self.id)
 
     def _backoff(self) -> float:
         """Seconds before the next attempt: doubling per attempt made, up to the cap."""
@@ -724,9 +724,7 @@ class JobRun(RunHooks):
             else:
                 self._percent, self._current_file = change.percent, change.path
         if not self._total_bytes and any(isinstance(change, Progress) for change in changes):
-            self._total_bytes = await asyncio.to_thread(
-                _preallocated_bytes, self.engine.settings.storage, self.id
-            )
+            self._total_bytes = await asyncio.to_thread(_preallocated_bytes, self._directory)
         done = int(self._total_bytes * self._percent / 100)
         rate = self._rate.update(done)
         self.journal.progress(
@@ -806,11 +804,11 @@ def _server_line(text: str) -> NewEvent:
     return NewEvent(EventKind.LOG, {"stream": "server", "line": text})
 
 
-def _preallocated_bytes(storage: Storage, download_id: str) -> int:
+def _preallocated_bytes(directory: Path) -> int:
     # DepotDownloader creates every file at full size before filling it (reference §2.2 row 33), so
     # once progress starts the folder's size is the item's size.
     total = 0
-    for path in storage.work_dir(download_id).rglob("*"):
+    for path in directory.rglob("*"):
         if ".DepotDownloader" not in path.parts and path.is_file():
             total += path.stat().st_size
     return total

@@ -25,6 +25,8 @@ from wallwhale.core.events import StoredEvent
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
 
 _CANDIDATES = 16
+# The first key of PostgreSQL advisory locks taken per item while claiming (the second is the item).
+_ITEM_LOCK_SPACE = 431960
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,17 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
         .where(running.api_key_id == Download.api_key_id, running.state.in_(ACTIVE_STATES))
         .scalar_subquery()
     )
+    # One job per item at a time: its runs share the item's DepotDownloader folder.
+    same_item = aliased(Download)
+    item_running = (
+        select(same_item.id)
+        .where(
+            same_item.app_id == Download.app_id,
+            same_item.workshop_id == Download.workshop_id,
+            same_item.state.in_(ACTIVE_STATES),
+        )
+        .exists()
+    )
     candidates = await session.scalars(
         select(Download)
         .where(
@@ -68,13 +81,19 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
             Download.cancel_requested.is_(False),
             or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
             or_(Download.api_key_id.is_(None), key_limit.is_(None), key_running < key_limit),
+            ~item_running,
         )
         .order_by(Download.priority.desc(), Download.create_time, Download.id)
         .limit(_CANDIDATES)
         .with_for_update(skip_locked=True)
     )
     failed: list[StoredEvent] = []
+    items_seen: set[tuple[int, int]] = set()
     for download in list(candidates):
+        item = (download.app_id, download.workshop_id)
+        if item in items_seen or not await _item_is_free(session, download):
+            continue  # another job of the item runs (or is being claimed elsewhere): it waits
+        items_seen.add(item)
         if not await _key_has_room(session, download):
             continue  # over its key's max_concurrent: it waits, it does not fail
         accounts = await _usable_accounts(session, download)
@@ -126,6 +145,27 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
         )
         return ClaimResult(claim, failed)
     return ClaimResult(None, failed)
+
+
+async def _item_is_free(session: AsyncSession, download: Download) -> bool:
+    """Whether no other job of the item is active. On PostgreSQL two instances could each claim a job
+    of the same item, neither seeing the other's uncommitted claim: a transaction lock per item lets
+    one through, and the check after it sees any claim committed meanwhile."""
+    if session.get_bind().dialect.name == "postgresql":
+        lock = func.pg_try_advisory_xact_lock(_ITEM_LOCK_SPACE, download.workshop_id % 2**31)
+        if not await session.scalar(select(lock)):
+            return False
+    active = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(
+            Download.app_id == download.app_id,
+            Download.workshop_id == download.workshop_id,
+            Download.state.in_(ACTIVE_STATES),
+            Download.id != download.id,
+        )
+    )
+    return not active
 
 
 async def _key_has_room(session: AsyncSession, download: Download) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import events
-from wallwhale.core.downloads import shares_archive
+from wallwhale.core.downloads import item_in_use, shares_archive
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.db.models import Download
 
@@ -31,6 +31,8 @@ class Sweep:
     events: list[StoredEvent]
     # Files to delete once the transaction committed (relative to the storage root).
     paths: list[str]
+    # Items (app, workshop id) whose DepotDownloader folder is no longer needed: no archive, no job.
+    items: list[tuple[int, int]]
 
 
 async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
@@ -70,7 +72,8 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
         ):  # a copy locked by a concurrent CreateDownload keeps the file; it goes at the next sweep
             paths.append(rows[0].archive_path)
         stored += await _expire(session, rows, why, now)
-    return Sweep(stored, paths)
+    items = {(row.app_id, row.workshop_id) for key in doomed for row in groups[key]}
+    return Sweep(stored, paths, [item for item in sorted(items) if not await item_in_use(session, *item)])
 
 
 async def _expire(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> list[StoredEvent]:

@@ -90,9 +90,11 @@ class Storage:
         for directory in (self.work_root, self.archive_root):
             directory.mkdir(mode=0o750, parents=True, exist_ok=True)
 
-    def work_dir(self, download_id: str) -> Path:
-        """DepotDownloader's -dir for a job: unique per job, kept across its attempts so a retry resumes."""
-        return self.work_root / _checked_id(download_id)
+    def item_dir(self, app_id: int, workshop_id: int) -> Path:
+        """DepotDownloader's -dir for an item, kept between its downloads: a retry resumes, and an
+        update fetches only the changed chunks (DepotDownloader keeps its manifest in .DepotDownloader).
+        The queue runs one job per item at a time, so no two runs share it."""
+        return self.work_root / str(int(app_id)) / str(int(workshop_id))
 
     def path_of(self, relative_path: str) -> Path:
         path = (self.root / relative_path).resolve()
@@ -100,22 +102,21 @@ class Storage:
             raise StorageError(f"{relative_path!r} is outside the storage root")
         return path
 
-    def remove_work_dir(self, download_id: str) -> None:
-        shutil.rmtree(self.work_dir(download_id), ignore_errors=True)
+    def remove_item_dir(self, app_id: int, workshop_id: int) -> None:
+        shutil.rmtree(self.item_dir(app_id, workshop_id), ignore_errors=True)
 
     def delete(self, relative_path: str) -> None:
         self.path_of(relative_path).unlink(missing_ok=True)
 
-    def build_archive(self, download_id: str, only: set[str] | None = None) -> ArchiveInfo:
-        """Packs the job's downloaded files into archives/<id>.zip (blocking: run it in a thread).
+    def build_archive(self, download_id: str, source: Path, only: set[str] | None = None) -> ArchiveInfo:
+        """Packs the files in `source` (an item dir) into archives/<id>.zip (blocking: run it in a thread).
 
         `only`: the relative paths to pack (the files DepotDownloader reported), when known.
         """
-        source = self.work_dir(download_id)
         final = self.archive_root / f"{_checked_id(download_id)}.zip"
         partial = final.with_suffix(".zip.partial")
         self.archive_root.mkdir(parents=True, exist_ok=True)
-        files = sorted(self.content_files(download_id, only))
+        files = sorted(self.content_files(source, only))
         try:
             with partial.open("wb") as raw:
                 writer = _HashingWriter(raw)
@@ -135,8 +136,7 @@ class Storage:
             content_bytes=content_bytes,
         )
 
-    def content_files(self, download_id: str, only: set[str] | None = None) -> list[Path]:
-        source = self.work_dir(download_id)
+    def content_files(self, source: Path, only: set[str] | None = None) -> list[Path]:
         files = _content_files(source)
         if only is None:
             return list(files)

@@ -164,8 +164,6 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         async with self._sessions.begin() as session:
             stored = await downloads.cancel(session, principal, request.id, self._clock())
         self._hub.publish(stored)
-        if stored:  # cancelled here, not by a worker: nobody else cleans its folder
-            self._storage.remove_work_dir(request.id)
         # Running here: stop it now and answer with the final state. Running elsewhere: that
         # instance sees the request at its next lease renewal.
         await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
@@ -193,10 +191,11 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
     ) -> download_pb2.DeleteDownloadResponse:
         _audit(request.id)
         async with self._sessions.begin() as session:
-            archive = await downloads.delete(session, _principal(), request.id)
-        if archive:
-            self._storage.delete(archive)
-        self._storage.remove_work_dir(request.id)  # kept after a crash for a retry to resume
+            deleted = await downloads.delete(session, _principal(), request.id)
+        if deleted.archive_path:
+            self._storage.delete(deleted.archive_path)
+        if deleted.item:
+            self._storage.remove_item_dir(*deleted.item)
         return download_pb2.DeleteDownloadResponse()
 
     async def WatchDownload(
