@@ -33,6 +33,11 @@ from tests.engine_support import ENGINE_SETTINGS, Harness
 from tests.envoy_support import free_port
 
 
+def _tool(name: str) -> str:
+    """The absolute path of a system tool (found on PATH)."""
+    return shutil.which(name) or name
+
+
 def proc_status_kb(pid: int, field: str) -> int:
     """A /proc/<pid>/status figure in KiB (VmRSS: now, VmHWM: the peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -65,7 +70,7 @@ class ServeProcess:
 async def serve_process(harness: Harness, directory: Path, **settings: Any) -> AsyncIterator[ServeProcess]:
     """`python -m wallwhale.cli serve` on the harness's database and data dir, with the engine
     settings the harness uses (overridden by `settings`)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     port_file = directory / f"port-{time.monotonic_ns()}"
     values: dict[str, Any] = {
         **ENGINE_SETTINGS,
@@ -146,7 +151,7 @@ class PrivateCluster:
 
     def _run(self, tool: str, *args: str, timeout: float = 60) -> None:
         subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
+            [_tool("runuser"), "-u", "postgres", "--", str(self.bin / tool), *args],
             check=True,
             capture_output=True,
             timeout=timeout,
@@ -213,7 +218,7 @@ def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
     """Mounts a tmpfs of `size_bytes` at `path` (skips where mounting is not permitted)."""
     path.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size_bytes},mode=0750", "tmpfs", str(path)],
+        [_tool("mount"), "-t", "tmpfs", "-o", f"size={size_bytes},mode=0750", "tmpfs", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -224,11 +229,11 @@ def tmpfs(path: Path, size_bytes: int) -> Iterator[Path]:
         yield path
     finally:
         for attempt in range(20):
-            if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode == 0:
+            if subprocess.run([_tool("umount"), str(path)], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.25 * (attempt + 1) / 4)
         else:
-            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+            subprocess.run([_tool("umount"), "-l", str(path)], capture_output=True, check=False)
 
 
 def fill(path: Path, leave_bytes: int) -> Path:

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2
 
 from tests.engine_support import TIME_SCALE, Harness, describe, harness_for, rpc_error, seconds, unzip
 from tests.fakes.steam import FakeSteam
-from tests.fault_support import fill, health_of, private_postgres, proc_status_kb, serve_process, tmpfs
+from tests.fault_support import fill, health_of, private_postgres, serve_process, tmpfs
 from tests.test_server import error_info
 from wallwhale.core.events import WATCHER_QUEUE_SIZE
 from wallwhale.v1 import download_pb2, download_pb2_grpc
@@ -87,7 +87,9 @@ async def test_a_server_killed_mid_archive_serves_nothing_half_written_and_the_j
         watching = asyncio.create_task(consume())
         partial = archives / f"{created.id}.zip.partial"
         deadline = time.monotonic() + 40
-        while not (partial.exists() and partial.stat().st_size > 0) and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size > 0:
+                break  # the zip is being written: now
             await asyncio.sleep(0.005)
         await doomed.kill()
         code = None
@@ -124,7 +126,8 @@ async def test_a_server_killed_mid_archive_serves_nothing_half_written_and_the_j
         )
     ]
     sequences = [event.sequence for event in resumed[:-1] if not event.HasField("heartbeat")]
-    assert sequences == sorted(set(sequences)) and sequences[0] > last_seen
+    assert sequences == sorted(set(sequences))
+    assert sequences[0] > last_seen
     done = await harness.wait_for(created.id, limit=30)
     assert done.state == D.DOWNLOAD_STATE_SUCCEEDED, describe(await harness.watch(created.id))
     assert resumed[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
@@ -157,12 +160,16 @@ async def test_an_archive_stream_cut_by_a_killed_server_resumes_elsewhere_byte_e
         )
         headers = dict(await call.initial_metadata())
         received = bytearray()
-        with pytest.raises(grpc.RpcError) as broken:
+        broken: grpc.RpcError | None = None
+        try:
             async for chunk in call:
                 received += chunk.data
                 if len(received) >= 8 * MIB and doomed.process.returncode is None:
                     await doomed.kill()
-    assert broken.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
+        except grpc.RpcError as error:
+            broken = error
+    assert broken is not None, "the stream ended normally although its server was killed"
+    assert broken.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL)
     assert 0 < len(received) < done.archive.size_bytes
     rest = await _fetch_all(harness.downloads, done.id, harness.admin, offset=len(received))
     whole = bytes(received) + rest
@@ -309,3 +316,151 @@ async def test_postgresql_stopped_and_restarted_under_load_loses_no_job_and_runs
             print(f"health: NOT_SERVING after {went_down:.2f} s, SERVING {came_back:.2f} s after the start")
         finally:
             await harness.close()
+
+
+# --- DepotDownloader printing garbage and huge output --------------------------------------------
+
+
+async def test_garbage_and_huge_output_are_recorded_capped_and_the_download_still_succeeds(
+    harness: Harness,
+) -> None:
+    """200,000 debug lines (about 30 MB) and invalid bytes: the job succeeds, the log it keeps is
+    capped (max_log_lines) with a note saying so, and every kept line is bounded and valid text."""
+    await harness.start()
+    await harness.add_account("una_we", "pw-una")
+    harness.steam.add_item(
+        ITEM, files={"a.txt": b"quiet", "b.bin": 5000}, behaviour={"garbage": True, "huge_output": 200_000}
+    )
+    created = await harness.create(str(ITEM))
+    done = await harness.wait_for(created.id, limit=60)
+    assert done.state == D.DOWNLOAD_STATE_SUCCEEDED, done.failure
+    events = await harness.watch(created.id)
+    lines = [e.log_line.line for e in events if e.HasField("log_line")]
+    assert len(lines) <= 2000 + 20  # the attempt's cap, plus the server's own notes
+    assert any("further output of this attempt is not recorded" in line for line in lines)
+    assert max(len(line) for line in lines) <= 2000
+    assert all("\x00" not in line for line in lines)
+    data, _ = await harness.fetch(created.id)
+    assert unzip(data) == harness.steam.expected_files(ITEM)
+
+
+# --- clients that stop reading ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_watcher_that_never_reads_costs_bounded_memory_and_others_get_every_event(
+    harness: Harness,
+) -> None:
+    """One WatchDownload client opens the stream and never reads while the job writes thousands of
+    events: the hub's buffer of every watcher stays within WATCHER_QUEUE_SIZE, a reading watcher gets
+    every event in order, and the stalled one, once it reads, gets them all too (from the database)."""
+    server = await harness.start()
+    await harness.add_account("vic_we", "pw-vic")
+    harness.steam.add_item(ITEM, files={f"d/{i:04}.txt": 16 for i in range(1500)})
+    created = await harness.create(str(ITEM))
+    stalled = harness.downloads.WatchDownload(D.WatchDownloadRequest(id=created.id), metadata=harness.admin)
+    await stalled.initial_metadata()
+    reading = asyncio.create_task(harness.watch(created.id))
+    largest = 0
+    while not reading.done():
+        for watchers in list(server.hub._watchers.values()):
+            largest = max([largest, *(len(w._events) for w in watchers)])
+        await asyncio.sleep(0.005)
+    events = reading.result()
+    assert largest <= WATCHER_QUEUE_SIZE
+    sequences = [e.sequence for e in events[:-1] if not e.HasField("heartbeat")]
+    assert sequences == list(range(1, len(sequences) + 1))
+    assert len(sequences) > 2 * WATCHER_QUEUE_SIZE  # enough to overflow a stalled buffer
+    assert events[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
+    late = [event async for event in stalled]
+    assert [e.sequence for e in late[:-1] if not e.HasField("heartbeat")] == sequences
+    assert server.hub.watcher_count == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_archive_reader_that_stops_reading_costs_the_server_no_archive_sized_memory(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """FetchArchive of a 64 MiB zip by a client that reads one chunk and stops: the serving process's
+    memory does not grow with the archive (gRPC flow control holds the stream), and the reader can
+    go on later and gets the exact bytes."""
+    await harness.start(inactivity_timeout_seconds=60)
+    await harness.add_account("wes_we", "pw-wes")
+    harness.steam.add_item(ITEM, files={"a.mp4": 48 * MIB, "b.mp4": 16 * MIB})
+    done = await harness.wait_for((await harness.create(str(ITEM))).id, limit=60)
+    assert done.state == D.DOWNLOAD_STATE_SUCCEEDED
+    async with serve_process(harness, tmp_path / "serve", max_concurrent_downloads=0) as served:
+        stub = download_pb2_grpc.DownloadServiceStub(served.channel)
+        await stub.GetDownload(D.GetDownloadRequest(id=done.id), metadata=harness.admin)  # warm up
+        before = served.rss_kb()
+        call = stub.FetchArchive(D.FetchArchiveRequest(id=done.id), metadata=harness.admin)
+        first = await call.read()
+        await asyncio.sleep(2)  # the server would read the whole file ahead by now if nothing held it
+        grown_mib = (served.rss_kb() - before) / 1024
+        assert grown_mib < 24, f"the server grew by {grown_mib:.0f} MiB for a stalled 64 MiB stream"
+        whole = bytearray(first.data)
+        while (chunk := await call.read()) is not grpc.aio.EOF:
+            whole += chunk.data
+        assert hashlib.sha256(whole).hexdigest() == done.archive.sha256
+        print(f"server memory while the reader stalled: +{grown_mib:.1f} MiB")
+
+
+# --- a thousand watchers ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_thousand_watchers_connecting_and_dropping_leave_no_trace(harness: Harness) -> None:
+    """1,000 WatchDownload streams over 10 connections, each cancelled at a random moment while the
+    job runs: the server stays healthy, its watcher registry returns to zero, and a fresh watcher
+    afterwards gets the whole history in order."""
+    server = await harness.start()
+    await harness.add_account("xia_we", "pw-xia")
+    harness.steam.add_item(
+        ITEM, files={f"f{i}.bin": 500 for i in range(30)}, behaviour={"file_delay": seconds(0.1)}
+    )
+    created = await harness.create(str(ITEM))
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") for _ in range(10)]
+    rng = random.Random(8)
+    received = 0
+    unexpected: list[grpc.RpcError] = []
+
+    async def watcher(number: int) -> None:
+        nonlocal received
+        stub = download_pb2_grpc.DownloadServiceStub(channels[number % len(channels)])
+        call = stub.WatchDownload(
+            D.WatchDownloadRequest(id=created.id, exclude_logs=number % 2 == 0), metadata=harness.admin
+        )
+        give_up = time.monotonic() + rng.uniform(0.05, 2.5)
+        try:
+            async for _ in call:
+                received += 1
+                if time.monotonic() > give_up:
+                    break
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                unexpected.append(error)
+        finally:
+            call.cancel()
+
+    try:
+        await asyncio.gather(*(watcher(n) for n in range(1000)))
+        assert not unexpected, unexpected[:3]
+        assert received > 1000
+        assert await health_of(harness.channel) == SERVING
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not server.hub.watcher_count:
+                break
+            await asyncio.sleep(0.05)
+        assert server.hub.watcher_count == 0
+        assert server.hub.watched() == set()
+        done = await harness.wait_for(created.id)
+        assert done.state == D.DOWNLOAD_STATE_SUCCEEDED
+        fresh = [e for e in await harness.watch(created.id) if not e.HasField("heartbeat")]
+        assert [e.sequence for e in fresh[:-1]] == list(range(1, len(fresh)))
+        assert fresh[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
+        assert server.hub.watcher_count == 0
+    finally:
+        for channel in channels:
+            await channel.close()
