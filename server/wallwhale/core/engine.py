@@ -366,7 +366,7 @@ class JobRun(RunHooks):
                 self.runner.stop(self._stop_reason)
             result = await self.runner.run()
             await self._stop_flusher(flusher)
-            await self._finish(result)
+            await self._record(result)
         except LeaseLost:
             _log.warning("job abandoned: lease lost", download_id=self.id)
         except Exception:
@@ -432,6 +432,26 @@ class JobRun(RunHooks):
     @property
     def _directory(self) -> Path:
         return self.engine.settings.storage.item_dir(self.claim.app_id, self.claim.workshop_id)
+
+    async def _record(self, result: RunResult) -> None:
+        """Records the run's outcome, waiting out a database that is away (restarted, failed over):
+        the job stays in `jobs`, so its lease is renewed once the database is back, and the run's
+        result is kept instead of being abandoned and run again. Each step may be repeated."""
+        delay = 0.2
+        while True:
+            try:
+                await self._finish(result)
+                return
+            except LeaseLost:
+                raise
+            except Exception as exc:
+                if self.engine._stopping:
+                    raise
+                _log.warning(
+                    "recording the outcome failed; trying again", download_id=self.id, error=_first_line(exc)
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _request(self) -> RunRequest:
         settings = self.engine.settings

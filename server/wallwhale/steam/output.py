@@ -220,6 +220,9 @@ _CHUNK_TROUBLE = re.compile(
 _STORAGE = re.compile(
     r"Failed to allocate file|Failed to resize file|Error: Unable to create install directories"
 )
+# ENOSPC / EDQUOT as .NET words them: in "Failed to allocate file", or in an unhandled IOException
+# when a chunk write runs out of space (the file was pre-allocated sparse).
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded")
 _UNHANDLED = re.compile(r"Download failed to due to an unhandled exception: (.*)$")
 _WEB_FILE = re.compile(r"^Downloading (?!depot )(.+)$")  # row 40: single-file items, no percentages
 _NOT_COMPLETE = re.compile(r"App \d+ was not completely downloaded\.")
@@ -350,6 +353,8 @@ class Transcript:
             self._fail(Reason.ACCESS_DENIED, "Steam's content servers refused the item's files")
         elif _CHUNK_TROUBLE.search(text):
             self.chunk_errors += 1
+        elif _DISK_FULL.search(text):
+            self._fail(Reason.STORAGE_ERROR, "the disk is full: DepotDownloader could not write the files")
         elif _STORAGE.search(text):
             self._fail(
                 Reason.STORAGE_ERROR, "DepotDownloader could not write the files (disk full or not writable)"

@@ -11,6 +11,7 @@ that deflating would not pay.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -127,6 +128,8 @@ class Storage:
             os.replace(partial, final)
         except OSError as exc:
             partial.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageError("the disk is full: cannot write the archive") from exc
             raise StorageError(f"cannot write the archive: {exc.strerror or exc}") from exc
         return ArchiveInfo(
             relative_path=final.relative_to(self.root).as_posix(),
