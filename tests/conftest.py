@@ -132,6 +132,7 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "health_check_interval_seconds": 0.2,
         "shutdown_grace_seconds": 1.0,
         "migrate_on_start": False,
+        "steam_web_api_url": "",  # tests never ask the real Steam; tests/fakes/webapi.py is theirs
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

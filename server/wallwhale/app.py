@@ -39,6 +39,7 @@ from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
 
@@ -154,18 +155,23 @@ class WallWhaleServer:
         readers = db_engine.read_only_sessions(self.engine)
         self.hub = EventHub(readers)
         self.storage = Storage(settings.resolved_storage_dir)
+        self.web_api: SteamWebApi | None = (
+            SteamWebApi(settings.steam_web_api_url, timeout_seconds=settings.steam_web_api_timeout_seconds)
+            if settings.steam_web_api_url
+            else None
+        )
         self.downloads = Engine(
             self.sessions, self.hub, keyring, engine_settings(settings, self.instance_id, self.storage), clock
         )
-        # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         self.listener = self._listener(settings)
-        downloads = DownloadServicer(  # type: ignore[abstract]
+        downloads = DownloadServicer(
             self.sessions,
             readers,
             clock,
             self.downloads,
             self.hub,
             self.storage,
+            self.web_api,
             DownloadOptions(
                 max_attempts=settings.max_attempts,
                 heartbeat_seconds=settings.watch_heartbeat_seconds,
@@ -173,6 +179,7 @@ class WallWhaleServer:
             ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
+        # fill_unimplemented() supplies the methods this servicer does not define, which mypy cannot see.
         admin = AdminServicer(self.sessions, clock, keyring, self.downloads)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
@@ -255,6 +262,8 @@ class WallWhaleServer:
         await self.audit.close()  # after the last call ended, so its record is stored too
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self.web_api is not None:
+            await self.web_api.aclose()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

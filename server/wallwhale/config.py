@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     archive_disk_budget_mb: int = Field(default=0, ge=0)
     retention_interval_seconds: float = Field(default=300.0, gt=0)
 
+    # Steam's public Web API (item details, collections); empty turns it off (collections are then
+    # not expanded: every id of a batch is taken for an item).
+    steam_web_api_url: str = "https://api.steampowered.com"
+    steam_web_api_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
     ip_allow: Annotated[list[str], NoDecode] = []
     ip_deny: Annotated[list[str], NoDecode] = []

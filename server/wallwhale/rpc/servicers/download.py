@@ -1,13 +1,12 @@
 """DownloadService: jobs (core.downloads), their event streams (core.events) and archives (storage).
 
-Batches are not in this version yet and answer UNIMPLEMENTED.
+The batch RPCs are in servicers/batch.py, mixed into the same servicer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,19 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core import downloads, events
 from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
 from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.rpc.servicers.batch import BatchMethods
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, wire
+from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 _REPLAY_BATCH = 500
-_FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
-ARCHIVE_CHUNK = 256 * 1024  # well under gRPC's 4 MiB message limit and Envoy's buffers
 _STATES = {
     value: DownloadState(name.removeprefix("DOWNLOAD_STATE_"))
     for name, value in download_pb2.DownloadState.items()
@@ -49,10 +49,7 @@ class DownloadOptions:
 
 
 def _principal() -> Principal:
-    principal = current_call().principal
-    if principal is None:  # the authentication interceptor lets no anonymous call reach here
-        raise Unauthenticated("credentials are required", reason="CREDENTIALS_MISSING")
-    return principal
+    return current_call().caller()
 
 
 def _audit(download_id: str) -> None:
@@ -60,7 +57,7 @@ def _audit(download_id: str) -> None:
 
 
 @fill_unimplemented(download_pb2.DESCRIPTOR.services_by_name["DownloadService"])
-class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
+class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -69,6 +66,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         engine: Engine,
         hub: EventHub,
         storage: Storage,
+        web_api: SteamWebApi | None,
         options: DownloadOptions,
     ):
         self._sessions = sessions
@@ -77,6 +75,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         self._engine = engine
         self._hub = hub
         self._storage = storage
+        self._web_api = web_api
         self._options = options
 
     async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
@@ -184,7 +183,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
     ) -> download_pb2.DeleteDownloadResponse:
         _audit(request.id)
         async with self._sessions.begin() as session:
-            archive = await downloads.delete(session, _principal(), request.id)
+            archive = await downloads.delete(session, _principal(), request.id, self._clock())
         if archive:
             self._storage.delete(archive)
         self._storage.remove_work_dir(request.id)  # kept after a crash for a retry to resume
@@ -328,25 +327,10 @@ class _EventStream:
         self.last = event.sequence
         if event.kind is EventKind.STATE:
             state = event.payload["download"]["state"]
-            self.finished = event.payload["download"] if state in _FINAL_NAMES else None
+            self.finished = event.payload["download"] if state in FINAL_NAMES else None
         if event.kind is EventKind.LOG and self._request.exclude_logs:
             return None
-        return _wire(event)
-
-
-# The same event goes to every watcher of a download: convert it once.
-_WIRE_CACHE: OrderedDict[tuple[str, int], download_pb2.WatchDownloadResponse] = OrderedDict()
-_WIRE_CACHE_SIZE = 4096
-
-
-def _wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
-    key = (event.download_id, event.sequence)
-    message = _WIRE_CACHE.get(key)
-    if message is None:
-        message = _WIRE_CACHE[key] = convert.watch_event(event)
-        if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
-            _WIRE_CACHE.popitem(last=False)
-    return message
+        return wire(event)
 
 
 def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:
