@@ -32,7 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from tests.conftest import PostgresDatabases, prepare_database
-from tests.engine_support import Harness, harness_for, seconds
+from tests.engine_support import Harness, harness_for, seconds, unzip
 from tests.envoy_support import (
     ENVOY_ADDRESS,
     ENVOY_BINARY,
@@ -331,8 +331,12 @@ async def test_download_routes_map_the_servers_refusals(stack: Stack) -> None:
         assert detail(body, "ResourceInfo")["resourceName"] == "abc"
     invalid = await stack.call("POST", "/v1/downloads", {"urlOrId": "not a workshop item"})
     assert_json_error(invalid, 400, 3, "INVALID_WORKSHOP_ITEM")
-    batches = await stack.call("GET", "/v1/batches/abc:watch")
-    assert_json_error(batches, 501, 12, "NOT_IMPLEMENTED")
+    for path in ("/v1/batches/abc", "/v1/batches/abc:watch", "/v1/batches/abc/archive"):
+        body = assert_json_error(await stack.call("GET", path), 404, 5, "NOT_FOUND")
+        assert detail(body, "ResourceInfo")["resourceName"] == "abc"
+    invalid = await stack.call("POST", "/v1/batches", {"urlsOrIds": ["1", "not a workshop item"]})
+    body = assert_json_error(invalid, 400, 3, "INVALID_WORKSHOP_ITEM")
+    assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "urls_or_ids[1]"
 
 
 # ---- the client's address ---------------------------------------------------------------------
@@ -653,3 +657,43 @@ async def test_a_running_download_is_cancelled_over_rest(engine_behind_envoy: tu
     assert again.status == 200, again
     not_ready = await http("GET", envoy.url(f"/v1/downloads/{download_id}/archive"), headers=key)
     assert_json_error(not_ready, 400, 9, "ARCHIVE_NOT_READY")
+
+
+async def test_a_batch_over_rest_watched_as_events_and_fetched_as_one_zip(
+    engine_behind_envoy: tuple[Harness, Envoy],
+) -> None:
+    harness, envoy = engine_behind_envoy
+    key = dict(harness.admin)
+    await harness.add_account("batch_rest_we", "pw-batch")
+    harness.steam.add_item(ITEM, files={"project.json": b"{}", "scene.pkg": 30_000})
+    harness.steam.add_item(SLOW_ITEM, behaviour={"missing": True})
+    body = {"urlsOrIds": [str(ITEM), str(SLOW_ITEM)], "requestId": "rest-batch-1"}
+    created = await http("POST", envoy.url("/v1/batches"), json_body=body, headers=key)
+    assert created.status == 200, created
+    batch = created.json()["batch"]
+    assert (batch["state"], batch["totalCount"], batch["title"]) == ("BATCH_STATE_ACTIVE", 2, "2 items")
+
+    received: list[dict[str, Any]] = []
+    async with event_stream(envoy.url(f"/v1/batches/{batch['id']}:watch"), headers=key) as events:
+        assert events.headers["content-type"] == "text/event-stream"
+        async for event in events:
+            received.append(event)
+    finished = received[-1]["finished"]
+    assert finished["state"] == "BATCH_STATE_PARTIALLY_SUCCEEDED"
+    assert (finished["succeededCount"], finished["failedCount"]) == (1, 1)
+    assert {e["downloadEvent"]["downloadId"] for e in received[:-1] if "downloadEvent" in e} == set(
+        batch["downloadIds"]
+    )
+
+    path = f"/v1/batches/{batch['id']}/archive"
+    whole = await http("GET", envoy.url(path), headers=key)
+    assert whole.status == 200, whole
+    assert whole.headers["content-type"] == "application/zip"
+    assert whole.headers["x-archive-size"] == str(len(whole.body))
+    assert unzip(whole.body) == {
+        f"{ITEM}/{name}": data for name, data in harness.steam.expected_files(ITEM).items()
+    }
+    rest = await http("GET", envoy.url(path), headers={**key, "range": "bytes=100-"})
+    assert rest.status == 206
+    assert rest.headers["content-range"] == f"bytes 100-{len(whole.body) - 1}/{len(whole.body)}"
+    assert rest.body == whole.body[100:]

@@ -170,9 +170,8 @@ class WallWhaleServer:
             clock,
             self.catalog,
         )
-        # fill_unimplemented() supplies the methods these servicers do not define, which mypy cannot see.
         self.listener = self._listener(settings)
-        downloads = DownloadServicer(  # type: ignore[abstract]
+        downloads = DownloadServicer(
             self.sessions,
             readers,
             clock,
@@ -187,6 +186,7 @@ class WallWhaleServer:
             self.catalog,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
+        # fill_unimplemented() supplies the methods this servicer does not define, which mypy cannot see.
         admin = AdminServicer(self.sessions, clock, keyring, self.downloads)  # type: ignore[abstract]
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)

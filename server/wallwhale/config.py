@@ -81,7 +81,8 @@ class Settings(BaseSettings):
 
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
-    # Steam's public Web API (item details before a job is queued); empty turns the lookups off.
+    # Steam's public Web API (item details before a job is queued, collections of a batch); empty
+    # turns it off (then every id of a batch is taken for an item).
     steam_web_api_url: str = "https://api.steampowered.com"
     steam_web_api_timeout_seconds: float = Field(default=10.0, gt=0)
     # After a failed lookup, jobs are queued without asking for this long (metadata comes later).

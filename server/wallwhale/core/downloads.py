@@ -20,7 +20,7 @@ from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import events, paging
+from wallwhale.core import batch_state, events, paging
 from wallwhale.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -34,7 +34,7 @@ from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.db.notify import Channel, announce
 from wallwhale.db.types import to_signed64
-from wallwhale.ids import is_valid_id
+from wallwhale.ids import is_valid_id, new_id
 from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
@@ -130,12 +130,66 @@ async def transition(
     download.update_time = now
     if state in FINAL_STATES and download.end_time is None:
         download.end_time = now
+    if download.batch_id and (state in FINAL_STATES) != (previous in FINAL_STATES):
+        batch_state.note_change(session, download.batch_id, now, revived=state not in FINAL_STATES)
     # The note first: a final state ends every watch stream, and the note says why it came.
     new = [NewEvent(EventKind.LOG, {"stream": "server", "line": note})] if note else []
     new.append(NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)}))
     if state is S.QUEUED:
         await announce(session, Channel.QUEUE)  # other instances' dispatchers wake up
     return await events.append(session, download, new, now)
+
+
+def new_job(
+    principal: Principal,
+    workshop_id: int,
+    app_id: int,
+    limits: JobLimits,
+    now: datetime,
+    *,
+    priority: int = PRIORITY_NORMAL,
+    skip_cache: bool = False,
+    batch_id: str | None = None,
+    item: ItemDetails | None = None,
+) -> Download:
+    """A new QUEUED job owned by the caller, not yet added to a session (batches make many at once).
+
+    `item`: what Steam's Web API said about it (title, size, content handle), when it was asked.
+    """
+    download = Download(
+        id=new_id(),
+        workshop_id=workshop_id,
+        app_id=app_id,
+        state=S.QUEUED,
+        priority=priority,
+        owner_user_id=principal.user_id,
+        api_key_id=principal.api_key_id or None,
+        batch_id=batch_id,
+        skip_cache=skip_cache,
+        max_attempts=limits.max_attempts,
+        max_runtime_seconds=limits.max_runtime_seconds,
+        phase="STARTING",
+        create_time=now,
+        update_time=now,
+    )
+    if item is not None and item.found:
+        download.title = item.title[:256]
+        download.item_file_size = item.file_size or None
+        download.item_update_time = item.time_updated
+        download.preview_url = item.preview_url[:2048]
+        # A u64 on Steam; the column is a signed BIGINT (no real handle comes near 2**63).
+        download.content_handle = item.content_handle if (item.content_handle or 0) < 2**63 else None
+    return download
+
+
+def created_event(download: Download) -> NewEvent:
+    """The first event of every job: its state as created."""
+    return NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})
+
+
+def request_scope(principal: Principal) -> str:
+    """Whose request_ids these are (batches share the rule with downloads)."""
+    return _scope(principal)
 
 
 def _scope(principal: Principal) -> str:
@@ -516,7 +570,7 @@ class Deleted:
     item: tuple[int, int] | None
 
 
-async def delete(session: AsyncSession, principal: Principal, download_id: str) -> Deleted:
+async def delete(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> Deleted:
     """Deletes a final download; says which files the caller removes once committed."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state not in FINAL_STATES:
@@ -527,6 +581,8 @@ async def delete(session: AsyncSession, principal: Principal, download_id: str) 
     await session.flush()
     if archive and await shares_archive(session, archive, [download.id]):
         archive = None
+    if download.batch_id:
+        batch_state.note_change(session, download.batch_id, now, revived=False)
     return Deleted(archive, None if await item_in_use(session, *item) else item)
 
 

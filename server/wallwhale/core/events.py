@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,6 +109,37 @@ async def append_to(
             for event in stored
         ],
     )
+    return stored
+
+
+async def append_first(
+    session: AsyncSession, firsts: list[tuple[Download, list[NewEvent]]], now: datetime
+) -> list[StoredEvent]:
+    """The first events of downloads created in this transaction, numbered from 1, in one INSERT.
+
+    Nothing is announced: nobody can be watching a download that did not exist before this commit.
+    """
+    stored: list[StoredEvent] = []
+    for download, new in firsts:
+        stored += [
+            StoredEvent(download.id, sequence, now, event.kind, event.payload)
+            for sequence, event in enumerate(new, start=1)
+        ]
+        download.last_event_sequence = len(new)
+    if stored:
+        await session.execute(
+            insert(DownloadEvent),
+            [
+                {
+                    "download_id": event.download_id,
+                    "sequence": event.sequence,
+                    "event_time": event.event_time,
+                    "kind": event.kind.value,
+                    "payload": event.payload,
+                }
+                for event in stored
+            ],
+        )
     return stored
 
 
@@ -210,6 +241,24 @@ class EventHub:
                 if not watchers:
                     del self._watchers[download_id]
                     self._last.pop(download_id, None)
+
+    @contextmanager
+    def watch_many(self, known_last: Mapping[str, int], exclude_logs: bool = False) -> Iterator[Watcher]:
+        """One watcher for the events of several downloads (a batch); `known_last` as in watch()."""
+        watcher = Watcher("", exclude_logs)  # no single download
+        for download_id, last in known_last.items():
+            self._watchers.setdefault(download_id, set()).add(watcher)
+            self._last.setdefault(download_id, last)
+        try:
+            yield watcher
+        finally:
+            for download_id in known_last:
+                watchers = self._watchers.get(download_id)
+                if watchers is not None:
+                    watchers.discard(watcher)
+                    if not watchers:
+                        del self._watchers[download_id]
+                        self._last.pop(download_id, None)
 
     def publish(self, events: list[StoredEvent]) -> None:
         for event in events:

@@ -297,9 +297,13 @@ class Batch(Base):
     collection_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     title: Mapped[str] = _text(256)
     state: Mapped[BatchState] = mapped_column(_enum(BatchState), default=BatchState.ACTIVE)
-    # request_id replay (AIP-155): the scope is the caller (user or key), so ids of callers never clash.
+    # request_id replay (AIP-155): the scope is the caller (user or key), so ids of callers never clash;
+    # the fingerprint (sha256 of the canonical request) tells a different request under a used id.
     idempotency_scope: Mapped[str | None] = mapped_column(sa.String(64))
     request_id: Mapped[str | None] = mapped_column(sa.String(64))
+    request_fingerprint: Mapped[str | None] = mapped_column(sa.String(64))
+    # Set by CancelBatch: once every download is final the batch is CANCELLED (see core.batch_state).
+    cancel_time: Mapped[datetime | None]
     create_time: Mapped[datetime] = _create_time()
     end_time: Mapped[datetime | None]
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import grpc
 from grpc import aio
 
+from wallwhale.core.errors import Unauthenticated
 from wallwhale.core.identity import Principal
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -47,6 +48,13 @@ class Call:
     @property
     def service(self) -> str:
         return self.method.rsplit("/", 2)[-2] if self.method.count("/") >= 2 else ""
+
+    def caller(self) -> Principal:
+        """The authenticated caller (the authentication interceptor lets no anonymous call reach a
+        servicer that needs one)."""
+        if self.principal is None:
+            raise Unauthenticated("credentials are required", reason="CREDENTIALS_MISSING")
+        return self.principal
 
     def add_header(self, key: str, value: str) -> None:
         self.response_headers.append((key, value))

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
+from wallwhale.core import batches
+from wallwhale.core.batches import Member
 from wallwhale.core.events import EventKind, StoredEvent
 from wallwhale.core.limits import QuotaUsage
-from wallwhale.db.models import ApiKey, AuditEvent, SteamAccount, SteamAccountStatus, User, UserRole
+from wallwhale.db.models import (
+    ApiKey,
+    AuditEvent,
+    Batch,
+    BatchState,
+    SteamAccount,
+    SteamAccountStatus,
+    User,
+    UserRole,
+)
 from wallwhale.db.types import from_signed64
 from wallwhale.v1 import admin_pb2, download_pb2
 
@@ -280,3 +291,27 @@ def watch_event(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
             )
         )
     return message
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+_BATCH_STATES = {state: download_pb2.BatchState.Value(f"BATCH_STATE_{state.value}") for state in BatchState}
+
+
+def batch(row: Batch, members: Sequence[Member]) -> download_pb2.Batch:
+    counted = batches.counts(members)
+    return download_pb2.Batch(
+        id=row.id,
+        state=_BATCH_STATES[row.state],
+        collection_id=row.collection_id or 0,
+        title=row.title,
+        download_ids=[member.id for member in members],
+        total_count=counted.total,
+        succeeded_count=counted.succeeded,
+        failed_count=counted.failed,
+        cancelled_count=counted.cancelled,
+        owner_user_id=row.owner_user_id or "",
+        api_key_id=row.api_key_id or "",
+        create_time=timestamp(row.create_time),
+        end_time=timestamp(row.end_time),
+    )

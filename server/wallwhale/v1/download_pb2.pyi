@@ -263,7 +263,7 @@ class _BatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchState
     BATCH_STATE_FAILED: _BatchState.ValueType  # 4
     """Final: none succeeded."""
     BATCH_STATE_CANCELLED: _BatchState.ValueType  # 5
-    """Final: cancelled by a caller."""
+    """Final: cancelled by CancelBatch (or every download was cancelled); the counts tell what succeeded."""
 
 class BatchState(_BatchState, metaclass=_BatchStateEnumTypeWrapper): ...
 
@@ -277,7 +277,7 @@ BATCH_STATE_PARTIALLY_SUCCEEDED: BatchState.ValueType  # 3
 BATCH_STATE_FAILED: BatchState.ValueType  # 4
 """Final: none succeeded."""
 BATCH_STATE_CANCELLED: BatchState.ValueType  # 5
-"""Final: cancelled by a caller."""
+"""Final: cancelled by CancelBatch (or every download was cancelled); the counts tell what succeeded."""
 Global___BatchState: _TypeAlias = BatchState  # noqa: Y015
 
 @_typing.final
@@ -1118,8 +1118,9 @@ class Batch(_message.Message):
     id: _builtins.str
     state: Global___BatchState.ValueType
     collection_id: _builtins.int
-    """The collection the batch was made from, if any."""
+    """The collection the batch was made from, when it was made from exactly one."""
     title: _builtins.str
+    """The collection's title, else e.g. "12 items"."""
     total_count: _builtins.int
     succeeded_count: _builtins.int
     failed_count: _builtins.int
@@ -1127,7 +1128,9 @@ class Batch(_message.Message):
     owner_user_id: _builtins.str
     api_key_id: _builtins.str
     @_builtins.property
-    def download_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def download_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """In the order of the request (and of the queue)."""
+
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1167,13 +1170,17 @@ class CreateBatchRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SKIP_CACHE_FIELD_NUMBER: _builtins.int
     app_id: _builtins.int
+    """For every item; when omitted each item's app from Steam's Web API, else Wallpaper Engine (431960)."""
     priority: Global___DownloadPriority.ValueType
     request_id: _builtins.str
     """Idempotency key, as in CreateDownloadRequest."""
     skip_cache: _builtins.bool
     @_builtins.property
     def urls_or_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Workshop URLs or ids; a collection expands into its items. Up to 1000 items in all."""
+        """Workshop URLs or ids; a collection expands into its items (then its nested collections' items),
+        each item once, in order. Up to 1000 items in all. When Steam's Web API cannot be reached, every
+        id is taken for an item (the jobs' logs say so).
+        """
 
     def __init__(
         self,
@@ -1255,11 +1262,14 @@ Global___GetBatchResponse: _TypeAlias = GetBatchResponse  # noqa: Y015
 
 @_typing.final
 class ListBatchesRequest(_message.Message):
+    """The caller's batches (every batch for admins), newest first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """At most 500; 0 means 50."""
     page_token: _builtins.str
     def __init__(
         self,
@@ -1342,12 +1352,15 @@ Global___CancelBatchResponse: _TypeAlias = CancelBatchResponse  # noqa: Y015
 
 @_typing.final
 class WatchBatchRequest(_message.Message):
+    """The stream replays the batch's history first (interleaved as it was written), then live events."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
     EXCLUDE_LOGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     exclude_logs: _builtins.bool
+    """Leave out DepotDownloader's log lines."""
     def __init__(
         self,
         *,

@@ -176,7 +176,9 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateBatch(self, request, context):
-        """Queues downloads of several items at once; a Workshop collection expands into its items.
+        """Queues downloads of several items at once, in one transaction (quota counted per item); a Workshop
+        collection expands into its items (nested collections too). With the same request_id the same
+        batch is returned.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,7 +211,12 @@ class DownloadServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FetchBatchArchive(self, request, context):
-        """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id.
+        """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id
+        (entries stored, not compressed again). FAILED_PRECONDITION while the batch is active or when no
+        item succeeded. Initial metadata: x-archive-size, x-archive-filename, x-archive-version (changes
+        when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
+        whose archives were removed and are left out). The bytes are the same on every call, so
+        offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """

@@ -59,7 +59,10 @@ class DownloadServiceStub:
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     CreateBatch: _grpc.UnaryUnaryMultiCallable[_download_pb2.CreateBatchRequest, _download_pb2.CreateBatchResponse]
-    """Queues downloads of several items at once; a Workshop collection expands into its items."""
+    """Queues downloads of several items at once, in one transaction (quota counted per item); a Workshop
+    collection expands into its items (nested collections too). With the same request_id the same
+    batch is returned.
+    """
     GetBatch: _grpc.UnaryUnaryMultiCallable[_download_pb2.GetBatchRequest, _download_pb2.GetBatchResponse]
     ListBatches: _grpc.UnaryUnaryMultiCallable[_download_pb2.ListBatchesRequest, _download_pb2.ListBatchesResponse]
     CancelBatch: _grpc.UnaryUnaryMultiCallable[_download_pb2.CancelBatchRequest, _download_pb2.CancelBatchResponse]
@@ -67,7 +70,12 @@ class DownloadServiceStub:
     WatchBatch: _grpc.UnaryStreamMultiCallable[_download_pb2.WatchBatchRequest, _download_pb2.WatchBatchResponse]
     """Streams the events of every download in the batch, then one final event for the batch."""
     FetchBatchArchive: _grpc.UnaryStreamMultiCallable[_download_pb2.FetchBatchArchiveRequest, _httpbody_pb2.HttpBody]
-    """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id.
+    """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id
+    (entries stored, not compressed again). FAILED_PRECONDITION while the batch is active or when no
+    item succeeded. Initial metadata: x-archive-size, x-archive-filename, x-archive-version (changes
+    when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
+    whose archives were removed and are left out). The bytes are the same on every call, so
+    offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
@@ -102,7 +110,10 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     CreateBatch: _aio.UnaryUnaryMultiCallable[_download_pb2.CreateBatchRequest, _download_pb2.CreateBatchResponse]  # type: ignore[assignment]
-    """Queues downloads of several items at once; a Workshop collection expands into its items."""
+    """Queues downloads of several items at once, in one transaction (quota counted per item); a Workshop
+    collection expands into its items (nested collections too). With the same request_id the same
+    batch is returned.
+    """
     GetBatch: _aio.UnaryUnaryMultiCallable[_download_pb2.GetBatchRequest, _download_pb2.GetBatchResponse]  # type: ignore[assignment]
     ListBatches: _aio.UnaryUnaryMultiCallable[_download_pb2.ListBatchesRequest, _download_pb2.ListBatchesResponse]  # type: ignore[assignment]
     CancelBatch: _aio.UnaryUnaryMultiCallable[_download_pb2.CancelBatchRequest, _download_pb2.CancelBatchResponse]  # type: ignore[assignment]
@@ -110,7 +121,12 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     WatchBatch: _aio.UnaryStreamMultiCallable[_download_pb2.WatchBatchRequest, _download_pb2.WatchBatchResponse]  # type: ignore[assignment]
     """Streams the events of every download in the batch, then one final event for the batch."""
     FetchBatchArchive: _aio.UnaryStreamMultiCallable[_download_pb2.FetchBatchArchiveRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
-    """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id.
+    """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id
+    (entries stored, not compressed again). FAILED_PRECONDITION while the batch is active or when no
+    item succeeded. Initial metadata: x-archive-size, x-archive-filename, x-archive-version (changes
+    when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
+    whose archives were removed and are left out). The bytes are the same on every call, so
+    offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
@@ -196,7 +212,10 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_pb2.CreateBatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_download_pb2.CreateBatchResponse, _abc.Awaitable[_download_pb2.CreateBatchResponse]]:
-        """Queues downloads of several items at once; a Workshop collection expands into its items."""
+        """Queues downloads of several items at once, in one transaction (quota counted per item); a Workshop
+        collection expands into its items (nested collections too). With the same request_id the same
+        batch is returned.
+        """
 
     @_abc_1.abstractmethod
     def GetBatch(
@@ -234,7 +253,12 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _download_pb2.FetchBatchArchiveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
-        """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id.
+        """Streams one zip holding each succeeded item of the batch in a folder named by its workshop id
+        (entries stored, not compressed again). FAILED_PRECONDITION while the batch is active or when no
+        item succeeded. Initial metadata: x-archive-size, x-archive-filename, x-archive-version (changes
+        when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
+        whose archives were removed and are left out). The bytes are the same on every call, so
+        offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """

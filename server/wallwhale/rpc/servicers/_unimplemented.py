@@ -34,12 +34,13 @@ def _raiser(service: ServiceDescriptor, method: MethodDescriptor) -> Callable[..
 
 
 def fill_unimplemented(service: ServiceDescriptor) -> Callable[[T], T]:
-    """Class decorator: every method of `service` the class does not define itself answers
-    UNIMPLEMENTED (ErrorInfo reason NOT_IMPLEMENTED)."""
+    """Class decorator: every method of `service` that neither the class nor a mixin of it defines
+    (only the generated base class) answers UNIMPLEMENTED (ErrorInfo reason NOT_IMPLEMENTED)."""
 
     def decorate(cls: T) -> T:
+        own = [klass for klass in cls.__mro__ if not klass.__module__.endswith("_pb2_grpc")]
         for method in service.methods:
-            if method.name not in cls.__dict__:
+            if not any(method.name in vars(klass) for klass in own):
                 setattr(cls, method.name, _raiser(service, method))
         return cls
 

@@ -1,13 +1,12 @@
 """DownloadService: jobs (core.downloads), their event streams (core.events) and archives (storage).
 
-Batches are not in this version yet and answer UNIMPLEMENTED.
+The batch RPCs are in servicers/batch.py, mixed into the same servicer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,20 +21,20 @@ from wallwhale.core import downloads, events
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
 from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.rpc.servicers.batch import BatchMethods
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, wire
 from wallwhale.steam.workshop import parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 _REPLAY_BATCH = 500
-_FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
-ARCHIVE_CHUNK = 256 * 1024  # well under gRPC's 4 MiB message limit and Envoy's buffers
 _STATES = {
     value: DownloadState(name.removeprefix("DOWNLOAD_STATE_"))
     for name, value in download_pb2.DownloadState.items()
@@ -52,10 +51,7 @@ class DownloadOptions:
 
 
 def _principal() -> Principal:
-    principal = current_call().principal
-    if principal is None:  # the authentication interceptor lets no anonymous call reach here
-        raise Unauthenticated("credentials are required", reason="CREDENTIALS_MISSING")
-    return principal
+    return current_call().caller()
 
 
 def _audit(download_id: str) -> None:
@@ -63,7 +59,7 @@ def _audit(download_id: str) -> None:
 
 
 @fill_unimplemented(download_pb2.DESCRIPTOR.services_by_name["DownloadService"])
-class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
+class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -191,7 +187,7 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
     ) -> download_pb2.DeleteDownloadResponse:
         _audit(request.id)
         async with self._sessions.begin() as session:
-            deleted = await downloads.delete(session, _principal(), request.id)
+            deleted = await downloads.delete(session, _principal(), request.id, self._clock())
         if deleted.archive_path:
             self._storage.delete(deleted.archive_path)
         if deleted.item:
@@ -336,25 +332,10 @@ class _EventStream:
         self.last = event.sequence
         if event.kind is EventKind.STATE:
             state = event.payload["download"]["state"]
-            self.finished = event.payload["download"] if state in _FINAL_NAMES else None
+            self.finished = event.payload["download"] if state in FINAL_NAMES else None
         if event.kind is EventKind.LOG and self._request.exclude_logs:
             return None
-        return _wire(event)
-
-
-# The same event goes to every watcher of a download: convert it once.
-_WIRE_CACHE: OrderedDict[tuple[str, int], download_pb2.WatchDownloadResponse] = OrderedDict()
-_WIRE_CACHE_SIZE = 4096
-
-
-def _wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
-    key = (event.download_id, event.sequence)
-    message = _WIRE_CACHE.get(key)
-    if message is None:
-        message = _WIRE_CACHE[key] = convert.watch_event(event)
-        if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
-            _WIRE_CACHE.popitem(last=False)
-    return message
+        return wire(event)
 
 
 def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:

@@ -978,18 +978,22 @@ export type Batch = Message<"wallwhale.v1.Batch"> & {
   state: BatchState;
 
   /**
-   * The collection the batch was made from, if any.
+   * The collection the batch was made from, when it was made from exactly one.
    *
    * @generated from field: uint64 collection_id = 3;
    */
   collectionId: bigint;
 
   /**
+   * The collection's title, else e.g. "12 items".
+   *
    * @generated from field: string title = 4;
    */
   title: string;
 
   /**
+   * In the order of the request (and of the queue).
+   *
    * @generated from field: repeated string download_ids = 5;
    */
   downloadIds: string[];
@@ -1047,13 +1051,17 @@ export const BatchSchema: GenMessage<Batch> = /*@__PURE__*/
  */
 export type CreateBatchRequest = Message<"wallwhale.v1.CreateBatchRequest"> & {
   /**
-   * Workshop URLs or ids; a collection expands into its items. Up to 1000 items in all.
+   * Workshop URLs or ids; a collection expands into its items (then its nested collections' items),
+   * each item once, in order. Up to 1000 items in all. When Steam's Web API cannot be reached, every
+   * id is taken for an item (the jobs' logs say so).
    *
    * @generated from field: repeated string urls_or_ids = 1;
    */
   urlsOrIds: string[];
 
   /**
+   * For every item; when omitted each item's app from Steam's Web API, else Wallpaper Engine (431960).
+   *
    * @generated from field: optional uint32 app_id = 2;
    */
   appId?: number | undefined;
@@ -1135,10 +1143,14 @@ export const GetBatchResponseSchema: GenMessage<GetBatchResponse> = /*@__PURE__*
   messageDesc(file_wallwhale_v1_download, 29);
 
 /**
+ * The caller's batches (every batch for admins), newest first.
+ *
  * @generated from message wallwhale.v1.ListBatchesRequest
  */
 export type ListBatchesRequest = Message<"wallwhale.v1.ListBatchesRequest"> & {
   /**
+   * At most 500; 0 means 50.
+   *
    * @generated from field: int32 page_size = 1;
    */
   pageSize: number;
@@ -1218,6 +1230,8 @@ export const CancelBatchResponseSchema: GenMessage<CancelBatchResponse> = /*@__P
   messageDesc(file_wallwhale_v1_download, 33);
 
 /**
+ * The stream replays the batch's history first (interleaved as it was written), then live events.
+ *
  * @generated from message wallwhale.v1.WatchBatchRequest
  */
 export type WatchBatchRequest = Message<"wallwhale.v1.WatchBatchRequest"> & {
@@ -1227,6 +1241,8 @@ export type WatchBatchRequest = Message<"wallwhale.v1.WatchBatchRequest"> & {
   id: string;
 
   /**
+   * Leave out DepotDownloader's log lines.
+   *
    * @generated from field: bool exclude_logs = 2;
    */
   excludeLogs: boolean;
@@ -1715,7 +1731,7 @@ export enum BatchState {
   FAILED = 4,
 
   /**
-   * Final: cancelled by a caller.
+   * Final: cancelled by CancelBatch (or every download was cancelled); the counts tell what succeeded.
    *
    * @generated from enum value: BATCH_STATE_CANCELLED = 5;
    */
@@ -1819,7 +1835,9 @@ export const DownloadService: GenService<{
     output: typeof HttpBodySchema;
   },
   /**
-   * Queues downloads of several items at once; a Workshop collection expands into its items.
+   * Queues downloads of several items at once, in one transaction (quota counted per item); a Workshop
+   * collection expands into its items (nested collections too). With the same request_id the same
+   * batch is returned.
    *
    * @generated from rpc wallwhale.v1.DownloadService.CreateBatch
    */
@@ -1865,7 +1883,12 @@ export const DownloadService: GenService<{
     output: typeof WatchBatchResponseSchema;
   },
   /**
-   * Streams one zip holding each succeeded item of the batch in a folder named by its workshop id.
+   * Streams one zip holding each succeeded item of the batch in a folder named by its workshop id
+   * (entries stored, not compressed again). FAILED_PRECONDITION while the batch is active or when no
+   * item succeeded. Initial metadata: x-archive-size, x-archive-filename, x-archive-version (changes
+   * when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
+   * whose archives were removed and are left out). The bytes are the same on every call, so
+   * offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
    * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
    * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
    *

@@ -1,0 +1,27 @@
+"""What the streaming RPCs of DownloadService share: the wire form of events, and the chunk size."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from wallwhale.core.downloads import FINAL_STATES
+from wallwhale.core.events import StoredEvent
+from wallwhale.rpc import convert
+from wallwhale.v1 import download_pb2
+
+ARCHIVE_CHUNK = 256 * 1024  # well under gRPC's 4 MiB message limit and Envoy's buffers
+FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
+
+# The same event goes to every watcher of a download (and of its batch): convert it once.
+_WIRE_CACHE: OrderedDict[tuple[str, int], download_pb2.WatchDownloadResponse] = OrderedDict()
+_WIRE_CACHE_SIZE = 4096
+
+
+def wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
+    key = (event.download_id, event.sequence)
+    message = _WIRE_CACHE.get(key)
+    if message is None:
+        message = _WIRE_CACHE[key] = convert.watch_event(event)
+        if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
+            _WIRE_CACHE.popitem(last=False)
+    return message

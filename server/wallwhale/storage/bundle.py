@@ -1,0 +1,237 @@
+"""One zip made of several items' zips, each item's files in a folder of its own, streamed without a copy.
+
+Entries are STORED: their bytes are the items' files, read (and inflated) from the items' zips while
+the stream is sent, and their CRC-32 and sizes are the ones the items' zips record. So the whole
+layout, and with it the size, is known before the first byte; the same items give the same bytes each
+time; and a resumed fetch skips whole entries without reading them. Zip64 records are written where a
+size, an offset or the number of entries needs them (PKWARE APPNOTE 4.3.14, 4.3.15, 4.5.3).
+
+Why not a library: the streaming zip packages stamp entries with the current time (a resumed stream
+would then differ from the first) and cannot tell their size before they have written everything.
+Reading back is the standard library's zipfile, which checks each entry's CRC as it inflates it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_LOCAL = struct.Struct("<4s5H3L2H")
+_CENTRAL = struct.Struct("<4s6H3L5H2L")
+_END = struct.Struct("<4s4H2LH")
+_END64 = struct.Struct("<4sQ2H2L4Q")
+_LOCATOR64 = struct.Struct("<4sLQL")
+_EXTRA64 = struct.Struct("<2H")
+LIMIT32 = 0xFFFFFFFF
+_LIMIT16 = 0xFFFF
+_VERSION = 20  # 2.0: what a stored entry in a folder needs
+_VERSION64 = 45  # 4.5: zip64
+_MADE_BY_UNIX = 3 << 8
+_UTF8_NAME = 0x800
+_FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--
+_READ_BLOCK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The bytes of one entry: a member of an item's zip."""
+
+    source: Path
+    member: zipfile.ZipInfo
+
+
+@dataclass(frozen=True)
+class _Part:
+    start: int
+    length: int
+    content: bytes | _Data
+
+
+class BundleError(Exception):
+    """An item's zip cannot be read (missing, damaged, or changed since the plan)."""
+
+
+class Bundle:
+    """The plan of the combined zip: `size`, and `chunks()` to produce any range of it (blocking)."""
+
+    def __init__(self, parts: list[_Part], size: int, entry_count: int):
+        self._parts = parts
+        self.size = size
+        self.entry_count = entry_count
+
+    @classmethod
+    def plan(cls, items: Sequence[tuple[str, Path]], *, zip64_limit: int = LIMIT32) -> Bundle:
+        """Lays out the zip of `items` (folder name, path of the item's zip), reading only the
+        central directories. `zip64_limit` is lowered by tests to exercise the zip64 records."""
+        parts: list[_Part] = []
+        central: list[bytes] = []
+        position = 0
+        for folder, source in items:
+            try:
+                with zipfile.ZipFile(source) as archive:
+                    members = [info for info in archive.infolist() if not info.is_dir()]
+            except (OSError, zipfile.BadZipFile) as exc:
+                raise BundleError(f"cannot read {source.name}: {exc}") from exc
+            for member in members:
+                name = f"{folder}/{member.filename}"
+                header, record = _headers(name, member, position, zip64_limit)
+                parts.append(_Part(position, len(header), header))
+                position += len(header)
+                parts.append(_Part(position, member.file_size, _Data(source, member)))
+                position += member.file_size
+                central.append(record)
+        directory = b"".join(central)
+        directory += _end_records(len(central), len(directory), position, zip64_limit)
+        parts.append(_Part(position, len(directory), directory))
+        return cls(parts, position + len(directory), len(central))
+
+    def chunks(self, offset: int, end: int, chunk_size: int) -> Generator[bytes]:
+        """The bytes in [offset, end), in chunks of `chunk_size` (the last may be shorter)."""
+        pending = bytearray()
+        for piece in self._pieces(offset, end):
+            pending += piece
+            while len(pending) >= chunk_size:
+                yield bytes(pending[:chunk_size])
+                del pending[:chunk_size]
+        if pending:
+            yield bytes(pending)
+
+    def _pieces(self, offset: int, end: int) -> Iterator[bytes]:
+        archive: zipfile.ZipFile | None = None
+        try:
+            for part in self._parts:
+                if part.start + part.length <= offset or part.start >= end:
+                    continue  # wholly before or after the range: not read at all
+                skip = max(0, offset - part.start)
+                wanted = min(part.length, end - part.start) - skip
+                if isinstance(part.content, bytes):
+                    yield part.content[skip : skip + wanted]
+                    continue
+                if archive is None or archive.filename != str(part.content.source):
+                    if archive is not None:
+                        archive.close()
+                    archive = _open(part.content.source)
+                yield from _member_bytes(archive, part.content.member, skip, wanted)
+        finally:
+            if archive is not None:
+                archive.close()
+
+
+def _open(source: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(source)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"cannot read {source.name}: {exc}") from exc
+
+
+def _member_bytes(
+    archive: zipfile.ZipFile, member: zipfile.ZipInfo, skip: int, wanted: int
+) -> Iterator[bytes]:
+    to_the_end = skip + wanted == member.file_size
+    try:
+        with archive.open(member) as data:
+            if skip:
+                data.seek(skip)  # inflates and drops what comes before (still counted in the CRC)
+            while wanted > 0:
+                block = data.read(min(_READ_BLOCK, wanted))
+                if not block:
+                    raise BundleError(f"{member.filename} in {archive.filename} is shorter than recorded")
+                wanted -= len(block)
+                yield block
+            if to_the_end and data.read(1):  # at the end zipfile compares the CRC with the record
+                raise BundleError(f"{member.filename} in {archive.filename} is longer than recorded")
+    except (OSError, zipfile.BadZipFile, KeyError) as exc:
+        raise BundleError(f"cannot read {member.filename} from {archive.filename}: {exc}") from exc
+
+
+def _dos_time(member: zipfile.ZipInfo) -> tuple[int, int]:
+    year, month, day, hour, minute, second = member.date_time
+    if year < 1980:
+        return 0, (0 << 9) | (1 << 5) | 1
+    return (hour << 11) | (minute << 5) | (second // 2), ((year - 1980) << 9) | (month << 5) | day
+
+
+def _zip64_extra(values: Sequence[int]) -> bytes:
+    if not values:
+        return b""
+    return _EXTRA64.pack(1, 8 * len(values)) + struct.pack(f"<{len(values)}Q", *values)
+
+
+def _headers(name: str, member: zipfile.ZipInfo, offset: int, limit: int) -> tuple[bytes, bytes]:
+    """The local header of the entry and its central directory record."""
+    encoded = name.encode()
+    flags = 0 if name.isascii() else _UTF8_NAME
+    dos_time, dos_date = _dos_time(member)
+    size = member.file_size
+    big = size >= limit
+    local_extra = _zip64_extra([size, size] if big else [])
+    local = _LOCAL.pack(
+        b"PK\x03\x04",
+        _VERSION64 if big else _VERSION,
+        flags,
+        zipfile.ZIP_STORED,
+        dos_time,
+        dos_date,
+        member.CRC,
+        LIMIT32 if big else size,
+        LIMIT32 if big else size,
+        len(encoded),
+        len(local_extra),
+    )
+    far = offset >= limit
+    central_extra = _zip64_extra(([size, size] if big else []) + ([offset] if far else []))
+    needed = _VERSION64 if big or far else _VERSION
+    record = _CENTRAL.pack(
+        b"PK\x01\x02",
+        _MADE_BY_UNIX | needed,
+        needed,
+        flags,
+        zipfile.ZIP_STORED,
+        dos_time,
+        dos_date,
+        member.CRC,
+        LIMIT32 if big else size,
+        LIMIT32 if big else size,
+        len(encoded),
+        len(central_extra),
+        0,
+        0,
+        0,
+        _FILE_MODE,
+        LIMIT32 if far else offset,
+    )
+    return local + encoded + local_extra, record + encoded + central_extra
+
+
+def _end_records(count: int, directory_size: int, directory_offset: int, limit: int) -> bytes:
+    zip64 = count >= min(_LIMIT16, limit) or directory_size >= limit or directory_offset >= limit
+    records = b""
+    if zip64:
+        end64_offset = directory_offset + directory_size
+        records += _END64.pack(
+            b"PK\x06\x06",
+            _END64.size - 12,  # the record's size after this field
+            _MADE_BY_UNIX | _VERSION64,
+            _VERSION64,
+            0,
+            0,
+            count,
+            count,
+            directory_size,
+            directory_offset,
+        )
+        records += _LOCATOR64.pack(b"PK\x06\x07", 0, end64_offset, 1)
+    records += _END.pack(
+        b"PK\x05\x06",
+        0,
+        0,
+        _LIMIT16 if zip64 else count,
+        _LIMIT16 if zip64 else count,
+        LIMIT32 if zip64 else directory_size,
+        LIMIT32 if zip64 else directory_offset,
+        0,
+    )
+    return records
