@@ -302,6 +302,8 @@ async def test_only_the_owner_and_admins_see_a_batch(harness: Harness, web: Fake
 
 async def test_a_batch_larger_than_the_quota_left_creates_nothing(harness: Harness, web: FakeWebApi) -> None:
     await _start(harness, web)
+    for item in (A, B, C):
+        harness.steam.add_item(item)
     key = await harness.add_key(["download:*"], daily_download_quota=3)
     await harness.create(str(A), metadata=key)
     error = await rpc_error(
