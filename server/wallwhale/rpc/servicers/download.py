@@ -10,7 +10,7 @@ import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from google.api import httpbody_pb2
@@ -135,8 +135,8 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         filters = ListFilter(
             states=tuple(_STATES[value] for value in request.states),
             workshop_id=request.workshop_id,
-            create_time_after=_when(request, "create_time_after"),
-            create_time_before=_when(request, "create_time_before"),
+            create_time_after=convert.requested_time(request, "create_time_after"),
+            create_time_before=convert.requested_time(request, "create_time_before"),
             batch_id=request.batch_id,
             owner_user_id=request.owner_user_id,
         )
@@ -347,7 +347,3 @@ def _wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
         if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
             _WIRE_CACHE.popitem(last=False)
     return message
-
-
-def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:
-    return getattr(request, name).ToDatetime(tzinfo=UTC) if request.HasField(name) else None  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""Defects the hostile-input properties found (tests/test_hostile_input.py), each pinned down by the
+smallest input that showed it, on both database backends."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from grpc import aio
+from grpc_status import rpc_status
+
+from tests.test_server import Metadata
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+
+
+async def _refusal(call: object) -> grpc.RpcError:
+    try:
+        await call  # type: ignore[misc]
+    except grpc.RpcError as error:
+        return error
+    raise AssertionError("the call succeeded")
+
+
+def _violations(error: grpc.RpcError) -> list[str]:
+    from google.rpc import error_details_pb2
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, f"no rich status: {error.code()} {error.details()}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            return [violation.field for violation in bad.field_violations]
+    return []
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        timestamp_pb2.Timestamp(seconds=0, nanos=-1),
+        timestamp_pb2.Timestamp(seconds=0, nanos=2**31 - 1),
+        timestamp_pb2.Timestamp(seconds=2**63 - 1),
+        timestamp_pb2.Timestamp(seconds=-(2**63)),
+    ],
+)
+async def test_timestamps_out_of_range_are_invalid_argument_naming_the_field(
+    channel: aio.Channel, admin: Metadata, stamp: timestamp_pb2.Timestamp
+) -> None:
+    downloads, admin_api = (
+        download_pb2_grpc.DownloadServiceStub(channel),
+        admin_pb2_grpc.AdminServiceStub(channel),
+    )
+    for call, field in (
+        (
+            downloads.ListDownloads(
+                download_pb2.ListDownloadsRequest(create_time_after=stamp), metadata=admin
+            ),
+            "create_time_after",
+        ),
+        (
+            downloads.ListDownloads(
+                download_pb2.ListDownloadsRequest(create_time_before=stamp), metadata=admin
+            ),
+            "create_time_before",
+        ),
+        (
+            admin_api.ListAuditEvents(admin_pb2.ListAuditEventsRequest(start_time=stamp), metadata=admin),
+            "start_time",
+        ),
+        (
+            admin_api.ListAuditEvents(admin_pb2.ListAuditEventsRequest(end_time=stamp), metadata=admin),
+            "end_time",
+        ),
+        (
+            admin_api.CreateApiKey(
+                admin_pb2.CreateApiKeyRequest(
+                    api_key=admin_pb2.ApiKey(name="k", scopes=["download:read"], expire_time=stamp)
+                ),
+                metadata=admin,
+            ),
+            "api_key.expire_time",
+        ),
+    ):
+        error = await _refusal(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.details())
+        assert _violations(error) == [field]
