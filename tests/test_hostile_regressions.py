@@ -84,3 +84,25 @@ async def test_timestamps_out_of_range_are_invalid_argument_naming_the_field(
         error = await _refusal(call)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.details())
         assert _violations(error) == [field]
+
+
+async def test_a_refusal_echoing_a_huge_input_still_reaches_the_client_whole(
+    channel: aio.Channel, admin: Metadata
+) -> None:
+    """Found with UpdateSteamAccount(id="\\r\\n" * 10_000): the echo made the trailers too big for
+    the client, which saw RESOURCE_EXHAUSTED without the status details."""
+    admin_api = admin_pb2_grpc.AdminServiceStub(channel)
+    for huge in ("\r\n" * 10_000, "é" * 100_000, "A" * 300_000):
+        error = await _refusal(admin_api.GetUser(admin_pb2.GetUserRequest(id=huge), metadata=admin))
+        assert error.code() == grpc.StatusCode.NOT_FOUND, error.details()
+        assert rpc_status.from_call(error) is not None  # type: ignore[arg-type]
+        assert len((error.details() or "").encode()) <= 512
+    scopes = [f"{n}{'x' * 5000}" for n in range(20)]
+    error = await _refusal(
+        admin_api.CreateApiKey(
+            admin_pb2.CreateApiKeyRequest(api_key=admin_pb2.ApiKey(name="k", scopes=scopes)), metadata=admin
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 1 <= len(_violations(error)) <= 5
+    assert set(_violations(error)) == {"api_key.scopes"}
