@@ -3,6 +3,9 @@ smallest input that showed it, on both database backends."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
@@ -106,3 +109,44 @@ async def test_a_refusal_echoing_a_huge_input_still_reaches_the_client_whole(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert 1 <= len(_violations(error)) <= 5
     assert set(_violations(error)) == {"api_key.scopes"}
+
+
+def _token(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
+async def test_forged_page_tokens_are_invalid_argument(channel: aio.Channel, admin: Metadata) -> None:
+    """Found with {"o": 1e400}: json reads it as infinity, and int(inf) raised OverflowError."""
+    admin_api = admin_pb2_grpc.AdminServiceStub(channel)
+    # A real token tells the fingerprint of the listing's filters; only its offset is forged.
+    await admin_api.CreateUser(
+        admin_pb2.CreateUserRequest(
+            user=admin_pb2.User(email="paging@example.test"), password="long-password-1"
+        ),
+        metadata=admin,
+    )
+    real = (
+        await admin_api.ListUsers(admin_pb2.ListUsersRequest(page_size=1), metadata=admin)
+    ).next_page_token
+    fingerprint = json.loads(base64.urlsafe_b64decode(real + "=" * (-len(real) % 4)))["f"]
+    for offset in (
+        "1e400",
+        "Infinity",
+        "-Infinity",
+        "NaN",
+        str(2**63),
+        str(10**30),
+        "1.5",
+        "true",
+        '"1"',
+        "[1]",
+    ):
+        forged = _token(f'{{"o": {offset}, "f": "{fingerprint}"}}')
+        error = await _refusal(
+            admin_api.ListUsers(admin_pb2.ListUsersRequest(page_size=1, page_token=forged), metadata=admin)
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (offset, error.details())
+        assert _violations(error) == ["page_token"]
+    deep = _token("[" * 100_000)
+    error = await _refusal(admin_api.ListUsers(admin_pb2.ListUsersRequest(page_token=deep), metadata=admin))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
