@@ -13,7 +13,7 @@ from grpc import aio
 from grpc_status import rpc_status
 
 from tests.test_server import Metadata
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc, download_pb2, download_pb2_grpc
 
 
 async def _refusal(call: object) -> grpc.RpcError:
@@ -150,3 +150,38 @@ async def test_forged_page_tokens_are_invalid_argument(channel: aio.Channel, adm
     deep = _token("[" * 100_000)
     error = await _refusal(admin_api.ListUsers(admin_pb2.ListUsersRequest(page_token=deep), metadata=admin))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+
+
+async def test_nul_in_any_string_is_invalid_argument_naming_the_field(
+    channel: aio.Channel, admin: Metadata
+) -> None:
+    """Found with Login(email="<id>\\x00"): PostgreSQL refuses NUL in text, which was INTERNAL there
+    (and stored as sent on SQLite)."""
+    auth = auth_pb2_grpc.AuthServiceStub(channel)
+    admin_api = admin_pb2_grpc.AdminServiceStub(channel)
+    for call, field in (
+        (auth.Login(auth_pb2.LoginRequest(email="a\x00@example.test", password="pw")), "email"),
+        (admin_api.GetUser(admin_pb2.GetUserRequest(id="\x00"), metadata=admin), "id"),
+        (
+            admin_api.CreateUser(
+                admin_pb2.CreateUserRequest(
+                    user=admin_pb2.User(email="nul@example.test", display_name="a\x00b"),
+                    password="long-password-1",
+                ),
+                metadata=admin,
+            ),
+            "user.display_name",
+        ),
+        (
+            admin_api.CreateApiKey(
+                admin_pb2.CreateApiKeyRequest(
+                    api_key=admin_pb2.ApiKey(name="k", scopes=["download:read", "\x00"])
+                ),
+                metadata=admin,
+            ),
+            "api_key.scopes",
+        ),
+    ):
+        error = await _refusal(call)
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.code(), error.details())
+        assert _violations(error) == [field]

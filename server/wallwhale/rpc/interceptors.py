@@ -29,6 +29,7 @@ from wallwhale.core.errors import WallWhaleError
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.calls import CallInterceptor, current_call, on_end, start_call
+from wallwhale.rpc.requests import check_request
 
 _log = get_logger("wallwhale.rpc")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -84,6 +85,7 @@ class ErrorMappingInterceptor(CallInterceptor):
         self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         try:
+            check_request(request)  # here, so a refused request ends like any other error
             yield
         except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise
