@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 
 import grpc
 import pytest
@@ -185,3 +186,31 @@ async def test_nul_in_any_string_is_invalid_argument_naming_the_field(
         error = await _refusal(call)
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, error.code(), error.details())
         assert _violations(error) == [field]
+
+
+async def test_a_hostile_request_does_not_stall_the_audit_trail(
+    channel: aio.Channel, admin: Metadata, migrated_database_url: str
+) -> None:
+    """Found on PostgreSQL: DeleteDownload(id="\\x00...") and an x-request-id of 65 to 128 characters
+    made audit rows that did not fit their columns; the refused batch was retried forever, and no
+    audit event was stored after it."""
+    from tests.test_audit import _wait_for_events
+
+    downloads = download_pb2_grpc.DownloadServiceStub(channel)
+    for bad_id, request_id in (("\x00" * 10, "n" * 10), ("d" * 5000, "r" * 64), ("x", "q" * 100)):
+        await _refusal(
+            downloads.DeleteDownload(
+                download_pb2.DeleteDownloadRequest(id=bad_id), metadata=(*admin, ("x-request-id", request_id))
+            )
+        )
+    marker = f"after-{secrets.token_hex(6)}"
+    await _refusal(
+        downloads.DeleteDownload(
+            download_pb2.DeleteDownloadRequest(id="x"), metadata=(*admin, ("x-request-id", marker))
+        )
+    )
+    [event] = await _wait_for_events(migrated_database_url, marker)
+    assert event.action == "download.delete"
+    [long_id] = await _wait_for_events(migrated_database_url, "r" * 64)
+    assert long_id.resource is not None
+    assert len(long_id.resource) <= 128
