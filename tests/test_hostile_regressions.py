@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,8 +14,20 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
+from tests.conftest import PostgresDatabases, make_settings, prepare_database
+from tests.hostile_support import LEAKS
 from tests.test_server import Metadata
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc, download_pb2, download_pb2_grpc
+from wallwhale.app import WallWhaleServer
+from wallwhale.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    auth_pb2,
+    auth_pb2_grpc,
+    download_pb2,
+    download_pb2_grpc,
+    status_pb2,
+    status_pb2_grpc,
+)
 
 
 async def _refusal(call: object) -> grpc.RpcError:
@@ -214,3 +227,30 @@ async def test_a_hostile_request_does_not_stall_the_audit_trail(
     [long_id] = await _wait_for_events(migrated_database_url, "r" * 64)
     assert long_id.resource is not None
     assert len(long_id.resource) <= 128
+
+
+@pytest.mark.postgres
+async def test_a_failure_outside_the_handlers_is_internal_without_the_exception_text(
+    postgres: PostgresDatabases, tmp_path: Path
+) -> None:
+    """Found with a signed access token whose `sid` was a list: the database driver raised inside the
+    authentication interceptor, outside ErrorMapping, and grpc answered UNKNOWN with the exception's
+    text (SQL, parameters, driver names). Here the database goes away while the server runs."""
+    url = postgres.create()
+    first = await prepare_database(url)
+    server = WallWhaleServer(make_settings(url, tmp_path))
+    await server.start()
+    try:
+        await server.engine.dispose()
+        postgres.drop(url)
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            error = await _refusal(
+                status_pb2_grpc.StatusServiceStub(channel).GetStatus(
+                    status_pb2.GetStatusRequest(), metadata=(("x-api-key", first.api_key),), timeout=30
+                )
+            )
+        assert error.code() == grpc.StatusCode.INTERNAL, error.details()
+        assert rpc_status.from_call(error) is not None  # type: ignore[arg-type]
+        assert not LEAKS.search(error.details() or ""), error.details()
+    finally:
+        await server.stop(grace=0)

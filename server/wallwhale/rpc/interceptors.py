@@ -55,7 +55,15 @@ class RequestContextInterceptor(CallInterceptor):
             structlog.contextvars.clear_contextvars()
 
         async with on_end(context, log_line):
-            yield
+            try:
+                yield
+            except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                # An interceptor outside ErrorMapping failed (the database while authenticating, say):
+                # still our status, never grpc's "Unexpected <class ...>: " with the exception's text.
+                _log.exception("unhandled error", request_id=call.request_id)
+                await errors.abort(context, exc)
 
 
 class MetricsInterceptor(CallInterceptor):
