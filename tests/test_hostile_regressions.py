@@ -254,3 +254,29 @@ async def test_a_failure_outside_the_handlers_is_internal_without_the_exception_
         assert not LEAKS.search(error.details() or ""), error.details()
     finally:
         await server.stop(grace=0)
+
+
+async def test_workshop_ids_past_a_signed_bigint_are_invalid_argument(
+    channel: aio.Channel, admin: Metadata
+) -> None:
+    """Found with CreateDownload(url_or_id="9223372036854775808"): accepted as a uint64, then INTERNAL
+    when the database's signed BIGINT could not take it (the same for the ListDownloads filter)."""
+    downloads = download_pb2_grpc.DownloadServiceStub(channel)
+    for text in (
+        str(2**63),
+        str(2**64 - 1),
+        f"https://steamcommunity.com/sharedfiles/filedetails/?id={2**63}",
+    ):
+        error = await _refusal(
+            downloads.CreateDownload(download_pb2.CreateDownloadRequest(url_or_id=text), metadata=admin)
+        )
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (text, error.details())
+        assert _violations(error) == ["url_or_id"]
+    error = await _refusal(
+        downloads.ListDownloads(download_pb2.ListDownloadsRequest(workshop_id=2**63), metadata=admin)
+    )
+    assert _violations(error) == ["workshop_id"]
+    listed = await downloads.ListDownloads(
+        download_pb2.ListDownloadsRequest(workshop_id=2**63 - 1), metadata=admin
+    )
+    assert listed.total_size == 0

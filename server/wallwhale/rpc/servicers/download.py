@@ -27,6 +27,7 @@ from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.steam.workshop import MAX_WORKSHOP_ID
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
@@ -132,6 +133,8 @@ class DownloadServicer(download_pb2_grpc.DownloadServiceServicer):
         unknown = [value for value in request.states if value not in _STATES]
         if unknown:
             raise InvalidArgument.field("states", f"unknown state {unknown[0]}")
+        if request.workshop_id > MAX_WORKSHOP_ID:
+            raise InvalidArgument.field("workshop_id", f"must be at most {MAX_WORKSHOP_ID}")
         filters = ListFilter(
             states=tuple(_STATES[value] for value in request.states),
             workshop_id=request.workshop_id,
