@@ -18,6 +18,7 @@ from tests.conftest import PostgresDatabases, make_settings, prepare_database
 from tests.hostile_support import LEAKS
 from tests.test_server import Metadata
 from wallwhale.app import WallWhaleServer
+from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -280,3 +281,34 @@ async def test_workshop_ids_past_a_signed_bigint_are_invalid_argument(
         download_pb2.ListDownloadsRequest(workshop_id=2**63 - 1), metadata=admin
     )
     assert listed.total_size == 0
+
+
+async def test_signed_access_tokens_with_ids_of_another_type_are_unauthenticated(
+    migrated_database_url: str, tmp_path: Path, first_admin: BootstrapResult
+) -> None:
+    """Found with a token (signed with the server's key) whose `sid` was a list: the driver raised on
+    SQLite, and on PostgreSQL the session check compared with an array and let the token in."""
+    import jwt
+
+    secret = "regression-secret-" + "k" * 50
+    server = WallWhaleServer(make_settings(migrated_database_url, tmp_path, jwt_secret=secret))
+    await server.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            auth = auth_pb2_grpc.AuthServiceStub(channel)
+            login = await auth.Login(
+                auth_pb2.LoginRequest(email=first_admin.email, password=first_admin.password)
+            )
+            claims = jwt.decode(
+                login.tokens.access_token, secret, algorithms=["HS256"], audience="wallwhale-api"
+            )
+            for changed in ({"sid": ["x"]}, {"sid": {"a": 1}}, {"sid": 5}, {"sid": None}):
+                token = jwt.encode({**claims, **changed}, secret, algorithm="HS256")
+                error = await _refusal(
+                    auth.GetCaller(
+                        auth_pb2.GetCallerRequest(), metadata=(("authorization", f"Bearer {token}"),)
+                    )
+                )
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (changed, error.details())
+    finally:
+        await server.stop(grace=0)
