@@ -35,7 +35,7 @@ from wallwhale.steam.workshop import parse_workshop_id
         ("steamcommunity.com/sharedfiles/filedetails?id=99", 99),
         ("steam://url/CommunityFilePage/2831234567", 2831234567),
         ("steam://openurl/https://steamcommunity.com/sharedfiles/filedetails/?id=5", 5),
-        (str(2**64 - 1), 2**64 - 1),
+        (str(2**63 - 1), 2**63 - 1),
     ],
 )
 def test_workshop_references_people_paste(text: str, expected: int) -> None:
@@ -49,6 +49,7 @@ def test_workshop_references_people_paste(text: str, expected: int) -> None:
         "abc",
         "0",
         str(2**64),
+        str(2**63),  # stored as a signed BIGINT
         "-5",
         "12 34",
         "https://example.com/sharedfiles/filedetails/?id=1",

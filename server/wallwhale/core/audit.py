@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -61,7 +61,7 @@ class AuditWriter:
 
     def record(self, record: AuditRecord) -> None:
         """Queues a record; never blocks the call that makes it."""
-        self._pending.append(record)
+        self._pending.append(_storable(record))
         if len(self._pending) > _MAX_PENDING:
             _log.error(
                 "audit backlog full; event logged instead of stored", **_loggable(self._pending.pop(0))
@@ -108,6 +108,28 @@ class AuditWriter:
             self._wake.clear()
             while self._pending and await self.flush():
                 pass
+
+
+def _storable(record: AuditRecord) -> AuditRecord:
+    """The record cut to its columns' sizes and without NUL characters. Texts come from the client
+    (an id in the request, a request id); PostgreSQL refuses a row that does not fit, and a refused
+    row would hold back its whole batch, and every record after it, until the server stops."""
+    changes: dict[str, str] = {}
+    for item in fields(record):
+        value = getattr(record, item.name)
+        length = _LENGTHS.get(item.name)
+        if isinstance(value, str) and length is not None:
+            clean = value.replace("\0", "")[:length]
+            if clean != value:
+                changes[item.name] = clean
+    return replace(record, **changes) if changes else record  # type: ignore[arg-type]
+
+
+_LENGTHS: dict[str, int] = {
+    column.name: length
+    for column in AuditEvent.__table__.columns
+    if isinstance(length := getattr(column.type, "length", None), int)
+}
 
 
 def _loggable(record: AuditRecord) -> dict[str, Any]:

@@ -173,12 +173,8 @@ def new_job(
         update_time=now,
     )
     if item is not None and item.found:
-        download.title = item.title[:256]
-        download.item_file_size = item.file_size or None
-        download.item_update_time = item.time_updated
-        download.preview_url = item.preview_url[:2048]
-        # A u64 on Steam; the column is a signed BIGINT (no real handle comes near 2**63).
-        download.content_handle = item.content_handle if (item.content_handle or 0) < 2**63 else None
+        for column, value in item_columns(item).items():
+            setattr(download, column, value)
     return download
 
 
@@ -241,24 +237,20 @@ async def create(
     scope = _scope(principal)
     if data.request_id and (earlier := await _by_request_id(session, scope, data.request_id)) is not None:
         return _replay(earlier, fingerprint)
-    download = Download(
-        workshop_id=workshop_id,
-        app_id=app_id,
+    download = new_job(
+        principal,
+        workshop_id,
+        app_id,
+        limits,
+        now,
         priority=data.priority,
-        owner_user_id=principal.user_id,
-        api_key_id=principal.api_key_id or None,
-        requested_steam_account_id=data.steam_account_id or None,
-        idempotency_scope=scope if data.request_id else None,
-        request_id=data.request_id or None,
-        request_fingerprint=fingerprint if data.request_id else None,
         skip_cache=data.skip_cache,
-        max_attempts=limits.max_attempts,
-        max_runtime_seconds=limits.max_runtime_seconds,
-        phase="STARTING",
-        create_time=now,
-        update_time=now,
-        **(item_columns(item) if item is not None else {}),
+        item=item,
     )
+    download.requested_steam_account_id = data.steam_account_id or None
+    if data.request_id:
+        download.idempotency_scope, download.request_id = scope, data.request_id
+        download.request_fingerprint = fingerprint
     cached = None
     if not data.skip_cache and download.content_handle is not None and not data.steam_account_id:
         cached = await cached_archive(session, workshop_id, download.content_handle)

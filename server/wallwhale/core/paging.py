@@ -18,6 +18,7 @@ from wallwhale.core.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+_MAX_OFFSET = 2**62
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,14 @@ def page(page_size: int, page_token: str, **filters: Any) -> Page:
         return Page(0, size, fingerprint)
     try:
         decoded = json.loads(base64.urlsafe_b64decode(page_token + "=" * (-len(page_token) % 4)))
-        offset, token_fingerprint = int(decoded["o"]), str(decoded["f"])
-    except (ValueError, KeyError, TypeError):
+        offset, token_fingerprint = decoded["o"], str(decoded["f"])
+    except (ValueError, KeyError, TypeError, RecursionError):
+        offset = None
+    # Only what next_token writes: an int the database takes as OFFSET (not a float, inf or bool).
+    if type(offset) is not int or offset > _MAX_OFFSET:
         raise InvalidArgument.field(
             "page_token", "is not a token this server issued", reason="INVALID_PAGE_TOKEN"
-        ) from None
+        )
     if token_fingerprint != fingerprint or offset < 0:
         raise InvalidArgument.field(
             "page_token", "belongs to a listing with other filters", reason="INVALID_PAGE_TOKEN"

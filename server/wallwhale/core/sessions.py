@@ -192,6 +192,9 @@ class SessionService:
             raise invalid from None
         if not isinstance(claims.get("exp"), int | float):
             raise invalid
+        # Ids go into queries as they are: only strings, as _issue writes them.
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("sid"), str):
+            raise invalid
         if claims["exp"] <= self._clock().timestamp():
             raise Unauthenticated("the access token has expired; refresh it", reason="TOKEN_EXPIRED")
         return claims

@@ -24,7 +24,7 @@ from wallwhale.core.errors import Unauthenticated
 from wallwhale.core.identity import Principal
 
 REQUEST_ID_HEADER = "x-request-id"
-_MAX_REQUEST_ID = 128
+_MAX_REQUEST_ID = 64  # the size of the audit trail's column
 
 
 @dataclass

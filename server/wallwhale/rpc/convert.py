@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from wallwhale.core import batches
 from wallwhale.core.batches import Member
+from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import EventKind, StoredEvent
 from wallwhale.core.limits import QuotaUsage
 from wallwhale.db.models import (
@@ -34,6 +36,19 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(value)
     return result
+
+
+def requested_time(request: Message, name: str, field: str | None = None) -> datetime | None:
+    """A request's Timestamp field as an aware UTC datetime, None when unset. Any client can send
+    seconds or nanos outside the Timestamp range: that is the field's fault, not an internal error."""
+    if not request.HasField(name):
+        return None
+    try:
+        return getattr(request, name).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+    except (ValueError, OverflowError):
+        raise InvalidArgument.field(
+            field or name, "is not a valid timestamp (years 0001 to 9999, nanos 0 to 999999999)"
+        ) from None
 
 
 def user(row: User) -> admin_pb2.User:

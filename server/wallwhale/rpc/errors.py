@@ -20,6 +20,13 @@ from wallwhale.core import errors
 from wallwhale.rpc.calls import current_call
 
 ERROR_DOMAIN = "wallwhale"
+# Messages and details echo client input (an id, a name, a mask path). A status must fit in the
+# trailers every client accepts (gRPC's default is 8 KiB of metadata, where the message goes
+# percent-encoded and the details base64-encoded), or the client sees RESOURCE_EXHAUSTED without
+# them: so the status carries bounded texts (UTF-8 bytes) and at most a few field violations.
+_MESSAGE_BYTES = 512
+_TEXT_BYTES = 256
+_MAX_VIOLATIONS = 5
 
 _CODES: dict[type[errors.WallWhaleError], int] = {
     errors.InvalidArgument: code_pb2.INVALID_ARGUMENT,
@@ -49,6 +56,13 @@ def _code_of(error: errors.WallWhaleError) -> int:
     return int(code_pb2.INTERNAL)
 
 
+def _bounded(text: str, limit: int = _TEXT_BYTES) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
+
+
 def code_name(error: errors.WallWhaleError) -> str:
     """The gRPC status code name an error is sent with, e.g. "PERMISSION_DENIED"."""
     return str(code_pb2.Code.Name(_code_of(error)))
@@ -69,14 +83,20 @@ def status_for(error: BaseException, request_id: str) -> status_pb2.Status:
             ],
         )
     details: list[Message] = [
-        error_details_pb2.ErrorInfo(domain=ERROR_DOMAIN, reason=error.reason, metadata=error.metadata)
+        error_details_pb2.ErrorInfo(
+            domain=ERROR_DOMAIN,
+            reason=error.reason,
+            metadata={key: _bounded(value) for key, value in error.metadata.items()},
+        )
     ]
     if isinstance(error, errors.InvalidArgument):
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in error.violations
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=_bounded(v.field), description=_bounded(v.description)
+                    )
+                    for v in error.violations[:_MAX_VIOLATIONS]
                 ]
             )
         )
@@ -84,23 +104,29 @@ def status_for(error: BaseException, request_id: str) -> status_pb2.Status:
         details.append(
             error_details_pb2.ResourceInfo(
                 resource_type=error.resource_type,
-                resource_name=error.resource_name,
-                description=error.message,
+                resource_name=_bounded(error.resource_name),
+                description=_bounded(error.message),
             )
         )
     elif isinstance(error, errors.ResourceExhausted):
         details.append(
             error_details_pb2.QuotaFailure(
                 violations=[
-                    error_details_pb2.QuotaFailure.Violation(subject=v.subject, description=v.description)
-                    for v in error.violations
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=_bounded(v.subject), description=_bounded(v.description)
+                    )
+                    for v in error.violations[:_MAX_VIOLATIONS]
                 ]
             )
         )
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(max(0, round(error.retry_after_seconds * 1000)))
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
-    return status_pb2.Status(code=_code_of(error), message=error.message, details=[_pack(d) for d in details])
+    return status_pb2.Status(
+        code=_code_of(error),
+        message=_bounded(error.message, _MESSAGE_BYTES),
+        details=[_pack(d) for d in details],
+    )
 
 
 def to_grpc_status(status: status_pb2.Status, extra_trailing: Metadata = ()) -> grpc.Status:

@@ -29,6 +29,7 @@ from wallwhale.core.errors import WallWhaleError
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.calls import CallInterceptor, current_call, on_end, start_call
+from wallwhale.rpc.requests import check_request
 
 _log = get_logger("wallwhale.rpc")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -54,7 +55,15 @@ class RequestContextInterceptor(CallInterceptor):
             structlog.contextvars.clear_contextvars()
 
         async with on_end(context, log_line):
-            yield
+            try:
+                yield
+            except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                # An interceptor outside ErrorMapping failed (the database while authenticating, say):
+                # still our status, never grpc's "Unexpected <class ...>: " with the exception's text.
+                _log.exception("unhandled error", request_id=call.request_id)
+                await errors.abort(context, exc)
 
 
 class MetricsInterceptor(CallInterceptor):
@@ -84,6 +93,7 @@ class ErrorMappingInterceptor(CallInterceptor):
         self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         try:
+            check_request(request)  # here, so a refused request ends like any other error
             yield
         except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise

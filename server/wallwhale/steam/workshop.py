@@ -12,7 +12,8 @@ from urllib.parse import parse_qs, urlsplit
 from wallwhale.core.errors import InvalidArgument
 
 WALLPAPER_ENGINE_APP_ID = 431960
-MAX_WORKSHOP_ID = 2**64 - 1  # PublishedFileId is a ulong
+# PublishedFileId is a ulong, but ids are stored in a signed BIGINT; real ids are far below 2**63.
+MAX_WORKSHOP_ID = 2**63 - 1
 MAX_APP_ID = 2**32 - 1
 
 _STEAM_HOSTS = {"steamcommunity.com", "www.steamcommunity.com"}

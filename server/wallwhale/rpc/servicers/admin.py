@@ -5,7 +5,7 @@ logins are not in this version yet and answer UNIMPLEMENTED."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -67,7 +67,7 @@ def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
             max_concurrent_downloads=optional("max_concurrent_downloads"),
             max_runtime_seconds=limits.max_runtime.seconds if limits.HasField("max_runtime") else None,
         ),
-        expire_time=key.expire_time.ToDatetime(tzinfo=UTC) if key.HasField("expire_time") else None,
+        expire_time=convert.requested_time(key, "expire_time", "api_key.expire_time"),
         disabled=key.disabled,
     )
 
@@ -200,8 +200,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             action=request.action,
             resource=request.resource,
             outcome=outcome,
-            start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
-            end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
+            start_time=convert.requested_time(request, "start_time"),
+            end_time=convert.requested_time(request, "end_time"),
         )
         current = page(request.page_size, request.page_token, filter=where)
         async with self._sessions() as session:

@@ -9,7 +9,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, BinaryIO
 
 from google.api import httpbody_pb2
@@ -30,7 +30,7 @@ from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
 from wallwhale.rpc.servicers.batch import BatchMethods
 from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, wire
-from wallwhale.steam.workshop import parse_workshop_id
+from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
@@ -137,11 +137,13 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         unknown = [value for value in request.states if value not in _STATES]
         if unknown:
             raise InvalidArgument.field("states", f"unknown state {unknown[0]}")
+        if request.workshop_id > MAX_WORKSHOP_ID:
+            raise InvalidArgument.field("workshop_id", f"must be at most {MAX_WORKSHOP_ID}")
         filters = ListFilter(
             states=tuple(_STATES[value] for value in request.states),
             workshop_id=request.workshop_id,
-            create_time_after=_when(request, "create_time_after"),
-            create_time_before=_when(request, "create_time_before"),
+            create_time_after=convert.requested_time(request, "create_time_after"),
+            create_time_before=convert.requested_time(request, "create_time_before"),
             batch_id=request.batch_id,
             owner_user_id=request.owner_user_id,
         )
@@ -336,7 +338,3 @@ class _EventStream:
         if event.kind is EventKind.LOG and self._request.exclude_logs:
             return None
         return wire(event)
-
-
-def _when(request: download_pb2.ListDownloadsRequest, name: str) -> datetime | None:
-    return getattr(request, name).ToDatetime(tzinfo=UTC) if request.HasField(name) else None  # type: ignore[arg-type]
