@@ -312,3 +312,25 @@ async def test_signed_access_tokens_with_ids_of_another_type_are_unauthenticated
                 assert error.code() == grpc.StatusCode.UNAUTHENTICATED, (changed, error.details())
     finally:
         await server.stop(grace=0)
+
+
+async def test_a_string_that_is_not_utf8_is_invalid_argument_not_a_parser_error(
+    channel: aio.Channel, admin: Metadata
+) -> None:
+    # Envoy's transcoder turns `/v1/admin/steam-accounts/%C0%AE%C0%AE%2F` into these bytes: an
+    # overlong (invalid) UTF-8 encoding in field 1, which grpc's deserializer rejects.
+    bad = b"\x0a\x05\xc0\xae\xc0\xae/"
+    for method in (
+        "/wallwhale.v1.AdminService/DeleteSteamAccount",
+        "/wallwhale.v1.DownloadService/GetDownload",
+    ):
+        call = channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        error = await _refusal(call(bad, metadata=admin))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, error.details())
+        assert _violations(error) == ["request"]
+        assert "DecodeError" not in (error.details() or "")
+    stream = channel.unary_stream(
+        "/wallwhale.v1.DownloadService/WatchDownload", request_serializer=None, response_deserializer=None
+    )
+    error = await _refusal(stream(bad, metadata=admin).read())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import aio
 
 from wallwhale.core.errors import Unauthenticated
@@ -125,10 +126,34 @@ UnaryBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamBehavior = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any] | Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """A request whose bytes are not the method's message (e.g. a string that is not UTF-8, which
+    Envoy's transcoder passes on from a percent-encoded path). RequestContext refuses it as
+    INVALID_ARGUMENT; without this grpc answers UNKNOWN with the parser's text."""
+
+    problem: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None or getattr(deserializer, "tolerant", False):
+        return deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return Undecodable(str(exc).rpartition(": ")[2] or "malformed message")
+
+    deserialize.tolerant = True  # type: ignore[attr-defined]
+    return deserialize
+
+
 def wrap_handler(
     handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around
 ) -> grpc.RpcMethodHandler:
     """The same handler with `around` entered for the duration of every call (unary or streamed)."""
+    deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary is not None:
         unary: UnaryBehavior = handler.unary_unary
 
@@ -138,9 +163,7 @@ def wrap_handler(
                 await _flush_headers(context)
                 return response
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, handler.response_serializer)
     if handler.unary_stream is not None:
         stream: StreamBehavior = handler.unary_stream
 
@@ -156,9 +179,7 @@ def wrap_handler(
                     await _flush_headers(context)
                     yield response
 
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, handler.response_serializer)
     # No client-streaming RPCs exist in the API; leave such handlers untouched.
     return handler
 

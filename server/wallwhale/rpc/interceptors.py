@@ -25,10 +25,10 @@ import structlog
 from grpc import aio
 
 from wallwhale import metrics
-from wallwhale.core.errors import WallWhaleError
+from wallwhale.core.errors import InvalidArgument, WallWhaleError
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
-from wallwhale.rpc.calls import CallInterceptor, current_call, on_end, start_call
+from wallwhale.rpc.calls import CallInterceptor, Undecodable, current_call, on_end, start_call
 from wallwhale.rpc.requests import check_request
 
 _log = get_logger("wallwhale.rpc")
@@ -55,6 +55,10 @@ class RequestContextInterceptor(CallInterceptor):
             structlog.contextvars.clear_contextvars()
 
         async with on_end(context, log_line):
+            if isinstance(request, Undecodable):
+                await errors.abort(
+                    context, InvalidArgument.field("request", f"cannot be decoded: {request.problem}")
+                )
             try:
                 yield
             except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
