@@ -96,6 +96,11 @@ async def append_to(
         StoredEvent(download_id, first + offset, now, event.kind, event.payload)
         for offset, event in enumerate(events)
     ]
+    await _insert(session, stored)
+    return stored
+
+
+async def _insert(session: AsyncSession, stored: list[StoredEvent]) -> None:
     await session.execute(
         insert(DownloadEvent),
         [
@@ -109,7 +114,6 @@ async def append_to(
             for event in stored
         ],
     )
-    return stored
 
 
 async def append_first(
@@ -127,19 +131,7 @@ async def append_first(
         ]
         download.last_event_sequence = len(new)
     if stored:
-        await session.execute(
-            insert(DownloadEvent),
-            [
-                {
-                    "download_id": event.download_id,
-                    "sequence": event.sequence,
-                    "event_time": event.event_time,
-                    "kind": event.kind.value,
-                    "payload": event.payload,
-                }
-                for event in stored
-            ],
-        )
+        await _insert(session, stored)
     return stored
 
 

@@ -15,10 +15,10 @@ and remembers the outcome so the status service can report whether the Web API i
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -40,6 +40,9 @@ _RESULT_NAMES = {
 # `filetype` of a collection's children (EWorkshopFileType): 0 an item, 2 a nested collection.
 _CHILD_ITEM = 0
 _CHILD_COLLECTION = 2
+
+
+_Entry = TypeVar("_Entry", "ItemDetails", "CollectionDetails")
 
 
 class WebApiUnavailable(Exception):
@@ -129,34 +132,43 @@ class SteamWebApi:
 
     async def item_details(self, workshop_ids: Iterable[int]) -> dict[int, ItemDetails]:
         """Details for each id (every id asked is in the result, found or not)."""
-        found: dict[int, ItemDetails] = {}
+        return await self._ask(
+            "/ISteamRemoteStorage/GetPublishedFileDetails/v1/",
+            ("itemcount", "publishedfiledetails"),
+            workshop_ids,
+            _item,
+            lambda workshop_id: ItemDetails(workshop_id, RESULT_FILE_NOT_FOUND),
+        )
+
+    async def collection_details(self, workshop_ids: Iterable[int]) -> dict[int, CollectionDetails]:
+        """The children of each id that is a collection; other ids come back with no children."""
+        return await self._ask(
+            "/ISteamRemoteStorage/GetCollectionDetails/v1/",
+            ("collectioncount", "collectiondetails"),
+            workshop_ids,
+            _collection,
+            lambda workshop_id: CollectionDetails(workshop_id, RESULT_FILE_NOT_FOUND),
+        )
+
+    async def _ask(
+        self,
+        path: str,
+        fields: tuple[str, str],
+        workshop_ids: Iterable[int],
+        parse: Callable[[Mapping[str, Any]], _Entry | None],
+        missing: Callable[[int], _Entry],
+    ) -> dict[int, _Entry]:
+        count_field, list_field = fields
+        found: dict[int, _Entry] = {}
         for chunk in _chunks(_unique(workshop_ids)):
-            response = await self._post(
-                "/ISteamRemoteStorage/GetPublishedFileDetails/v1/", "itemcount", chunk
-            )
-            entries = _entries(response, "publishedfiledetails")
-            for entry in entries:
-                details = _item(entry)
+            response = await self._post(path, count_field, chunk)
+            for entry in _entries(response, list_field):
+                details = parse(entry)
                 if details is not None:
                     found[details.workshop_id] = details
             for workshop_id in chunk:
                 # An id Steam left out of its answer is one it does not know.
-                found.setdefault(workshop_id, ItemDetails(workshop_id, RESULT_FILE_NOT_FOUND))
-        return found
-
-    async def collection_details(self, workshop_ids: Iterable[int]) -> dict[int, CollectionDetails]:
-        """The children of each id that is a collection; other ids come back with no children."""
-        found: dict[int, CollectionDetails] = {}
-        for chunk in _chunks(_unique(workshop_ids)):
-            response = await self._post(
-                "/ISteamRemoteStorage/GetCollectionDetails/v1/", "collectioncount", chunk
-            )
-            for entry in _entries(response, "collectiondetails"):
-                details = _collection(entry)
-                if details is not None:
-                    found[details.workshop_id] = details
-            for workshop_id in chunk:
-                found.setdefault(workshop_id, CollectionDetails(workshop_id, RESULT_FILE_NOT_FOUND))
+                found.setdefault(workshop_id, missing(workshop_id))
         return found
 
     async def _post(self, path: str, count_field: str, ids: Sequence[int]) -> Mapping[str, Any]:

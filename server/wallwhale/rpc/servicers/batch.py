@@ -40,7 +40,7 @@ from wallwhale.db.models import Batch, BatchState, Download, DownloadEvent, Down
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, wire
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, wire
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.storage.bundle import Bundle, BundleError
 from wallwhale.v1 import download_pb2
@@ -194,10 +194,7 @@ class BatchMethods:
     async def FetchBatchArchive(
         self, request: download_pb2.FetchBatchArchiveRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        if request.offset < 0:
-            raise InvalidArgument.field("offset", "must not be negative")
-        if request.length < 0:
-            raise InvalidArgument.field("length", "must not be negative")
+        check_range(request.offset, request.length)
         async with self._readers() as session:
             row = await batches.get_visible(session, current_call().caller(), request.id)
             succeeded = list(

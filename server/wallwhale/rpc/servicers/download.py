@@ -29,7 +29,7 @@ from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
 from wallwhale.rpc.servicers.batch import BatchMethods
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, wire
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, wire
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
@@ -249,10 +249,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     async def FetchArchive(
         self, request: download_pb2.FetchArchiveRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
-        if request.offset < 0:
-            raise InvalidArgument.field("offset", "must not be negative")
-        if request.length < 0:
-            raise InvalidArgument.field("length", "must not be negative")
+        check_range(request.offset, request.length)
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
         archive, size = self._open_archive(row)

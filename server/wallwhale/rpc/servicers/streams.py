@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from wallwhale.core.downloads import FINAL_STATES
+from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import StoredEvent
 from wallwhale.rpc import convert
 from wallwhale.v1 import download_pb2
@@ -25,3 +26,11 @@ def wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
         if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
             _WIRE_CACHE.popitem(last=False)
     return message
+
+
+def check_range(offset: int, length: int) -> None:
+    """The byte range a FetchArchive/FetchBatchArchive request asks for, before anything is read."""
+    if offset < 0:
+        raise InvalidArgument.field("offset", "must not be negative")
+    if length < 0:
+        raise InvalidArgument.field("length", "must not be negative")
