@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import events, queue, retention, steam_accounts, steam_guard
 from wallwhale.core.downloads import transition
-from wallwhale.core.errors import FailedPrecondition, Unavailable
+from wallwhale.core.errors import Unavailable
 from wallwhale.core.events import EventHub, EventKind, NewEvent, StoredEvent
 from wallwhale.core.qr_login import QrLogin
 from wallwhale.core.secretbox import Keyring, KeyringError
@@ -175,10 +175,6 @@ class Engine:
         login; the caller reads `login.events` and calls `login.stop()` if it goes away."""
         if self._stopping:
             raise Unavailable("the server is stopping", reason="SHUTTING_DOWN")
-        if account_id in self.qr_logins:  # the lease says so too; this answers without a query
-            raise FailedPrecondition(
-                "a QR login of this Steam account is running already", reason="STEAM_ACCOUNT_BUSY"
-            )
         login = QrLogin(self, account_id)
         await login.begin()
         self.qr_logins[account_id] = login
