@@ -233,7 +233,9 @@ class QrLogin(RunHooks):
             self._scanned_by = match.group(1)
             if self._scanned_by.casefold() != self.username.casefold():
                 self.end_run()  # the wrong account: no need to let it log on
-        elif self._codes and (text == "Done!" or _LICENSES.match(text)):
+        elif (text == "Done!" and self._scanned_by is not None) or (self._codes and _LICENSES.match(text)):
+            # A bare " Done!" also follows a reconnect ("Lost connection to Steam. Reconnecting")
+            # while the code waits; only after row 11, or as row 15, does it mean logged on.
             self._logged_on = True
             self.end_run()
         elif match := _AUTH_FAILED.search(text):
