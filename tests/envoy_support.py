@@ -371,7 +371,9 @@ async def event_stream(
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("data:"):
                     loop.call_soon_threadsafe(deliver, json.loads(line[5:].strip()))
-        except (OSError, ValueError, http_client.HTTPException) as exc:
+        except Exception as exc:
+            # A stream the caller closed while it was open ends in whatever http.client raises then
+            # (OSError, ValueError, AttributeError on the dropped socket): only other ends are errors.
             if not closed.is_set():
                 loop.call_soon_threadsafe(deliver, exc)
         finally:

@@ -12,6 +12,7 @@ import struct
 import time
 import zlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest_asyncio
 from tests.engine_support import Harness, harness_for, rpc_error, seconds
 from tests.fakes import depotdownloader as dd
 from tests.test_server import error_info
+from wallwhale.db.models import SteamAccount
 from wallwhale.steam.qr import CHANGED, HEADER, QrMatrix, QrReader
 from wallwhale.v1 import admin_pb2, download_pb2
 
@@ -255,17 +257,25 @@ async def test_unknown_accounts_and_callers_without_admin_rights_are_refused(har
 
 
 async def test_a_caller_going_away_stops_depotdownloader_and_frees_the_account(harness: Harness) -> None:
-    await harness.start()
+    server = await harness.start()
     account_id = await harness.add_account("alice_we", "pw")
+    started = datetime.now(UTC)
     login = Login(harness, account_id)
     assert (await login.next()).WhichOneof("event") == "qr_code"
     [run] = qr_runs(harness)
     assert _alive(run["pid"])
-    # While the login waits, the scheduler leaves the account alone, past the 2 s lease too (renewed).
+    # While the login waits, the scheduler leaves the account alone, past the 2 s lease too, whose
+    # renewals other instances see.
     harness.steam.add_item(ITEM)
     created = await harness.create(str(ITEM), steam_account_id=account_id)
     await asyncio.sleep(2.5)
     assert (await harness.get(created.id)).state == download_pb2.DOWNLOAD_STATE_QUEUED
+    async with server.sessions() as session:
+        account = await session.get(SteamAccount, account_id)
+        assert account is not None
+        assert account.session_owner == server.instance_id
+        assert account.session_expire_time is not None
+        assert account.session_expire_time > started + timedelta(seconds=2)  # renewed at least once
     busy = await rpc_error(Login(harness, account_id).call.read())
     assert error_info(busy).reason == "STEAM_ACCOUNT_BUSY"
 

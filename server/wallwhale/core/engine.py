@@ -170,13 +170,17 @@ class Engine:
             return
         self.guard.submit(account_id, code)
 
+    def accounts_in_use(self) -> frozenset[str]:
+        """Accounts a DepotDownloader of this instance runs as (a job's or a QR login's)."""
+        return frozenset({job.claim.account_id for job in self.jobs.values()} | set(self.qr_logins))
+
     async def start_qr_login(self, account_id: str) -> QrLogin:
         """Takes the account's session (or refuses: NOT_FOUND, STEAM_ACCOUNT_BUSY) and starts its QR
         login; the caller reads `login.events` and calls `login.stop()` if it goes away."""
         if self._stopping:
             raise Unavailable("the server is stopping", reason="SHUTTING_DOWN")
         login = QrLogin(self, account_id)
-        await login.begin()
+        await login.begin(in_use_here=account_id in self.accounts_in_use())
         self.qr_logins[account_id] = login
 
         async def run() -> None:
@@ -238,7 +242,7 @@ class Engine:
     async def _claim(self) -> queue.Claim | None:
         async with self.sessions() as session, session.begin():
             result = await queue.claim_next(
-                session, self.settings.instance_id, self.clock(), self.settings.lease
+                session, self.settings.instance_id, self.clock(), self.settings.lease, self.accounts_in_use()
             )
         self.hub.publish(result.events)
         if result.claim is not None:

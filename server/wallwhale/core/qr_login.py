@@ -99,14 +99,15 @@ class QrLogin(RunHooks):
         if self._runner is not None:
             self._runner.stop(reason)
 
-    async def begin(self) -> None:
+    async def begin(self, in_use_here: bool) -> None:
+        """Takes the account's session lease, unless a DepotDownloader of this instance (`in_use_here`)
+        or of another holds it."""
         settings = self.engine.settings
         async with self.engine.sessions() as session, session.begin():
             account = await steam_accounts.get_account(session, self.account_id)
-            taken = await queue.take_account(
+            if in_use_here or not await queue.take_account(
                 session, account.id, settings.instance_id, self.engine.clock(), settings.lease
-            )
-            if not taken:
+            ):
                 raise FailedPrecondition(
                     f"the Steam account {account.username!r} is in use by a download or another login; "
                     "start the QR login when it is free",

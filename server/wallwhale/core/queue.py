@@ -48,7 +48,15 @@ class ClaimResult:
     events: list[StoredEvent]
 
 
-async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lease: timedelta) -> ClaimResult:
+async def claim_next(
+    session: AsyncSession,
+    instance_id: str,
+    now: datetime,
+    lease: timedelta,
+    in_use: frozenset[str] = frozenset(),
+) -> ClaimResult:
+    """Claims the next job. `in_use`: accounts this instance runs DepotDownloader with right now; they
+    are never taken, even if their lease ran out while the event loop was held up."""
     # Jobs of keys at their concurrency limit are left out here, so that they cannot fill the
     # candidate list and hold up everyone behind them; _key_has_room re-checks under the key's lock.
     running = aliased(Download)
@@ -90,6 +98,7 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
                 failure_retryable=True,
             )
             continue
+        accounts = [account for account in accounts if account.id not in in_use]
         account = await _take_free_account(session, accounts, download.app_id, instance_id, now, lease)
         if account is None:
             continue  # every account that could run it is busy or cooling down: it waits
