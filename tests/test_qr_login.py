@@ -21,7 +21,7 @@ import png
 import pytest
 import pytest_asyncio
 
-from tests.engine_support import Harness, harness_for, rpc_error, seconds
+from tests.engine_support import Harness, describe, harness_for, rpc_error, seconds
 from tests.fakes import depotdownloader as dd
 from tests.test_server import error_info
 from wallwhale.db.models import SteamAccount
@@ -286,7 +286,7 @@ async def test_a_caller_going_away_stops_depotdownloader_and_frees_the_account(h
         await asyncio.sleep(0.05)
     # Free again: the waiting download runs.
     done = await harness.wait_for(created.id)
-    assert done.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED, done
+    assert done.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED, describe(await harness.watch(created.id))
     [qr_run] = qr_runs(harness)
     assert qr_run["exit_code"] == 143  # SIGTERM
     job_run = harness.steam.runs()[-1]
