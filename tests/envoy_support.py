@@ -332,13 +332,23 @@ _END = object()
 
 @contextlib.asynccontextmanager
 async def event_stream(
-    url: str, *, headers: Mapping[str, str] | None = None, socket_timeout: float = 60
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    socket_timeout: float = 60,
+    method: str = "GET",
+    json_body: Any = None,
 ) -> AsyncIterator[EventStream]:
-    """Opens `url` as an event stream; the response is read in a thread and closed on exit."""
+    """Opens `url` as an event stream (a GET, or e.g. a POST with a JSON body); the response is read
+    in a thread and closed on exit."""
     loop = asyncio.get_running_loop()
     connection, target = _connect(url, None, socket_timeout)
     sent = {"accept": "text/event-stream", **(headers or {})}
-    await asyncio.to_thread(connection.request, "GET", target, headers=sent)
+    body = None
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        sent.setdefault("content-type", "application/json")
+    await asyncio.to_thread(connection.request, method, target, body=body, headers=sent)
     response = await asyncio.to_thread(connection.getresponse)
     stream = EventStream(response.status, {k.lower(): v for k, v in response.getheaders()})
     stream._connection = connection
@@ -361,7 +371,9 @@ async def event_stream(
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("data:"):
                     loop.call_soon_threadsafe(deliver, json.loads(line[5:].strip()))
-        except (OSError, ValueError, http_client.HTTPException) as exc:
+        except Exception as exc:
+            # A stream the caller closed while it was open ends in whatever http.client raises then
+            # (OSError, ValueError, AttributeError on the dropped socket): only other ends are errors.
             if not closed.is_set():
                 loop.call_soon_threadsafe(deliver, exc)
         finally:

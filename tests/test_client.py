@@ -38,7 +38,6 @@ from wallwhale_client import (
     RetryPolicy,
     Unauthenticated,
     Unavailable,
-    Unimplemented,
     WallWhaleError,
 )
 from wallwhale_client.v1 import admin_pb2, download_pb2
@@ -333,14 +332,28 @@ async def test_each_error_class_is_a_typed_exception_with_its_reason(harness: Ha
         assert error.retry_after > 60
         assert error.violations[0].subject.startswith("api-keys/")
 
-        account = await client.create_steam_account("qr_only")
-        with pytest.raises(Unimplemented) as unimplemented:
-            async for _ in client.start_qr_login(account.id):
-                pass
-        assert unimplemented.value.reason == "NOT_IMPLEMENTED"
-
     async with AsyncClient("127.0.0.1:1", retry=RetryPolicy(attempts=2, initial_backoff=0.01)) as nowhere:
         await expect(Unavailable, nowhere.get_status())
+
+
+async def test_a_qr_login_streams_the_code_then_the_outcome_and_refuses_a_busy_account(
+    harness: Harness,
+) -> None:
+    server = await harness.start()
+    harness.steam.add_account("qr_only", "phone-only")
+    async with AsyncClient(f"127.0.0.1:{server.port}", api_key=key_of(harness)) as client:
+        account = await client.create_steam_account("qr_only")
+        harness.steam.scan_qr("qr_only")  # taken by the first poll after the code is shown
+        events = [event async for event in client.start_qr_login(account.id)]
+        kinds = [event.WhichOneof("event") for event in events if event.WhichOneof("event") != "heartbeat"]
+        assert kinds == ["qr_code", "succeeded"]
+        assert events[-1].succeeded.has_remembered_login
+
+        waiting = client.start_qr_login(account.id)
+        assert (await anext(waiting)).WhichOneof("event") == "qr_code"
+        error = await expect(FailedPrecondition, anext(client.start_qr_login(account.id)))
+        assert error.reason == "STEAM_ACCOUNT_BUSY"
+        await waiting.aclose()  # cancels the call: the server stops DepotDownloader
 
 
 async def test_rate_limits_are_retried_after_retry_info_or_raised_when_retries_are_off(

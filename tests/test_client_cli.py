@@ -219,7 +219,8 @@ async def test_keys_create_list_revoke_and_credentials_from_a_config_file(cli: C
     assert "unknown keys ['adress']" in run.stderr
 
 
-async def test_accounts_add_list_guard_code_and_qr_when_the_server_lacks_it(cli: Cli) -> None:
+async def test_accounts_add_list_guard_code_and_qr(harness: Harness, cli: Cli) -> None:
+    harness.steam.add_account("bob_we", "s3cret")
     run = await cli(
         "--json", "accounts", "add", "bob_we", "--password-stdin", "--app", "431960", stdin="s3cret\n"
     )
@@ -231,9 +232,15 @@ async def test_accounts_add_list_guard_code_and_qr_when_the_server_lacks_it(cli:
     run = await cli("accounts", "guard-code", account_id, "12345")
     assert run.code == 2  # nothing waits for a code
     assert "NO_STEAM_GUARD_PENDING" in run.stderr
+    harness.steam.scan_qr("bob_we")  # taken by the first poll after the code is shown
+    run = await cli("accounts", "qr", account_id)
+    assert run.code == 0, run
+    assert "Scan with the Steam app:" in run.stdout
+    assert run.stdout.strip().endswith("logged in: bob_we")
+    harness.steam.set(auth_timeout=seconds(0.3))
     run = await cli("accounts", "qr", account_id)
     assert run.code == 1
-    assert "does not offer QR login yet" in run.stderr
+    assert "QR login failed: the QR code expired before it was scanned" in run.stdout
     assert "Traceback" not in run.stderr
 
 

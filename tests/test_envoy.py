@@ -512,6 +512,46 @@ async def test_a_slow_unary_call_is_cut_at_the_route_timeout_with_504_json(stand
     assert reply.from_envoy
 
 
+async def test_a_qr_login_over_rest_is_server_sent_events_and_a_closed_stream_ends_it(
+    engine_behind_envoy: tuple[Harness, Envoy],
+) -> None:
+    harness, envoy = engine_behind_envoy
+    key = dict(harness.admin)
+    account_id = await harness.add_account("qr_rest", "pw")
+    url = envoy.url(f"/v1/admin/steam-accounts/{account_id}:startQrLogin")
+    rows = [
+        "".join("#" if r[i : i + 2] == "██" else " " for i in range(0, len(r), 2))
+        for r in harness.steam.qr_rows(0)
+    ]
+    async with event_stream(url, headers=key, method="POST", json_body={}) as events:
+        assert events.status == 200, events.error
+        assert events.headers["content-type"] == "text/event-stream"
+        first = await anext(events)
+        assert first["qrCode"]["rows"] == rows
+        assert base64.b64decode(first["qrCode"]["png"]).startswith(b"\x89PNG")
+        assert first["qrCode"]["svg"].startswith("<svg")
+        # Held meanwhile: a second login is refused as JSON before any event.
+        async with event_stream(url, headers=key, method="POST", json_body={}) as refused:
+            assert refused.error is not None
+            body = assert_json_error(refused.error, 400, 9, "STEAM_ACCOUNT_BUSY")
+            assert "qr_rest" in body["message"]
+        harness.steam.scan_qr("qr_rest")
+        received = [event async for event in events if "heartbeat" not in event]
+    assert received[-1]["succeeded"]["hasRememberedLogin"] is True
+
+    # A REST client that goes away: Envoy resets the call, the server stops DepotDownloader.
+    async with event_stream(url, headers=key, method="POST", json_body={}) as events:
+        assert "qrCode" in await anext(events)
+    [*_, run] = harness.steam.runs()
+    assert "-qr" in run["argv"]
+    deadline = time.monotonic() + 10
+    while run["end"] is None:
+        assert time.monotonic() < deadline, "DepotDownloader still runs after the client left"
+        await asyncio.sleep(0.05)
+        [*_, run] = harness.steam.runs()
+    assert run["exit_code"] == 143  # SIGTERM
+
+
 # ---- several instances ----------------------------------------------------------------------------
 
 

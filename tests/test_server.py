@@ -21,8 +21,6 @@ from wallwhale.db import migrate
 from wallwhale.db.engine import create_engine
 from wallwhale.db.models import Download, DownloadState
 from wallwhale.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
     download_pb2,
     download_pb2_grpc,
     status_pb2,
@@ -127,20 +125,6 @@ async def test_status_says_why_the_downloader_is_unavailable(
         assert not response.downloader.available
         assert expected in response.downloader.error
         assert response.database.ok
-
-
-async def test_unimplemented_rpcs_say_so_with_a_reason(channel: aio.Channel, admin: Metadata) -> None:
-    # StartQrLogin is the one RPC this version lacks (a stream; unary RPCs answer the same way).
-    stream = admin_pb2_grpc.AdminServiceStub(channel).StartQrLogin(
-        admin_pb2.StartQrLoginRequest(id="x"), metadata=admin
-    )
-    with pytest.raises(grpc.RpcError) as raised:
-        async for _ in stream:
-            pass
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "AdminService.StartQrLogin" in (raised.value.details() or "")
-    info = error_info(raised.value)
-    assert (info.domain, info.reason) == ("wallwhale", "NOT_IMPLEMENTED")
 
 
 async def test_request_id_is_echoed_or_generated(channel: aio.Channel, admin: Metadata) -> None:

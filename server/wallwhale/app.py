@@ -72,6 +72,7 @@ def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> E
         default_max_runtime=settings.download_timeout_seconds,
         inactivity_limit=settings.inactivity_timeout_seconds,
         guard_limit=settings.steam_guard_timeout_seconds,
+        qr_limit=settings.qr_login_timeout_seconds,
         stop_grace=settings.process_stop_grace_seconds,
         retry_base=settings.retry_base_seconds,
         retry_max=settings.retry_max_seconds,
@@ -186,8 +187,7 @@ class WallWhaleServer:
             self.catalog,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        # fill_unimplemented() supplies the methods this servicer does not define, which mypy cannot see.
-        admin = AdminServicer(self.sessions, clock, keyring, self.downloads)  # type: ignore[abstract]
+        admin = AdminServicer(self.sessions, clock, keyring, self.downloads, settings.watch_heartbeat_seconds)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(

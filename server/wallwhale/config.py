@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     download_timeout_seconds: float = Field(default=3600.0, gt=0)
     inactivity_timeout_seconds: float = Field(default=300.0, gt=0)
     steam_guard_timeout_seconds: float = Field(default=600.0, gt=0)
+    # How long a QR login (AdminService.StartQrLogin) waits for the code to be scanned; Steam may
+    # expire it sooner (DepotDownloader then reports the poll result, e.g. Expired).
+    qr_login_timeout_seconds: float = Field(default=300.0, gt=0)
     # SIGTERM, then SIGKILL after this long.
     process_stop_grace_seconds: float = Field(default=10.0, ge=0)
     # How long an account rests after Steam throttled its logins.

@@ -63,6 +63,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "auth_timeout": None,  # seconds until a phone approval or QR login expires (None: never)
     "app_build_id": 15935782,  # the app's public build id: the folder used without -dir (§5.1)
     "qr_seed": "fake-steam",
+    # Whether Steam sends new guard data with a QR login: only then is row #11 printed (§2.2).
+    "qr_new_guard_data": True,
 }
 CONNECT_MODES = ("ok", "fail", "flaky")
 GUARDS = (None, "email", "authenticator", "mobile")
@@ -839,10 +841,12 @@ class DepotDownloader:
             return None
         account = self.world.account(outcome[1].strip())
         name = account["username"] if account else outcome[1].strip()
-        self.out(
-            f"Success! Next time you can login with -username {name} -remember-password instead of -qr."
-        )  # 11
-        self.remember_login(name, new_guard_data=True)
+        guard_data = bool(self.world.settings["qr_new_guard_data"])
+        if guard_data:
+            self.out(
+                f"Success! Next time you can login with -username {name} -remember-password instead of -qr."
+            )  # 11
+        self.remember_login(name, new_guard_data=guard_data)
         return name
 
     def show_qr(self, index: int) -> None:

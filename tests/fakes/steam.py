@@ -88,7 +88,7 @@ class FakeSteam:
 
     def set(self, **settings: Any) -> None:
         """Global knobs: time_scale, connect ("ok" | "fail" | "flaky"), flaky_failures, cell_id,
-        qr_refresh, auth_timeout, app_build_id, qr_seed (see dd.DEFAULT_SETTINGS)."""
+        qr_refresh, auth_timeout, app_build_id, qr_seed, qr_new_guard_data (see dd.DEFAULT_SETTINGS)."""
         unknown = set(settings) - set(dd.DEFAULT_SETTINGS)
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")

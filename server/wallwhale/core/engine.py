@@ -28,8 +28,9 @@ from wallwhale import metrics
 from wallwhale.core import events, queue, retention, steam_accounts, steam_guard
 from wallwhale.core.catalog import Catalog, check_downloadable
 from wallwhale.core.downloads import cache_columns, cached_archive, item_columns, transition
-from wallwhale.core.errors import FailedPrecondition, NotFound
+from wallwhale.core.errors import FailedPrecondition, NotFound, Unavailable
 from wallwhale.core.events import EventHub, EventKind, NewEvent, StoredEvent
+from wallwhale.core.qr_login import QrLogin
 from wallwhale.core.secretbox import Keyring, KeyringError
 from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.db.notify import Channel, announce
@@ -56,6 +57,7 @@ class EngineSettings:
     default_max_runtime: float = 3600.0
     inactivity_limit: float = 300.0
     guard_limit: float = 600.0
+    qr_limit: float = 300.0
     stop_grace: float = 10.0
     retry_base: float = 15.0
     retry_max: float = 900.0
@@ -118,6 +120,7 @@ class Engine:
         self.catalog = catalog or Catalog(None)
         self.guard = GuardCodes()
         self.jobs: dict[str, JobRun] = {}
+        self.qr_logins: dict[str, QrLogin] = {}  # by account id
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -153,6 +156,8 @@ class Engine:
                     await loop
         for job in list(self.jobs.values()):
             job.stop(StopReason.SHUTDOWN)
+        for login in list(self.qr_logins.values()):
+            login.stop(StopReason.SHUTDOWN)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.settings.stop_grace + 5)
 
@@ -170,6 +175,34 @@ class Engine:
             _log.warning("unreadable Steam Guard notification", error=_first_line(exc))
             return
         self.guard.submit(account_id, code)
+
+    def accounts_in_use(self) -> frozenset[str]:
+        """Accounts a DepotDownloader of this instance runs as (a job's or a QR login's)."""
+        return frozenset({job.claim.account_id for job in self.jobs.values()} | set(self.qr_logins))
+
+    async def start_qr_login(self, account_id: str) -> QrLogin:
+        """Takes the account's session (or refuses: NOT_FOUND, STEAM_ACCOUNT_BUSY) and starts its QR
+        login; the caller reads `login.events` and calls `login.stop()` if it goes away."""
+        if self._stopping:
+            raise Unavailable("the server is stopping", reason="SHUTTING_DOWN")
+        login = QrLogin(self, account_id)
+        await login.begin(in_use_here=account_id in self.accounts_in_use())
+        self.qr_logins[account_id] = login
+
+        async def run() -> None:
+            try:
+                await login.run()
+            finally:
+                if self.qr_logins.get(account_id) is login:
+                    del self.qr_logins[account_id]
+                self.wake()  # the account is free for jobs again
+
+        task = asyncio.create_task(run(), name=f"qr-login-{account_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._stopping:
+            login.stop(StopReason.SHUTDOWN)
+        return login
 
     def cancel_requested(self, download_id: str) -> None:
         """Another instance recorded a cancel: stop the job if it runs here."""
@@ -215,7 +248,7 @@ class Engine:
     async def _claim(self) -> queue.Claim | None:
         async with self.sessions() as session, session.begin():
             result = await queue.claim_next(
-                session, self.settings.instance_id, self.clock(), self.settings.lease
+                session, self.settings.instance_id, self.clock(), self.settings.lease, self.accounts_in_use()
             )
         self.hub.publish(result.events)
         if result.claim is not None:
@@ -274,7 +307,7 @@ class Engine:
         interval = max(0.2, self.settings.lease.total_seconds() / 3)
         while not self._stopped.is_set():
             await self._pause(interval)
-            if not self.jobs:
+            if not self.jobs and not self.qr_logins:
                 continue
             try:
                 async with self.sessions() as session, session.begin():
@@ -282,7 +315,7 @@ class Engine:
                         session,
                         self.settings.instance_id,
                         {download_id: job.claim.attempt for download_id, job in self.jobs.items()},
-                        {job.claim.account_id for job in self.jobs.values()},
+                        {job.claim.account_id for job in self.jobs.values()} | set(self.qr_logins),
                         self.clock(),
                         self.settings.lease,
                     )

@@ -129,9 +129,3 @@ class QuotaExceeded(ResourceExhausted):
 
 class Unavailable(WallWhaleError):
     reason = "UNAVAILABLE"
-
-
-class NotImplementedYet(WallWhaleError):
-    """A part of the API that this version of the server does not provide yet."""
-
-    reason = "NOT_IMPLEMENTED"

@@ -50,7 +50,15 @@ class ClaimResult:
     events: list[StoredEvent]
 
 
-async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lease: timedelta) -> ClaimResult:
+async def claim_next(
+    session: AsyncSession,
+    instance_id: str,
+    now: datetime,
+    lease: timedelta,
+    in_use: frozenset[str] = frozenset(),
+) -> ClaimResult:
+    """Claims the next job. `in_use`: accounts this instance runs DepotDownloader with right now; they
+    are never taken, even if their lease ran out while the event loop was held up."""
     # Jobs of keys at their concurrency limit are left out here, so that they cannot fill the
     # candidate list and hold up everyone behind them; _key_has_room re-checks under the key's lock.
     running = aliased(Download)
@@ -109,6 +117,7 @@ async def claim_next(session: AsyncSession, instance_id: str, now: datetime, lea
                 failure_retryable=True,
             )
             continue
+        accounts = [account for account in accounts if account.id not in in_use]
         account = await _take_free_account(session, accounts, download.app_id, instance_id, now, lease)
         if account is None:
             continue  # every account that could run it is busy or cooling down: it waits
@@ -269,18 +278,20 @@ async def renew(
     now: datetime,
     lease: timedelta,
 ) -> Renewal:
-    """Extends the leases of the jobs this instance runs (`attempts`: job id -> the claimed attempt)."""
+    """Extends the leases of the jobs this instance runs (`attempts`: job id -> the claimed attempt)
+    and of the Steam accounts its DepotDownloader sessions use (jobs' and QR logins')."""
     job_ids = set(attempts)
-    if not job_ids:
-        return Renewal(set(), set())
-    await session.execute(
-        update(Download)
-        .where(
-            Download.id.in_(job_ids), Download.lease_owner == instance_id, Download.state.in_(ACTIVE_STATES)
+    if job_ids:
+        await session.execute(
+            update(Download)
+            .where(
+                Download.id.in_(job_ids),
+                Download.lease_owner == instance_id,
+                Download.state.in_(ACTIVE_STATES),
+            )
+            .values(lease_expire_time=now + lease)
+            .execution_options(synchronize_session=False)
         )
-        .values(lease_expire_time=now + lease)
-        .execution_options(synchronize_session=False)
-    )
     if account_ids:
         await session.execute(
             update(SteamAccount)
@@ -288,6 +299,8 @@ async def renew(
             .values(session_expire_time=now + lease)
             .execution_options(synchronize_session=False)
         )
+    if not job_ids:
+        return Renewal(set(), set())
     rows = (
         await session.execute(
             select(
@@ -358,6 +371,24 @@ async def requeue_expired(session: AsyncSession, now: datetime, instance_id: str
             )
         await release_account(session, download.steam_account_id, dead_instance)
     return stored
+
+
+async def take_account(
+    session: AsyncSession, account_id: str, instance_id: str, now: datetime, lease: timedelta
+) -> bool:
+    """Leases the account's DepotDownloader session outside the queue (a QR login), as a claim does;
+    False when a job or another login holds it. One conditional UPDATE: on PostgreSQL it waits for a
+    claimer's row lock and then re-reads the row, so the two never both win."""
+    result = await session.execute(
+        update(SteamAccount)
+        .where(
+            SteamAccount.id == account_id,
+            or_(SteamAccount.session_owner.is_(None), SteamAccount.session_expire_time <= now),
+        )
+        .values(session_owner=instance_id, session_expire_time=now + lease, last_used_time=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def release_account(session: AsyncSession, account_id: str | None, instance_id: str | None) -> None:

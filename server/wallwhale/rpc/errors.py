@@ -37,7 +37,6 @@ _CODES: dict[type[errors.WallWhaleError], int] = {
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
-    errors.NotImplementedYet: code_pb2.UNIMPLEMENTED,
 }
 
 Metadata = Sequence[tuple[str, str | bytes]]

@@ -75,6 +75,7 @@ class StopReason(StrEnum):
     TIMEOUT = "TIMEOUT"
     STALLED = "STALLED"
     STEAM_GUARD_TIMEOUT = "STEAM_GUARD_TIMEOUT"
+    LOGGED_IN = "LOGGED_IN"  # a login-only run (QR) has what it came for: the remembered login
 
 
 _STOP_FAILURES = {
@@ -98,18 +99,24 @@ class RunRequest:
     guard_limit: float
     stop_grace: float
     chunk_error_limit: int = 50
+    # Log in by QR code (-qr, no -username) instead of as `username` with its remembered login.
+    qr: bool = False
+    # Fetch the item's file list only (reference §1.2), no content.
+    manifest_only: bool = False
 
     def argv(self) -> list[str]:
         # Values are validated numbers and a username the admin API checked; -dir is ours, absolute.
+        # -remember-password with -qr asks Steam for a long-lived token (reference §5.2).
+        login = ["-qr"] if self.qr else ["-username", self.username]
         return [
             str(self.executable),
             "-app",
             str(self.app_id),
             "-pubfile",
             str(self.workshop_id),
-            "-username",
-            self.username,
+            *login,
             "-remember-password",
+            *(["-manifest-only"] if self.manifest_only else []),
             "-dir",
             str(self.directory),
             "-loginid",

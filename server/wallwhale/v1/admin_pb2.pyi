@@ -1140,7 +1140,7 @@ Global___StartQrLoginRequest: _TypeAlias = StartQrLoginRequest  # noqa: Y015
 
 @_typing.final
 class QrCode(_message.Message):
-    """A QR code to scan with the Steam mobile app."""
+    """A QR code to scan with the Steam mobile app, as DepotDownloader drew it (quiet zone included)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1149,14 +1149,16 @@ class QrCode(_message.Message):
     SVG_FIELD_NUMBER: _builtins.int
     PNG_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The challenge URL the code encodes, when DepotDownloader shows it."""
+    """The challenge URL the code encodes. Empty: DepotDownloader prints only the code, and the server
+    does not decode it.
+    """
     svg: _builtins.str
-    """The same code as an SVG image."""
+    """The same code as an SVG image (one path of dark modules on white; one unit per module)."""
     png: _builtins.bytes
-    """The same code as a PNG image."""
+    """The same code as a PNG image (1-bit greyscale, 8 pixels per module)."""
     @_builtins.property
     def rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The modules row by row: '#' dark, ' ' light."""
+        """The modules row by row, quiet zone included: '#' dark, ' ' light; as many rows as columns."""
 
     def __init__(
         self,

@@ -244,7 +244,9 @@ class AdminServiceServicer:
 
     def StartQrLogin(self, request, context):
         """Logs the account in by QR code: streams the code to scan (again whenever Steam changes it),
-        then the outcome. The remembered login is kept for later downloads.
+        heartbeats while waiting, then the outcome. The remembered login is kept for later downloads.
+        The account's DepotDownloader session is held meanwhile: FAILED_PRECONDITION
+        (STEAM_ACCOUNT_BUSY) while a download or another login uses it. Ending the call ends the login.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,6 +52,8 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_WORKSHOP_ITEM_UNAVAILABLE: _ErrorReason.ValueType  # 45
     ERROR_REASON_WORKSHOP_ITEM_IS_COLLECTION: _ErrorReason.ValueType  # 46
     ERROR_REASON_NO_STEAM_GUARD_PENDING: _ErrorReason.ValueType  # 47
+    ERROR_REASON_STEAM_ACCOUNT_BUSY: _ErrorReason.ValueType  # 48
+    """The Steam account's one DepotDownloader session is in use (a download or a QR login)."""
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 50
     """The server."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 51
@@ -94,6 +96,8 @@ ERROR_REASON_ARCHIVE_EXPIRED: ErrorReason.ValueType  # 44
 ERROR_REASON_WORKSHOP_ITEM_UNAVAILABLE: ErrorReason.ValueType  # 45
 ERROR_REASON_WORKSHOP_ITEM_IS_COLLECTION: ErrorReason.ValueType  # 46
 ERROR_REASON_NO_STEAM_GUARD_PENDING: ErrorReason.ValueType  # 47
+ERROR_REASON_STEAM_ACCOUNT_BUSY: ErrorReason.ValueType  # 48
+"""The Steam account's one DepotDownloader session is in use (a download or a QR login)."""
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 50
 """The server."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 51

@@ -1,10 +1,11 @@
 """AdminService: users and API keys (core.users, core.api_keys), the audit trail and statistics
-(core.reports), Steam accounts (core.steam_accounts) and Steam Guard answers (core.steam_guard). QR
-logins are not in this version yet and answer UNIMPLEMENTED."""
+(core.reports), Steam accounts (core.steam_accounts), Steam Guard answers (core.steam_guard) and QR
+logins (core.qr_login, run by the engine)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,11 +17,12 @@ from wallwhale.core import api_keys, limits, reports, steam_accounts, steam_guar
 from wallwhale.core.engine import Engine
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.paging import page
+from wallwhale.core.qr_login import QrCode, QrEvent, QrSucceeded
 from wallwhale.core.secretbox import Keyring
 from wallwhale.db.models import UserRole
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
+from wallwhale.steam.runner import StopReason
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2
 
 _ROLES = {admin_pb2.USER_ROLE_ADMIN: UserRole.ADMIN, admin_pb2.USER_ROLE_USER: UserRole.USER}
@@ -72,7 +74,6 @@ def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
     )
 
 
-@fill_unimplemented(admin_pb2.DESCRIPTOR.services_by_name["AdminService"])
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def __init__(
         self,
@@ -80,11 +81,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         clock: Callable[[], datetime],
         keyring: Keyring,
         engine: Engine,
+        heartbeat_seconds: float = 15.0,
     ):
         self._sessions = sessions
         self._clock = clock
         self._keyring = keyring
         self._engine = engine
+        self._heartbeat_seconds = heartbeat_seconds
 
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
@@ -294,9 +297,44 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await self._engine.submit_guard_code(account.id, code)
         return admin_pb2.SubmitSteamGuardCodeResponse(steam_account=convert.steam_account(account))
 
+    async def StartQrLogin(
+        self, request: admin_pb2.StartQrLoginRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[admin_pb2.StartQrLoginResponse]:
+        # Refusals (NOT_FOUND, STEAM_ACCOUNT_BUSY, SHUTTING_DOWN) come before the first message.
+        login = await self._engine.start_qr_login(request.id)
+        current_call().audit_details["username"] = login.username
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(login.events.get(), self._heartbeat_seconds)
+                except TimeoutError:
+                    yield admin_pb2.StartQrLoginResponse(heartbeat=download_pb2.HeartbeatEvent())
+                    continue
+                yield _qr_response(event)
+                if not isinstance(event, QrCode):
+                    current_call().audit_details["outcome"] = (
+                        "succeeded" if isinstance(event, QrSucceeded) else "failed"
+                    )
+                    return
+        finally:
+            # The caller went away (or the login ended): DepotDownloader is stopped, the lease freed.
+            if not login.done.is_set():
+                login.stop(StopReason.CANCELLED)
+
     async def DeleteSteamAccount(
         self, request: admin_pb2.DeleteSteamAccountRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.DeleteSteamAccountResponse:
         async with self._sessions.begin() as session:
             await steam_accounts.delete_account(session, request.id)
         return admin_pb2.DeleteSteamAccountResponse()
+
+
+def _qr_response(event: QrEvent) -> admin_pb2.StartQrLoginResponse:
+    if isinstance(event, QrCode):
+        matrix = event.matrix
+        return admin_pb2.StartQrLoginResponse(
+            qr_code=admin_pb2.QrCode(rows=list(matrix.rows), svg=matrix.svg(), png=matrix.png())
+        )
+    if isinstance(event, QrSucceeded):
+        return admin_pb2.StartQrLoginResponse(succeeded=convert.steam_account(event.account))
+    return admin_pb2.StartQrLoginResponse(failed=event.message)

@@ -27,7 +27,6 @@ from wallwhale.core.identity import Principal
 from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers._unimplemented import fill_unimplemented
 from wallwhale.rpc.servicers.batch import BatchMethods
 from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, wire
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
@@ -58,7 +57,6 @@ def _audit(download_id: str) -> None:
     current_call().audit_resource = f"downloads/{download_id}"
 
 
-@fill_unimplemented(download_pb2.DESCRIPTOR.services_by_name["DownloadService"])
 class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     def __init__(
         self,

@@ -62,7 +62,9 @@ class AdminServiceStub:
     """Answers the Steam Guard challenge a running login of this account waits for."""
     StartQrLogin: _grpc.UnaryStreamMultiCallable[_admin_pb2.StartQrLoginRequest, _admin_pb2.StartQrLoginResponse]
     """Logs the account in by QR code: streams the code to scan (again whenever Steam changes it),
-    then the outcome. The remembered login is kept for later downloads.
+    heartbeats while waiting, then the outcome. The remembered login is kept for later downloads.
+    The account's DepotDownloader session is held meanwhile: FAILED_PRECONDITION
+    (STEAM_ACCOUNT_BUSY) while a download or another login uses it. Ending the call ends the login.
     """
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
     GetStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetStatsRequest, _admin_pb2.GetStatsResponse]
@@ -101,7 +103,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """Answers the Steam Guard challenge a running login of this account waits for."""
     StartQrLogin: _aio.UnaryStreamMultiCallable[_admin_pb2.StartQrLoginRequest, _admin_pb2.StartQrLoginResponse]  # type: ignore[assignment]
     """Logs the account in by QR code: streams the code to scan (again whenever Steam changes it),
-    then the outcome. The remembered login is kept for later downloads.
+    heartbeats while waiting, then the outcome. The remembered login is kept for later downloads.
+    The account's DepotDownloader session is held meanwhile: FAILED_PRECONDITION
+    (STEAM_ACCOUNT_BUSY) while a download or another login uses it. Ending the call ends the login.
     """
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     GetStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetStatsRequest, _admin_pb2.GetStatsResponse]  # type: ignore[assignment]
@@ -239,7 +243,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_admin_pb2.StartQrLoginResponse], _abc.AsyncIterator[_admin_pb2.StartQrLoginResponse]]:
         """Logs the account in by QR code: streams the code to scan (again whenever Steam changes it),
-        then the outcome. The remembered login is kept for later downloads.
+        heartbeats while waiting, then the outcome. The remembered login is kept for later downloads.
+        The account's DepotDownloader session is held meanwhile: FAILED_PRECONDITION
+        (STEAM_ACCOUNT_BUSY) while a download or another login uses it. Ending the call ends the login.
         """
 
     @_abc_1.abstractmethod

@@ -1058,34 +1058,35 @@ export const StartQrLoginRequestSchema: GenMessage<StartQrLoginRequest> = /*@__P
   messageDesc(file_wallwhale_v1_admin, 37);
 
 /**
- * A QR code to scan with the Steam mobile app.
+ * A QR code to scan with the Steam mobile app, as DepotDownloader drew it (quiet zone included).
  *
  * @generated from message wallwhale.v1.QrCode
  */
 export type QrCode = Message<"wallwhale.v1.QrCode"> & {
   /**
-   * The challenge URL the code encodes, when DepotDownloader shows it.
+   * The challenge URL the code encodes. Empty: DepotDownloader prints only the code, and the server
+   * does not decode it.
    *
    * @generated from field: string url = 1;
    */
   url: string;
 
   /**
-   * The modules row by row: '#' dark, ' ' light.
+   * The modules row by row, quiet zone included: '#' dark, ' ' light; as many rows as columns.
    *
    * @generated from field: repeated string rows = 2;
    */
   rows: string[];
 
   /**
-   * The same code as an SVG image.
+   * The same code as an SVG image (one path of dark modules on white; one unit per module).
    *
    * @generated from field: string svg = 3;
    */
   svg: string;
 
   /**
-   * The same code as a PNG image.
+   * The same code as a PNG image (1-bit greyscale, 8 pixels per module).
    *
    * @generated from field: bytes png = 4;
    */
@@ -1740,7 +1741,9 @@ export const AdminService: GenService<{
   },
   /**
    * Logs the account in by QR code: streams the code to scan (again whenever Steam changes it),
-   * then the outcome. The remembered login is kept for later downloads.
+   * heartbeats while waiting, then the outcome. The remembered login is kept for later downloads.
+   * The account's DepotDownloader session is held meanwhile: FAILED_PRECONDITION
+   * (STEAM_ACCOUNT_BUSY) while a download or another login uses it. Ending the call ends the login.
    *
    * @generated from rpc wallwhale.v1.AdminService.StartQrLogin
    */
