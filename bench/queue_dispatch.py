@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import secrets
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from tests.fakes.steam import FakeSteam
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
 ITEM = 3_100_000_001
+REQUEST_ID = re.compile(r"request id \w+")  # errors are counted by their message without it
 TIME_SCALE = 0.01
 FINAL = [
     download_pb2.DOWNLOAD_STATE_SUCCEEDED,
@@ -102,7 +104,8 @@ async def _create_all(
                         metadata=metadata,
                     )
                 except aio.AioRpcError as exc:
-                    error = f"{exc.code().name}: {(exc.details() or '').splitlines()[0]}"
+                    first_line = (exc.details() or "").splitlines()[0]
+                    error = f"{exc.code().name}: {REQUEST_ID.sub('request id ...', first_line)}"
                     errors[error] = errors.get(error, 0) + 1
                     await asyncio.sleep(0.5)
                     continue
