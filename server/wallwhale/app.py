@@ -113,6 +113,7 @@ class WallWhaleServer:
         self._stopped = asyncio.Event()
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
+        readers = db_engine.read_only_sessions(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
@@ -136,7 +137,8 @@ class WallWhaleServer:
                     ),
                     self.audit,
                 ),
-                AuthenticationInterceptor(rules, self.sessions, clock, self.audit, logins),
+                # The key look-up only reads: on SQLite it must not take the write lock on every call.
+                AuthenticationInterceptor(rules, readers, clock, self.audit, logins),
                 RateLimitInterceptor(
                     RateLimiter(self.engine, clock),
                     self.audit,
@@ -154,7 +156,6 @@ class WallWhaleServer:
             self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
         )
         keyring = keyring_for(settings)
-        readers = db_engine.read_only_sessions(self.engine)
         self.hub = EventHub(readers)
         self.storage = Storage(settings.resolved_storage_dir)
         self.catalog = Catalog(

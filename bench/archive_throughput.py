@@ -1,0 +1,360 @@
+"""Archive build and FetchArchive throughput, as ratios of plain file copying and reading.
+
+    .venv/bin/python bench/archive_throughput.py [--mb 300] [--rounds 3]
+    apt-get install -y nghttp2-client     # h2load, for the FetchArchive figure with a C client
+
+Build: the files of a wallpaper of incompressible media (random bytes: scene.mp4, scene.pkg,
+preview.webm, a small project.json; --mb in all) are packed by storage.archives.Storage.build_archive
+(zip streamed in one pass, sha256 on the way, stored entries: .mp4/.webm by their suffix, .pkg
+because a sample does not deflate) against shutil.copyfile of the same files. Both fsync what they
+wrote (the archive is synced before it is renamed into place, so the copy syncs every file it
+wrote too). The sources are read once before, so both read from the page cache; rounds alternate.
+
+Fetch: the real server (`wallwhale serve`, SQLite) runs a real job of the same item with the test
+DepotDownloader, which leaves a SUCCEEDED download with its archive. FetchArchive of the whole
+archive is then timed with a grpc.aio client (the Python client's way) and with h2load (a C client,
+so that the server's cost shows rather than the client's), against reading the archive file from
+the page cache in 1 MiB blocks. Each stream's bytes are counted (the Python client also checks the
+sha256 once, h2load's DATA bytes must cover the archive); ratios are taken within this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from support import ServerProcess, command, database, machine, require, server_env  # isort: skip
+
+from grpc import aio
+
+from tests.fakes.steam import FakeSteam
+from wallwhale.ids import new_id
+from wallwhale.storage.archives import Storage
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+
+ITEM = 3_300_000_001
+MB = 1024 * 1024
+BLOCK = MB
+# Shares of --mb: what a video wallpaper holds.
+SHARES = {"scene.mp4": 0.5, "scene.pkg": 0.35, "preview.webm": 0.15}
+
+
+def item_files(total_mb: int) -> dict[str, int]:
+    sizes = {name: int(total_mb * MB * share) for name, share in SHARES.items()}
+    return {**sizes, "project.json": 2000}
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _drop(path: Path) -> None:
+    """Removes what a round wrote (and syncs the removal, so that it is not paid by the next one)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+    os.sync()
+
+
+def build_round(storage: Storage, download_id: str) -> tuple[float, int]:
+    began = time.perf_counter()
+    info = storage.build_archive(download_id)
+    seconds = time.perf_counter() - began
+    _drop(storage.path_of(info.relative_path))
+    return seconds, info.content_bytes
+
+
+def copy_round(source: Path, target: Path) -> float:
+    target.mkdir()
+    began = time.perf_counter()
+    for path in sorted(source.iterdir()):
+        shutil.copyfile(path, target / path.name)
+        _fsync(target / path.name)
+    seconds = time.perf_counter() - began
+    _drop(target)
+    return seconds
+
+
+def hashed_copy_round(source: Path, target: Path) -> float:
+    """Copy in user space with a sha256 on the way: the least any packer that hashes must do."""
+    target.mkdir()
+    began = time.perf_counter()
+    digest = hashlib.sha256()
+    for path in sorted(source.iterdir()):
+        with path.open("rb") as data, (target / path.name).open("wb") as out:
+            while block := data.read(BLOCK):
+                digest.update(block)
+                out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+    seconds = time.perf_counter() - began
+    _drop(target)
+    return seconds
+
+
+def build_bench(args: argparse.Namespace, directory: Path) -> tuple[float, float, float, int]:
+    storage = Storage(directory / "storage")
+    storage.prepare()
+    download_id = new_id()
+    source = storage.work_dir(download_id)
+    source.mkdir(parents=True)
+    for name, size in item_files(args.mb).items():
+        (source / name).write_bytes(os.urandom(size))
+    os.sync()
+    for path in source.iterdir():  # into the page cache: both sides read from memory
+        path.read_bytes()
+    builds, copies, hashed = [], [], []
+    content = 0
+    for _ in range(args.rounds):
+        seconds, content = build_round(storage, download_id)
+        builds.append(seconds)
+        copies.append(copy_round(source, directory / "copy"))
+        hashed.append(hashed_copy_round(source, directory / "copy"))
+    shutil.rmtree(source)
+    return statistics.median(builds), statistics.median(copies), statistics.median(hashed), content
+
+
+# FetchArchive ----------------------------------------------------------------------------------------
+
+
+async def _succeeded_download(
+    port: int, admin: tuple[tuple[str, str], ...], steam: FakeSteam
+) -> download_pb2.Download:
+    password = secrets.token_urlsafe(12)
+    steam.add_account("bench", password)
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await admin_pb2_grpc.AdminServiceStub(channel).CreateSteamAccount(
+            admin_pb2.CreateSteamAccountRequest(
+                steam_account=admin_pb2.SteamAccount(username="bench"), password=password
+            ),
+            metadata=admin,
+        )
+        downloads = download_pb2_grpc.DownloadServiceStub(channel)
+        created = await downloads.CreateDownload(
+            download_pb2.CreateDownloadRequest(url_or_id=str(ITEM)), metadata=admin
+        )
+        deadline = time.monotonic() + 600
+        while True:
+            reply = await downloads.GetDownload(
+                download_pb2.GetDownloadRequest(id=created.download.id), metadata=admin
+            )
+            if reply.download.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED:
+                return reply.download
+            if reply.download.state in (
+                download_pb2.DOWNLOAD_STATE_FAILED,
+                download_pb2.DOWNLOAD_STATE_CANCELLED,
+            ):
+                raise SystemExit(f"bench: the download ended {reply.download}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: the download did not succeed in time: {reply.download}")
+            await asyncio.sleep(0.2)
+
+
+async def fetch_python(
+    port: int, admin: tuple[tuple[str, str], ...], download: download_pb2.Download, check: bool
+) -> float:
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = download_pb2_grpc.DownloadServiceStub(channel)
+        digest = hashlib.sha256() if check else None
+        received = 0
+        began = time.perf_counter()
+        async for chunk in stub.FetchArchive(
+            download_pb2.FetchArchiveRequest(id=download.id), metadata=admin
+        ):
+            received += len(chunk.data)
+            if digest is not None:
+                digest.update(chunk.data)
+        seconds = time.perf_counter() - began
+    if received != download.archive.size_bytes:
+        raise SystemExit(f"bench: FetchArchive sent {received} bytes of {download.archive.size_bytes}")
+    if digest is not None and digest.hexdigest() != download.archive.sha256:
+        raise SystemExit("bench: FetchArchive's bytes do not match the archive's sha256")
+    return seconds
+
+
+def fetch_h2load(port: int, key: str, download: download_pb2.Download, body: Path, calls: int) -> float:
+    message = download_pb2.FetchArchiveRequest(id=download.id).SerializeToString()
+    body.write_bytes(struct.pack(">BI", 0, len(message)) + message)
+    done = subprocess.run(
+        [
+            require("h2load", "nghttp2-client"),
+            "-n",
+            str(calls),
+            "-c",
+            "1",
+            "-m",
+            "1",
+            "-t",
+            "1",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "-H",
+            f"x-api-key: {key}",
+            "-d",
+            str(body),
+            f"http://127.0.0.1:{port}/wallwhale.v1.DownloadService/FetchArchive",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out = done.stdout
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out)
+    data = re.search(r"traffic: .*, [\d.]+[KMG]?B \((\d+)\) data", out)
+    succeeded = re.search(r"(\d+) succeeded", out)
+    if not (finished and data and succeeded):
+        raise SystemExit(f"bench: cannot read h2load's output:\n{out}")
+    if int(succeeded[1]) != calls or int(data[1]) < calls * download.archive.size_bytes:
+        raise SystemExit(
+            f"bench: h2load got {data[1]} DATA bytes in {succeeded[1]} calls: some streams failed"
+        )
+    seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
+    return seconds / calls
+
+
+def loopback_send(path: Path) -> float:
+    """The file sent over a loopback TCP connection (sendfile) and received in 1 MiB blocks: what
+    the transport alone allows, with no HTTP/2, gRPC or Python per chunk."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def send() -> None:
+            connection, _ = listener.accept()
+            with connection, path.open("rb") as data:
+                connection.sendfile(data)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        began = time.perf_counter()
+        received = 0
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            while block := client.recv(BLOCK):
+                received += len(block)
+        seconds = time.perf_counter() - began
+        sender.join()
+    if received != path.stat().st_size:
+        raise SystemExit("bench: the loopback transfer was short")
+    return seconds
+
+
+def read_file(path: Path) -> float:
+    began = time.perf_counter()
+    with path.open("rb", buffering=0) as data:
+        while data.read(BLOCK):
+            pass
+    return time.perf_counter() - began
+
+
+async def fetch_bench(args: argparse.Namespace, directory: Path) -> tuple[int, float, float, float | None]:
+    steam = FakeSteam(directory / "steam")
+    steam.set(time_scale=0.01)
+    steam.add_item(ITEM, files=item_files(args.mb))
+    (directory / "data").mkdir()
+    with database("sqlite", directory / "data") as url:
+        server = ServerProcess(
+            directory, server_env(directory / "data", url, depotdownloader_path=str(steam.executable))
+        )
+        server.cli("migrate")
+        key = json.loads(server.cli("bootstrap", "--json", "--email", "bench@example.test"))["api_key"]
+        admin = (("x-api-key", key),)
+        await server.start()
+        try:
+            download = await _succeeded_download(server.port, admin, steam)
+            archive = next((directory / "data").rglob(f"{download.id}.zip"))
+            await fetch_python(server.port, admin, download, check=True)  # checks the bytes, warms up
+            read_file(archive)
+            python, reads, h2, loopback = [], [], [], []
+            for _ in range(args.rounds):
+                python.append(await fetch_python(server.port, admin, download, check=False))
+                reads.append(read_file(archive))
+                loopback.append(await asyncio.to_thread(loopback_send, archive))
+                if not args.no_h2load:
+                    h2.append(fetch_h2load(server.port, key, download, directory / "fetch.bin", 2))
+        finally:
+            await server.stop()
+    return (
+        download.archive.size_bytes,
+        statistics.median(python),
+        statistics.median(reads),
+        statistics.median(loopback),
+        statistics.median(h2) if h2 else None,
+    )
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="wallwhale-bench-") as temporary:
+        directory = Path(temporary)
+        build, copy, hashed, content = await asyncio.to_thread(build_bench, args, directory)
+        size, python, read, loopback, h2 = await fetch_bench(args, directory / "fetch")
+    mb = content / MB
+    print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"machine: {machine()}")
+    print(f"command: {command()}")
+    print(
+        "files: "
+        + ", ".join(f"{name} {size / MB:.0f} MB" for name, size in item_files(args.mb).items() if size > MB)
+        + ", project.json (2 kB)"
+    )
+    print(f"(random bytes: incompressible), {args.rounds} rounds, medians; both sides fsync what they write")
+    print()
+    print(f"build_archive      {build:6.2f} s  {mb / build:7.0f} MB/s")
+    print(f"shutil.copyfile    {copy:6.2f} s  {mb / copy:7.0f} MB/s  (in the kernel: copy_file_range)")
+    print(
+        f"copy + sha256      {hashed:6.2f} s  {mb / hashed:7.0f} MB/s  (user space, 1 MiB blocks;"
+        f" build / this: {hashed / build:.2f})"
+    )
+    ratio = copy / build
+    print(f"build / copy throughput: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'MISSED'})")
+    print()
+    archive_mb = size / MB
+    print(f"FetchArchive of a {archive_mb:.0f} MB archive (a real SUCCEEDED download):")
+    print(f"read the file      {read:6.3f} s  {archive_mb / read:7.0f} MB/s  (page cache, 1 MiB blocks)")
+    print(
+        f"loopback TCP       {loopback:6.3f} s  {archive_mb / loopback:7.0f} MB/s  (sendfile -> recv;"
+        f" FetchArchive by h2load / this: {loopback / h2:.2f})"
+        if h2
+        else f"loopback TCP       {loopback:6.3f} s  {archive_mb / loopback:7.0f} MB/s  (sendfile -> recv)"
+    )
+    fetched = read / python
+    print(f"grpc.aio client    {python:6.3f} s  {archive_mb / python:7.0f} MB/s  {fetched:.2f} of reading")
+    if h2 is not None:
+        print(f"h2load (C client)  {h2:6.3f} s  {archive_mb / h2:7.0f} MB/s  {read / h2:.2f} of reading")
+    best = max(fetched, read / h2 if h2 else 0.0)
+    print(f"FetchArchive / read throughput: {best:.2f} (target >= 0.8: {'met' if best >= 0.8 else 'MISSED'})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mb", type=int, default=300, help="size of the wallpaper's files together")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-h2load", action="store_true", help="only the Python client")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""What the benches share: the server as its own process on a fresh database, the machine's
+description, percentiles. Not a bench itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # for tests.fakes.steam
+BIN = Path(sys.executable).parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else math.nan
+
+
+def machine() -> str:
+    """nproc, CPU model, memory, Python and the load average: printed with every figure."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    load = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs ({model}), {memory:.0f} GiB, {platform.machine()} Linux"
+        f" {platform.release()}, Python {sys.version.split()[0]}; load average {load[0]:.2f}"
+    )
+
+
+def command() -> str:
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
+    return shlex.join([str(python), *sys.argv])
+
+
+def require(tool: str, package: str) -> str:
+    """The path of a load generator, or exit saying how to install it."""
+    found = shutil.which(tool)
+    if found is None:
+        raise SystemExit(f"bench: {tool} is missing; install it with: apt-get install -y {package}")
+    return found
+
+
+@contextlib.contextmanager
+def database(choice: str, directory: Path) -> Iterator[str]:
+    """The server's database URL: a SQLite file in `directory`, or a scratch database created on the
+    PostgreSQL server of `choice` (a postgresql:// URL, its own database untouched) and dropped after."""
+    if choice == "sqlite":
+        yield f"sqlite:///{directory / 'wallwhale.sqlite3'}"
+        return
+    if not choice.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("--database is sqlite or a postgresql:// URL (a scratch database is made there)")
+    import psycopg
+    from psycopg import sql
+
+    name = f"wallwhale_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(choice, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        base = choice.partition("?")[0].rpartition("/")[0]
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(choice, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def server_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, str]:
+    """The environment of `wallwhale serve`: this one without WALLWHALE_*, plus the bench's."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WALLWHALE_")}
+    env.update(
+        WALLWHALE_DATA_DIR=str(data_dir),
+        WALLWHALE_DATABASE_URL=database_url,
+        WALLWHALE_GRPC_HOST="127.0.0.1",
+        WALLWHALE_GRPC_PORT="0",
+        WALLWHALE_METRICS_PORT="-1",
+        WALLWHALE_MIGRATE_ON_START="false",
+    )
+    env.update({f"WALLWHALE_{key.upper()}": value for key, value in settings.items()})
+    return env
+
+
+class ServerProcess:
+    """`wallwhale serve` as a child process (its log in <directory>/server.log)."""
+
+    def __init__(self, directory: Path, env: dict[str, str]):
+        self.directory = directory
+        self.env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = directory / "server.log"
+        self.port_file = directory / "port"
+        self.port = 0
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "wallwhale.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"wallwhale {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+        return done.stdout
+
+    async def start(self) -> None:
+        # Blocking calls, once, before anything is measured.
+        with open(self.log_path, "wb") as log:  # noqa: ASYNC230
+            self.process = subprocess.Popen(  # noqa: ASYNC220
+                [sys.executable, "-m", "wallwhale.cli", "serve", "--port-file", str(self.port_file)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 60
+        while not (self.port_file.exists() and self.port_file.read_text().endswith("\n")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start; its log ends:\n{self.log_tail()}")
+            await asyncio.sleep(0.05)
+        self.port = int(self.port_file.read_text())
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(self.process.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
