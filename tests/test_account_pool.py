@@ -7,9 +7,10 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 import pytest_asyncio
 
-from tests.engine_support import Harness, describe, harness_for
+from tests.engine_support import Harness, describe, harness_for, rpc_error
 from wallwhale.v1 import admin_pb2, download_pb2
 
 D = download_pb2
@@ -59,3 +60,32 @@ async def test_a_throttled_account_cools_down_and_another_serves_its_queued_jobs
     assert by_account.count("bob_we") == len(ITEMS)
     assert (await account(harness, alice)).downloads_failed == 1
     assert (await account(harness, bob)).downloads_run == len(ITEMS)
+
+
+async def test_the_queue_serves_high_priority_first_then_oldest_and_refuses_unknown_priorities(
+    harness: Harness,
+) -> None:
+    await harness.start(max_concurrent_downloads=0)  # this instance only queues
+    items = [2900000101 + number for number in range(6)]
+    for item in items:
+        harness.steam.add_item(item, files={"a.bin": 100})
+    priorities = [D.DOWNLOAD_PRIORITY_LOW, D.DOWNLOAD_PRIORITY_NORMAL, D.DOWNLOAD_PRIORITY_HIGH] * 2
+    jobs = [await harness.create(str(item), priority=p) for item, p in zip(items, priorities, strict=True)]
+    error = await rpc_error(
+        harness.downloads.CreateDownload(
+            D.CreateDownloadRequest(url_or_id=str(items[0]), priority=99), metadata=harness.admin
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "priority" in (error.details() or "")
+
+    await harness.add_account("alice_we", "pw")  # one account: the jobs run one by one
+    await harness.start(max_concurrent_downloads=1)
+    for job in jobs:
+        assert (await harness.wait_for(job.id)).state == D.DOWNLOAD_STATE_SUCCEEDED
+    runs = [run for run in harness.steam.runs() if "-pubfile" in run["argv"]]
+    order = [int(run["argv"][run["argv"].index("-pubfile") + 1]) for run in runs]
+    by_priority = sorted(
+        zip(items, priorities, strict=True), key=lambda pair: (-pair[1], items.index(pair[0]))
+    )
+    assert order == [item for item, _ in by_priority]

@@ -94,6 +94,7 @@ def check(data: BatchInput) -> Request:
         )
     ids = tuple(parse_workshop_id(text, f"{_FIELD}[{index}]") for index, text in enumerate(data.urls_or_ids))
     app_id = check_app_id(data.app_id) if data.app_id is not None else None
+    downloads.check_priority(data.priority)
     if len(data.request_id) > downloads.MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {downloads.MAX_REQUEST_ID} characters")
     canonical = {"ids": ids, "app_id": app_id, "priority": data.priority, "skip_cache": data.skip_cache}

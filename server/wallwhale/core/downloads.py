@@ -211,6 +211,7 @@ async def create(
     it the job records the item's app, title and content handle, and an archive of the same content
     already on the server answers at once (unless `skip_cache`)."""
     workshop_id = parse_workshop_id(data.url_or_id)
+    check_priority(data.priority)
     app_id = _app_id(data.app_id, item, workshop_id)
     if len(data.request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -281,6 +282,13 @@ async def create(
         # counter row stays locked for the shortest time.
         await reserve_downloads(session, key, 1, now)
     return Created(download, stored, replayed=False)
+
+
+def check_priority(priority: int, field: str = "priority") -> int:
+    """A DownloadPriority value; an unknown number would jump the queue."""
+    if priority not in (PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH):
+        raise InvalidArgument.field(field, f"unknown priority {priority}: LOW, NORMAL or HIGH")
+    return priority
 
 
 def _app_id(requested: int | None, item: ItemDetails | None, workshop_id: int) -> int:

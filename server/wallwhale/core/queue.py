@@ -20,11 +20,23 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from wallwhale.core.downloads import ACTIVE_STATES, transition
+from wallwhale.core.downloads import (
+    ACTIVE_STATES,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_NORMAL,
+    transition,
+)
 from wallwhale.core.events import StoredEvent
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
 
 _CANDIDATES = 16
+_PRIORITY_LEVELS = (
+    Download.priority == PRIORITY_HIGH,
+    Download.priority == PRIORITY_NORMAL,
+    Download.priority == PRIORITY_LOW,
+    Download.priority.not_in((PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_LOW)),
+)
 # The first key of PostgreSQL advisory locks taken per item while claiming (the second is the item).
 _ITEM_LOCK_SPACE = 431960
 
@@ -82,22 +94,31 @@ async def claim_next(
         )
         .exists()
     )
-    candidates = await session.scalars(
-        select(Download)
-        .where(
-            Download.state == DownloadState.QUEUED,
-            Download.cancel_requested.is_(False),
-            or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
-            or_(Download.api_key_id.is_(None), key_limit.is_(None), key_running < key_limit),
-            ~item_running,
-        )
-        .order_by(Download.priority.desc(), Download.create_time, Download.id)
-        .limit(_CANDIDATES)
-        .with_for_update(skip_locked=True)
+    eligible = select(Download).where(
+        Download.state == DownloadState.QUEUED,
+        Download.cancel_requested.is_(False),
+        or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
+        or_(Download.api_key_id.is_(None), key_limit.is_(None), key_running < key_limit),
+        ~item_running,
     )
+    # Highest priority first, then oldest: one query per priority level, each ordered like the
+    # (state, priority, create_time) index, so the database reads the first rows of the index
+    # instead of sorting every queued job (ORDER BY priority DESC, create_time would need a DESC
+    # index). Priorities are validated when jobs are created; the last level catches any other value.
+    candidates: list[Download] = []
+    for level in _PRIORITY_LEVELS:
+        found = await session.scalars(
+            eligible.where(level)
+            .order_by(Download.create_time, Download.id)
+            .limit(_CANDIDATES - len(candidates))
+            .with_for_update(skip_locked=True)
+        )
+        candidates += found
+        if len(candidates) >= _CANDIDATES:
+            break
     failed: list[StoredEvent] = []
     items_seen: set[tuple[int, int]] = set()
-    for download in list(candidates):
+    for download in candidates:
         item = (download.app_id, download.workshop_id)
         if item in items_seen or not await _item_is_free(session, download):
             continue  # another job of the item runs (or is being claimed elsewhere): it waits
