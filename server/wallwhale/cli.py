@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import signal
 import sys
 from pathlib import Path
@@ -159,9 +160,22 @@ async def _rotate(settings: Settings) -> int:
 
 def _serve(settings: Settings, port_file: Path | None) -> int:
     if settings.migrate_on_start:
-        _migrate(settings)
+        # In a child process: Alembic (about 11 MB) is needed once, not for the server's lifetime.
+        child = multiprocessing.get_context("spawn").Process(
+            target=_migrate_in_child, args=(settings,), name="wallwhale-migrate"
+        )
+        child.start()
+        child.join()
+        if child.exitcode != EXIT_OK:
+            print("wallwhale: the database migration failed; not serving", file=sys.stderr)
+            return EXIT_FAILURE
     asyncio.run(_run_server(settings, port_file))
     return EXIT_OK
+
+
+def _migrate_in_child(settings: Settings) -> None:
+    log.configure(settings.log_level, settings.log_format)
+    sys.exit(_migrate(settings))
 
 
 async def _run_server(settings: Settings, port_file: Path | None) -> None:
