@@ -76,9 +76,9 @@ def _drop(path: Path) -> None:
     os.sync()
 
 
-def build_round(storage: Storage, download_id: str) -> tuple[float, int]:
+def build_round(storage: Storage, download_id: str, source: Path) -> tuple[float, int]:
     began = time.perf_counter()
-    info = storage.build_archive(download_id)
+    info = storage.build_archive(download_id, source)
     seconds = time.perf_counter() - began
     _drop(storage.path_of(info.relative_path))
     return seconds, info.content_bytes
@@ -116,7 +116,7 @@ def build_bench(args: argparse.Namespace, directory: Path) -> tuple[float, float
     storage = Storage(directory / "storage")
     storage.prepare()
     download_id = new_id()
-    source = storage.work_dir(download_id)
+    source = storage.item_dir(431960, 3000000001)
     source.mkdir(parents=True)
     for name, size in item_files(args.mb).items():
         (source / name).write_bytes(os.urandom(size))
@@ -126,7 +126,7 @@ def build_bench(args: argparse.Namespace, directory: Path) -> tuple[float, float
     builds, copies, hashed = [], [], []
     content = 0
     for _ in range(args.rounds):
-        seconds, content = build_round(storage, download_id)
+        seconds, content = build_round(storage, download_id, source)
         builds.append(seconds)
         copies.append(copy_round(source, directory / "copy"))
         hashed.append(hashed_copy_round(source, directory / "copy"))
