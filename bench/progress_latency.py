@@ -596,6 +596,7 @@ async def run(args: argparse.Namespace) -> tuple[Memory, list[LatencyRound], int
             WALLWHALE_LOG_LEVEL=args.log_level,
             WALLWHALE_MIGRATE_ON_START="false",
             WALLWHALE_DEPOTDOWNLOADER_PATH=str(steam.executable),
+            WALLWHALE_STEAM_WEB_API_URL="",
             WALLWHALE_MAX_CONCURRENT_DOWNLOADS=str(max(args.downloads, 1)),
             WALLWHALE_PROCESS_STOP_GRACE_SECONDS="2",
         )

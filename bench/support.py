@@ -95,6 +95,8 @@ def server_env(data_dir: Path, database_url: str, **settings: str) -> dict[str, 
         WALLWHALE_GRPC_PORT="0",
         WALLWHALE_METRICS_PORT="-1",
         WALLWHALE_MIGRATE_ON_START="false",
+        # Item details would be asked of the real Steam (unreachable from test machines).
+        WALLWHALE_STEAM_WEB_API_URL="",
     )
     env.update({f"WALLWHALE_{key.upper()}": value for key, value in settings.items()})
     return env
