@@ -267,7 +267,9 @@ def read_file(path: Path) -> float:
     return time.perf_counter() - began
 
 
-async def fetch_bench(args: argparse.Namespace, directory: Path) -> tuple[int, float, float, float | None]:
+async def fetch_bench(
+    args: argparse.Namespace, directory: Path
+) -> tuple[int, float, float, float, float | None]:
     steam = FakeSteam(directory / "steam")
     steam.set(time_scale=0.01)
     steam.add_item(ITEM, files=item_files(args.mb))

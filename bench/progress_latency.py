@@ -389,7 +389,7 @@ class Bench:
                     state = download_pb2.DownloadState.Name(download.state)
                     raise RuntimeError(
                         f"gave up waiting for {what}; download {download_id} is {state}"
-                        f" ({download.failure_message})\n{self.server.log_tail()}"
+                        f" ({download.failure.message})\n{self.server.log_tail()}"
                     )
                 await asyncio.sleep(0.05)
 
@@ -524,7 +524,7 @@ class Bench:
         download = await self.get(download_id)
         if download.state != download_pb2.DOWNLOAD_STATE_SUCCEEDED:
             state = download_pb2.DownloadState.Name(download.state)
-            print(f"warning: the watched download ended {state}: {download.failure_message}")
+            print(f"warning: the watched download ended {state}: {download.failure.message}")
         return LatencyRound(
             watchers=watchers,
             clients=clients,
