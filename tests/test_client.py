@@ -61,14 +61,17 @@ def key_of(harness: Harness) -> str:
 
 class CutProxy:
     """A TCP relay between client and server that the test can cut like a failing network: `cut()`
-    drops every open connection now; `cut_after(n)` drops the connection that carries the n-th byte
-    sent from the server from now on (so the client cannot have received more). New connections work."""
+        drops every open connection now; `cut_after(n)` drops the connection that carries the n-th byte
+        sent from the server from now on (so the client cannot have received more); `flip_at(n)` inverts the
+    n-th byte sent from the server from now on (a corruption no layer below the client notices). New
+    connections work."""
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.connections = 0
         self._open: set[asyncio.StreamWriter] = set()
         self._budget: int | None = None
+        self._flip: int | None = None
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -89,6 +92,9 @@ class CutProxy:
     def cut_after(self, downstream_bytes: int) -> None:
         self._budget = downstream_bytes
 
+    def flip_at(self, downstream_byte: int) -> None:
+        self._flip = downstream_byte
+
     async def close(self) -> None:
         self.cut()
         if self._server is not None:
@@ -103,6 +109,14 @@ class CutProxy:
         async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: bool) -> None:
             try:
                 while data := await reader.read(65536):
+                    if downstream and self._flip is not None:
+                        if self._flip < len(data):
+                            data = (
+                                data[: self._flip] + bytes([data[self._flip] ^ 0xFF]) + data[self._flip + 1 :]
+                            )
+                            self._flip = None
+                        else:
+                            self._flip -= len(data)
                     if downstream and self._budget is not None:
                         data = data[: self._budget]
                         self._budget -= len(data)

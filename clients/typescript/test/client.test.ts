@@ -12,7 +12,18 @@ import { after, before, test } from "node:test";
 
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 
-import { DownloadState, WallWhaleClient, WallWhaleError, type FetchArchiveRequest, type Progress, type WatchDownloadRequest } from "../src/index.js";
+import {
+  BatchState,
+  DownloadState,
+  WallWhaleClient,
+  WallWhaleError,
+  type BatchProgress,
+  type FetchArchiveRequest,
+  type FetchBatchArchiveRequest,
+  type Progress,
+  type WatchBatchResponse,
+  type WatchDownloadRequest,
+} from "../src/index.js";
 
 interface Ready {
   address: string;
@@ -148,6 +159,58 @@ test("an admin creates an API key that works at once, and revokes it", async () 
   await expectError(keyed.createDownload(String(ready.item)), Code.PermissionDenied, "SCOPE_MISSING");
   await client.revokeApiKey(created.apiKey!.id);
   await expectError(keyed.getDownload("x"), Code.Unauthenticated, "API_KEY_REVOKED");
+});
+
+test("downloadBatch() follows a partly failing batch and saves the zip of what succeeded", async () => {
+  const updates: BatchProgress[] = [];
+  const saved = await client.downloadBatch([String(ready.item), String(ready.missingItem)], join(out, "batch"), (p) => updates.push(p), {
+    requestId: "ts-batch",
+  });
+  const { batch } = saved;
+  assert.equal(batch.state, BatchState.PARTIALLY_SUCCEEDED);
+  assert.deepEqual([batch.succeededCount, batch.failedCount, batch.totalCount], [1, 1, 2]);
+  assert.equal((await client.createBatch([String(ready.item), String(ready.missingItem)], { requestId: "ts-batch" })).id, batch.id); // idempotent
+  assert.deepEqual((await client.listBatches(1)).map((b) => b.id), [batch.id]);
+  const data = await readFile(saved.path);
+  assert.equal(data.length, saved.info.size);
+  assert.deepEqual(saved.info.missing, []);
+  assert.equal(data.subarray(0, 4).toString("latin1"), "PK\x03\x04");
+  assert.deepEqual(data, await readAll((await client.fetchBatchArchive(batch.id)).chunks));
+  assert.deepEqual(await readdir(join(out, "batch")), [saved.path.split("/").at(-1)]); // no partial file left
+  assert.equal(updates[0]!.batch.state, BatchState.ACTIVE);
+  assert.deepEqual(
+    [...updates.at(-1)!.downloads.values()].map((d) => d.state).sort(),
+    [DownloadState.SUCCEEDED, DownloadState.FAILED].sort(),
+  );
+  assert.equal(updates.at(-1)!.fetchedBytes, data.length);
+  await expectError(client.downloadBatch([String(ready.missingItem)], join(out, "none")), Code.Aborted, "BATCH_FAILED");
+});
+
+test("a batch watch that breaks replays on reconnect and skips what it already yielded", async () => {
+  const batch = (await client.listBatches()).find((b) => b.state === BatchState.PARTIALLY_SUCCEEDED);
+  assert.ok(batch);
+  const breaker = breakFirstStream("WatchBatch", 3);
+  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker.interceptor] });
+  const key = (e: WatchBatchResponse) =>
+    e.event.case === "downloadEvent" ? `${e.event.value.downloadId}/${e.event.value.sequence}` : String(e.event.case);
+  const events = (await collect(flaky.watchBatch(batch.id))).map(key);
+  assert.deepEqual(events, (await collect(client.watchBatch(batch.id))).map(key));
+  assert.equal(breaker.requests.length, 2);
+  assert.equal(events.at(-1), "finished");
+});
+
+test("a batch archive stream that breaks is resumed from the bytes received", async () => {
+  const batch = (await client.listBatches()).find((b) => b.state === BatchState.PARTIALLY_SUCCEEDED);
+  assert.ok(batch);
+  const breaker = breakFirstStream("FetchBatchArchive", 1);
+  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker.interceptor] });
+  const saved = await flaky.saveBatchArchive(batch.id, join(out, "batch-resumed"));
+  assert.deepEqual(await readFile(saved.path), await readAll((await client.fetchBatchArchive(batch.id)).chunks));
+  assert.deepEqual(
+    breaker.requests.map((r) => (r as FetchBatchArchiveRequest).offset),
+    [0n, 262144n],
+  );
+  await expectError(client.saveBatchArchive("0193aaaa-0000-7000-8000-000000000000", out), Code.NotFound, "NOT_FOUND");
 });
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {

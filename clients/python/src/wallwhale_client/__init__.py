@@ -9,9 +9,20 @@ The generated messages and stubs are in `wallwhale_client.v1`.
 """
 
 from wallwhale_client._version import __version__
-from wallwhale_client.aio import ArchiveInfo, AsyncClient, Progress, ProgressCallback, Tls
+from wallwhale_client.aio import (
+    ArchiveInfo,
+    AsyncClient,
+    BatchArchive,
+    BatchArchiveInfo,
+    BatchProgress,
+    BatchProgressCallback,
+    Progress,
+    ProgressCallback,
+    Tls,
+)
 from wallwhale_client.errors import (
     AlreadyExists,
+    BatchFailed,
     Cancelled,
     DeadlineExceeded,
     DownloadFailed,
@@ -39,6 +50,11 @@ __all__ = [
     "AlreadyExists",
     "ArchiveInfo",
     "AsyncClient",
+    "BatchArchive",
+    "BatchArchiveInfo",
+    "BatchFailed",
+    "BatchProgress",
+    "BatchProgressCallback",
     "Cancelled",
     "Client",
     "ClientOptions",

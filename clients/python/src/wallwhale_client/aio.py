@@ -14,8 +14,10 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass
+import zipfile
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +27,7 @@ from grpc import aio
 
 from wallwhale_client._version import __version__
 from wallwhale_client.errors import (
+    BatchFailed,
     DownloadFailed,
     IntegrityError,
     Unauthenticated,
@@ -91,6 +94,46 @@ class ArchiveInfo:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """What download_batch() reports: the batch as created (final once its watch ends), each of its
+    downloads as last known (by id; filled in by their events), then the bytes of the archive."""
+
+    batch: download_pb2.Batch
+    downloads: Mapping[str, download_pb2.Download] = field(default_factory=dict)
+    fetched_bytes: int = 0
+    archive_bytes: int = 0
+
+    @property
+    def final_count(self) -> int:
+        """How many of the batch's downloads are final (succeeded, failed or cancelled)."""
+        return sum(download.state in FINAL_STATES for download in self.downloads.values())
+
+
+@dataclass(frozen=True)
+class BatchArchiveInfo:
+    """The initial metadata of FetchBatchArchive (no sha256: each zip entry carries its CRC-32)."""
+
+    size: int
+    # Names the set of item archives; a resumed fetch is only valid while it is unchanged.
+    version: str
+    filename: str
+    # Workshop ids of succeeded items whose archives were removed, left out of the zip.
+    missing: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchArchive:
+    """What save_batch_archive() saved: where, what the server said of it, and the final batch."""
+
+    path: Path
+    info: BatchArchiveInfo
+    batch: download_pb2.Batch
+
+
+BatchProgressCallback = Callable[[BatchProgress], None]
 
 
 class AsyncClient:
@@ -431,6 +474,206 @@ class AsyncClient:
             on_bytes=lambda received, size: report(Progress(final, received, size)),
         )
 
+    # -- batches -------------------------------------------------------------------------------------
+
+    async def create_batch(
+        self,
+        urls_or_ids: Iterable[str],
+        *,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> download_pb2.Batch:
+        """Queues every item (a collection expands into its items). A request_id is made up when
+        none is given, so a retried create never queues the batch twice."""
+        request = download_pb2.CreateBatchRequest(
+            urls_or_ids=list(urls_or_ids),
+            app_id=app_id,
+            priority=priority,
+            request_id=request_id or _request_id(),
+            skip_cache=skip_cache,
+        )
+        response: download_pb2.CreateBatchResponse = await self._call(self.downloads.CreateBatch, request)
+        return response.batch
+
+    async def get_batch(self, batch_id: str) -> download_pb2.Batch:
+        response: download_pb2.GetBatchResponse = await self._call(
+            self.downloads.GetBatch, download_pb2.GetBatchRequest(id=batch_id)
+        )
+        return response.batch
+
+    async def list_batches(self, *, limit: int = 50) -> list[download_pb2.Batch]:
+        """Up to `limit` batches, newest first (the caller's own; every one for admins)."""
+        found: list[download_pb2.Batch] = []
+        token = ""
+        while len(found) < limit:
+            request = download_pb2.ListBatchesRequest(
+                page_size=min(500, limit - len(found)), page_token=token
+            )
+            page: download_pb2.ListBatchesResponse = await self._call(self.downloads.ListBatches, request)
+            found += page.batches
+            token = page.next_page_token
+            if not token:
+                break
+        return found[:limit]
+
+    async def cancel_batch(self, batch_id: str) -> download_pb2.Batch:
+        response: download_pb2.CancelBatchResponse = await self._call(
+            self.downloads.CancelBatch, download_pb2.CancelBatchRequest(id=batch_id)
+        )
+        return response.batch
+
+    async def watch_batch(
+        self, batch_id: str, *, exclude_logs: bool = False
+    ) -> AsyncIterator[download_pb2.WatchBatchResponse]:
+        """The events of every download of the batch (its history first), ending with `finished`.
+
+        WatchBatch has no after_sequence: a broken stream is opened again and the server replays the
+        batch's history from the start. Events already yielded are skipped (each download's sequence
+        numbers tell which), so none is lost or repeated; a reconnect costs one replay."""
+        seen: dict[str, int] = {}
+        failures = 0
+        while True:
+            metadata = await self.metadata()
+            call = self.downloads.WatchBatch(
+                download_pb2.WatchBatchRequest(id=batch_id, exclude_logs=exclude_logs), metadata=metadata
+            )
+            try:
+                async for event in call:
+                    failures = 0
+                    if event.HasField("download_event"):
+                        inner = event.download_event
+                        if inner.sequence and inner.sequence <= seen.get(inner.download_id, 0):
+                            continue  # replayed after a reconnect
+                        seen[inner.download_id] = max(seen.get(inner.download_id, 0), inner.sequence)
+                    yield event
+                    if event.HasField("finished"):
+                        return
+                error: WallWhaleError = _cut(batch_id)
+            except grpc.RpcError as raw:
+                error = from_rpc_error(raw)
+            finally:
+                call.cancel()
+            failures = await self._recover_stream(error, metadata, failures)
+
+    async def save_batch_archive(
+        self,
+        batch_id: str,
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> BatchArchive:
+        """Fetches the zip of the batch's succeeded items into dest_dir under its server-given name.
+
+        A broken stream is resumed from the bytes already written while x-archive-version is the
+        same; when it changed (an item's archive was removed meanwhile) the fetch starts again. There
+        is no sha256, so the finished file must have the announced size and pass zipfile's testzip()
+        (every entry's CRC-32) before it is renamed into place. `info.missing` names the items left
+        out; `batch` is the batch as it is now (its counts tell which items failed)."""
+        directory = Path(dest_dir)
+        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+        part = await asyncio.to_thread(_PartFile, directory)
+        try:
+            info = await self._fetch_batch_into(batch_id, part, on_bytes)
+            if part.size != info.size:
+                raise IntegrityError(
+                    f"archive of batch {batch_id}: size is {part.size}, the server said {info.size}"
+                )
+            await asyncio.to_thread(part.check_zip, f"archive of batch {batch_id}")
+            batch = await self.get_batch(batch_id)
+            path = await asyncio.to_thread(part.commit, directory / _file_name(info.filename, batch_id))
+            return BatchArchive(path=path, info=info, batch=batch)
+        finally:
+            await asyncio.to_thread(part.discard)
+
+    async def _fetch_batch_into(
+        self, batch_id: str, part: _PartFile, on_bytes: Callable[[int, int], None] | None
+    ) -> BatchArchiveInfo:
+        info: BatchArchiveInfo | None = None
+        failures = 0
+        restarts = 0
+        while info is None or part.size < info.size:
+            request = download_pb2.FetchBatchArchiveRequest(id=batch_id, offset=part.size)
+            metadata = await self.metadata()
+            call = self.downloads.FetchBatchArchive(request, metadata=metadata)
+            try:
+                headers = _batch_archive_info(await call.initial_metadata())
+                if headers is None:
+                    # An error status carries no headers: the loop below raises it.
+                    async for _ in call:
+                        raise IntegrityError("FetchBatchArchive sent data without x-archive-size")
+                    raise IntegrityError("FetchBatchArchive answered without x-archive-size")
+                if info is not None and headers.version != info.version:
+                    # Other item archives, other bytes: what was received is of no use.
+                    restarts += 1
+                    if restarts > self.retry.attempts:
+                        raise IntegrityError(f"the archive of batch {batch_id} kept changing while fetched")
+                    await asyncio.to_thread(part.reset)
+                    info = headers
+                    if request.offset:
+                        continue  # asked again from byte 0 (the finally cancels this call)
+                elif info is not None and headers.size != info.size:
+                    raise IntegrityError(f"the archive of batch {batch_id} changed size but not version")
+                info = headers
+                async for chunk in call:
+                    await asyncio.to_thread(part.write, chunk.data)
+                    failures = 0
+                    if on_bytes is not None:
+                        on_bytes(part.size, info.size)
+                if part.size < info.size:
+                    error: WallWhaleError = _cut(batch_id)
+                else:
+                    break
+            except grpc.RpcError as raw:
+                error = from_rpc_error(raw)
+            finally:
+                call.cancel()
+            failures = await self._recover_stream(error, metadata, failures)
+        return info
+
+    async def download_batch(
+        self,
+        urls_or_ids: Iterable[str],
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        progress: BatchProgressCallback | None = None,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> BatchArchive:
+        """Downloads several items (or a collection) into one zip in dest_dir (a folder per item).
+
+        Creates the batch (idempotent by request_id), follows its events until every download is
+        final, then saves its archive (see save_batch_archive). Raises BatchFailed when no item
+        succeeded; a partly succeeded batch is returned, its counts in `batch`. `progress` is called
+        with each change."""
+        batch = await self.create_batch(
+            urls_or_ids, request_id=request_id, app_id=app_id, priority=priority, skip_cache=skip_cache
+        )
+        report = progress or (lambda _: None)
+        jobs: dict[str, download_pb2.Download] = {}
+        report(BatchProgress(batch, dict(jobs)))
+        async for event in self.watch_batch(batch.id, exclude_logs=True):
+            if event.HasField("finished"):
+                batch = event.finished
+            elif event.HasField("download_event"):
+                inner = event.download_event
+                before = jobs.get(inner.download_id, download_pb2.Download(id=inner.download_id))
+                jobs[inner.download_id] = _apply(before, inner)
+            else:
+                continue  # a heartbeat
+            report(BatchProgress(batch, dict(jobs)))
+        if batch.succeeded_count == 0:
+            raise BatchFailed(batch)
+        final = batch
+        return await self.save_batch_archive(
+            batch.id,
+            dest_dir,
+            on_bytes=lambda received, size: report(BatchProgress(final, dict(jobs), received, size)),
+        )
+
     # -- administration ------------------------------------------------------------------------------
 
     async def create_api_key(
@@ -553,6 +796,19 @@ def _archive_info(metadata: Any) -> ArchiveInfo | None:
     )
 
 
+def _batch_archive_info(metadata: Any) -> BatchArchiveInfo | None:
+    headers = {key: value for key, value in metadata or ()}
+    if "x-archive-size" not in headers:
+        return None
+    missing = str(headers.get("x-archive-missing", ""))
+    return BatchArchiveInfo(
+        size=int(headers["x-archive-size"]),
+        version=str(headers.get("x-archive-version", "")),
+        filename=str(headers.get("x-archive-filename", "")),
+        missing=tuple(int(item) for item in missing.split(",") if item.strip()),
+    )
+
+
 def _file_name(suggested: str, download_id: str) -> str:
     """The server's name for the file, kept inside the destination directory."""
     name = Path(suggested.replace("\\", "/")).name
@@ -574,6 +830,24 @@ class _PartFile:
         self.file.write(data)
         self.sha256.update(data)
         self.size += len(data)
+
+    def reset(self) -> None:
+        """Empty again (to start over when the bytes received belong to another archive)."""
+        self.file.seek(0)
+        self.file.truncate()
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+
+    def check_zip(self, what: str) -> None:
+        """Reads the zip whole: its directory, and each entry against its CRC-32."""
+        self.file.flush()
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                bad = archive.testzip()  # BadZipFile (a bad CRC-32) is caught inside, the name returned
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise IntegrityError(f"{what} is not a readable zip: {exc}") from None
+        if bad is not None:
+            raise IntegrityError(f"{what}: entry {bad} does not match its CRC-32")
 
     def commit(self, target: Path) -> Path:
         self.file.flush()

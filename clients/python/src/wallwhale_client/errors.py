@@ -135,6 +135,20 @@ class DownloadFailed(WallWhaleError):
         self.retryable = failure.retryable
 
 
+class BatchFailed(WallWhaleError):
+    """The batch ended without one succeeded item (FAILED, or CANCELLED before any finished);
+    `batch` is its final state, with the counts."""
+
+    def __init__(self, batch: download_pb2.Batch):
+        state = download_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_")
+        super().__init__(
+            f"batch {batch.id} is {state.lower()}: {batch.failed_count} of {batch.total_count} items failed,"
+            f" {batch.cancelled_count} cancelled",
+            reason=state,
+        )
+        self.batch = batch
+
+
 class IntegrityError(WallWhaleError):
     """The archive received does not match the size or sha256 the server announced."""
 

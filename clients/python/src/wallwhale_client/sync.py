@@ -16,7 +16,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 
 from grpc import aio
 
-from wallwhale_client.aio import AsyncClient, ProgressCallback, Tls
+from wallwhale_client.aio import AsyncClient, BatchArchive, BatchProgressCallback, ProgressCallback, Tls
 from wallwhale_client.retry import RetryPolicy
 from wallwhale_client.v1 import admin_pb2, auth_pb2, download_pb2, status_pb2
 
@@ -160,6 +160,67 @@ class Client:
         return self._run(
             self.aio.download(
                 url_or_id,
+                dest_dir,
+                progress=progress,
+                request_id=request_id,
+                app_id=app_id,
+                priority=priority,
+                skip_cache=skip_cache,
+            )
+        )
+
+    def create_batch(
+        self,
+        urls_or_ids: Iterable[str],
+        *,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> download_pb2.Batch:
+        return self._run(
+            self.aio.create_batch(
+                urls_or_ids, request_id=request_id, app_id=app_id, priority=priority, skip_cache=skip_cache
+            )
+        )
+
+    def get_batch(self, batch_id: str) -> download_pb2.Batch:
+        return self._run(self.aio.get_batch(batch_id))
+
+    def list_batches(self, *, limit: int = 50) -> list[download_pb2.Batch]:
+        return self._run(self.aio.list_batches(limit=limit))
+
+    def cancel_batch(self, batch_id: str) -> download_pb2.Batch:
+        return self._run(self.aio.cancel_batch(batch_id))
+
+    def watch_batch(
+        self, batch_id: str, *, exclude_logs: bool = False
+    ) -> Iterator[download_pb2.WatchBatchResponse]:
+        return self._iterate(self.aio.watch_batch(batch_id, exclude_logs=exclude_logs))
+
+    def save_batch_archive(
+        self,
+        batch_id: str,
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> BatchArchive:
+        return self._run(self.aio.save_batch_archive(batch_id, dest_dir, on_bytes=on_bytes))
+
+    def download_batch(
+        self,
+        urls_or_ids: Iterable[str],
+        dest_dir: str | os.PathLike[str] = ".",
+        *,
+        progress: BatchProgressCallback | None = None,
+        request_id: str | None = None,
+        app_id: int | None = None,
+        priority: download_pb2.DownloadPriority.ValueType = download_pb2.DOWNLOAD_PRIORITY_UNSPECIFIED,
+        skip_cache: bool = False,
+    ) -> BatchArchive:
+        return self._run(
+            self.aio.download_batch(
+                urls_or_ids,
                 dest_dir,
                 progress=progress,
                 request_id=request_id,
