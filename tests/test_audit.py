@@ -10,11 +10,11 @@ import pytest
 from grpc import aio
 from sqlalchemy import select
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, prepare_database
 from tests.test_authentication import _add_key
 from tests.test_server import Metadata
 from wallwhale.app import WallWhaleServer
-from wallwhale.core.audit import action_name
+from wallwhale.core.audit import AuditRecord, AuditWriter, action_name
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import AuditEvent
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
@@ -127,3 +127,29 @@ async def test_a_graceful_stop_stores_every_queued_event(migrated_database_url: 
     await server.stop(grace=1)
     for n in range(20):
         assert len(await _events(migrated_database_url, f"audit-stop-{n}")) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_row_the_database_refuses_is_logged_and_does_not_block_the_trail(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await prepare_database(database_url)
+    engine = create_engine(database_url)
+    writer = AuditWriter(session_factory(engine), flush_interval=3600)
+    try:
+        good = [AuditRecord("test.ok", "success", "OK", request_id=f"audit-row-{n}") for n in range(3)]
+        # Bypasses record()'s clean-up on purpose: PostgreSQL refuses NUL in text, forever.
+        writer._pending[:] = [
+            good[0],
+            AuditRecord("test.bad", "failure", "OK", user_agent="x\x00y"),
+            *good[1:],
+        ]
+        assert await writer.flush()
+        writer.record(AuditRecord("test.after", "success", "OK", request_id="audit-row-after"))
+        await writer.close()
+    finally:
+        await engine.dispose()
+    for request_id in ("audit-row-0", "audit-row-1", "audit-row-2", "audit-row-after"):
+        assert len(await _events(database_url, request_id)) == 1
+    assert "audit event refused by the database" in capsys.readouterr().out

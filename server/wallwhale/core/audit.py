@@ -1,9 +1,10 @@
 """The audit trail: records of who did (or was refused) what, written in batches off the call path.
 
 Calls only append to a list; a background task inserts the batch every `flush_interval` seconds.
-close() inserts whatever is left, so a graceful stop loses nothing. If the database refuses a batch,
-it is kept and tried again; at close, records that still cannot be stored are written to the log,
-so that no event is silently dropped.
+close() inserts whatever is left, so a graceful stop loses nothing. If the database is away, the
+batch is kept and tried again; if it refuses the rows themselves, they are stored one by one and a
+row it still refuses is written to the log (it would be refused forever and block the trail). At
+close, records that still cannot be stored are written to the log: no event is silently dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.db.models import AuditEvent
@@ -43,6 +45,8 @@ class AuditRecord:
     request_id: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     event_time: datetime = field(default_factory=utcnow)
+    # Given when recorded, so that a batch tried again cannot store a row twice.
+    id: str = field(default_factory=new_id)
 
 
 class AuditWriter:
@@ -57,6 +61,7 @@ class AuditWriter:
         self._max_batch = max_batch
         self._pending: list[AuditRecord] = []
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     def record(self, record: AuditRecord) -> None:
@@ -74,9 +79,10 @@ class AuditWriter:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # A flag, not cancel(): a cancelled insert could leave its connection in use.
+            self._closing = True
+            self._wake.set()
+            await self._task
             self._task = None
         while self._pending:
             if not await self.flush():
@@ -89,24 +95,39 @@ class AuditWriter:
         batch = self._pending[: self._max_batch]
         if not batch:
             return True
-        rows = [{"id": new_id(), **asdict(record)} for record in batch]
+        rows = [asdict(record) for record in batch]
         try:
-            async with self._sessions.begin() as session:
-                await session.execute(insert(AuditEvent), rows)
+            try:
+                async with self._sessions.begin() as session:
+                    await session.execute(insert(AuditEvent), rows)
+            except (DataError, IntegrityError) as exc:
+                _log.warning("audit batch refused; storing it row by row", error=_first_line(exc))
+                await self._store_one_by_one(rows)
         except Exception as exc:
-            _log.warning(
-                "audit batch not stored yet", records=len(batch), error=str(exc).splitlines()[0][:200]
-            )
+            _log.warning("audit batch not stored yet", records=len(batch), error=_first_line(exc))
             return False
         del self._pending[: len(batch)]
         return True
 
+    async def _store_one_by_one(self, rows: list[dict[str, Any]]) -> None:
+        """Raises (keeping the batch) if the database goes away meanwhile; rows stored already
+        are not stored twice when the batch is tried again, as they keep their ids."""
+        for row in rows:
+            try:
+                async with self._sessions.begin() as session:
+                    if await session.get(AuditEvent, row["id"]) is None:
+                        await session.execute(insert(AuditEvent), [row])
+            except (DataError, IntegrityError) as exc:
+                _log.error(
+                    "audit event refused by the database", error=_first_line(exc), **_loggable(_record(row))
+                )
+
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
             self._wake.clear()
-            while self._pending and await self.flush():
+            while self._pending and not self._closing and await self.flush():
                 pass
 
 
@@ -153,3 +174,11 @@ def action_name(method: str) -> str:
         return "rpc.unknown"
     verb, noun = words[0], "_".join(words[1:])
     return f"{noun or _SERVICE_NOUNS.get(service, service.removesuffix('Service').lower())}.{verb}"
+
+
+def _record(row: dict[str, Any]) -> AuditRecord:
+    return AuditRecord(**{f.name: row[f.name] for f in fields(AuditRecord)})
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
