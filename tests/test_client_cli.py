@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,3 +296,28 @@ def test_qr_codes_are_drawn_square_with_a_light_border() -> None:
     from wallwhale_client.cli import qr_lines
 
     assert qr_lines(["# ", " #"], border=1) == ["████████", "██  ████", "████  ██", "████████"]
+
+
+async def test_batch_saves_one_zip_with_a_folder_per_item_and_says_what_failed(
+    harness: Harness, cli: Cli, tmp_path: Path
+) -> None:
+    harness.steam.add_item(ITEM, files={"scene.pkg": 40_000})
+    harness.steam.add_item(OTHER, behaviour={"depot_key_denied": True})
+    run = await cli("--json", "batch", str(ITEM), str(OTHER), "--out", "batches")
+    assert run.code == 1, run.stderr  # partly succeeded: the zip is saved, but not all of it
+    report = run.json()
+    assert (report["state"], report["succeeded"], report["failed"], report["total"]) == (
+        "PARTIALLY_SUCCEEDED",
+        1,
+        1,
+        2,
+    )
+    with zipfile.ZipFile(report["path"]) as archive:
+        names = archive.namelist()
+    assert names
+    assert all(name.startswith(f"{ITEM}/") for name in names)
+
+    run = await cli("batch", str(ITEM), "--out", "batches")
+    assert run.code == 0, run.stderr
+    assert "SUCCEEDED" in run.stdout
+    assert "1 of 1 final" in run.stderr

@@ -47,7 +47,7 @@ from rich.text import Text
 
 from wallwhale_client import direct as direct_mode
 from wallwhale_client._version import __version__
-from wallwhale_client.aio import AsyncClient, Progress, Tls
+from wallwhale_client.aio import AsyncClient, BatchProgress, Progress, Tls
 from wallwhale_client.errors import (
     AlreadyExists,
     DownloadFailed,
@@ -340,6 +340,58 @@ async def cmd_download(client: AsyncClient, args: argparse.Namespace, output: Ou
         )
     codes = [exit_code(o.error) for o in outcomes if o.error is not None]
     return max(codes, default=EXIT_OK)
+
+
+async def cmd_batch(client: AsyncClient, args: argparse.Namespace, output: Output) -> int:
+    """Several items (or a collection) in one batch, saved as one zip with a folder per item."""
+    shown = {"final": -1}
+
+    def report(progress: BatchProgress) -> None:
+        if output.json or progress.final_count == shown["final"]:
+            return
+        shown["final"] = progress.final_count
+        output.err.print(
+            f"batch {progress.batch.id}: {progress.final_count} of {progress.batch.total_count} final",
+            markup=False,
+        )
+
+    saved = await client.download_batch(
+        args.items, args.out, progress=report, app_id=args.app, skip_cache=args.skip_cache
+    )
+    batch = saved.batch
+    state = download_pb2.BatchState.Name(batch.state).removeprefix("BATCH_STATE_")
+    if output.json:
+        output.data(
+            {
+                "batchId": batch.id,
+                "state": state,
+                "path": str(saved.path.resolve()),
+                "sizeBytes": saved.info.size,
+                "total": batch.total_count,
+                "succeeded": batch.succeeded_count,
+                "failed": batch.failed_count,
+                "cancelled": batch.cancelled_count,
+                "missing": [str(item) for item in saved.info.missing],
+            }
+        )
+    else:
+        output.table(
+            "Batch",
+            ["ID", "State", "Succeeded", "Failed", "Cancelled", "File", "Size"],
+            [
+                [
+                    batch.id,
+                    state,
+                    f"{batch.succeeded_count}/{batch.total_count}",
+                    batch.failed_count,
+                    batch.cancelled_count,
+                    str(saved.path),
+                    size_text(saved.info.size),
+                ]
+            ],
+        )
+    # Partly succeeded: the zip is there, but not everything asked for is in it.
+    return EXIT_OK if batch.state == download_pb2.BATCH_STATE_SUCCEEDED else EXIT_FAILURE
 
 
 # -- jobs ------------------------------------------------------------------------------------------
@@ -658,6 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--app", type=int, help="the items' Steam app id (default: asked from Steam)")
     download.add_argument("--skip-cache", action="store_true", help="download again even if cached")
 
+    batch = commands.add_parser(
+        "batch", help="several items or a Workshop collection into one zip (a folder per item)"
+    )
+    batch.add_argument("items", nargs="+", metavar="URL", help="Workshop URL or id (collections expand)")
+    batch.add_argument("--out", type=Path, default=Path("."), help="directory for the zip (default .)")
+    batch.add_argument("--app", type=int, help="the items' Steam app id (default: asked from Steam)")
+    batch.add_argument("--skip-cache", action="store_true", help="download again even if cached")
+
     jobs = commands.add_parser("jobs", help="downloads on the server").add_subparsers(
         dest="action", required=True
     )
@@ -716,6 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS: dict[str, Callable[[AsyncClient, argparse.Namespace, Output], Awaitable[int]]] = {
     "download": cmd_download,
+    "batch": cmd_batch,
     "jobs": cmd_jobs,
     "keys": cmd_keys,
     "accounts": cmd_accounts,
