@@ -332,19 +332,15 @@ async def cached_archive(session: AsyncSession, workshop_id: int, content_handle
 
 
 def _serve_from(download: Download, cached: Download, now: datetime) -> None:
-    """Makes `download` a finished copy of `cached`: both rows name the same archive file."""
+    """Makes a new `download` a finished copy of `cached`: both rows name the same archive file."""
     download.state = S.SUCCEEDED
-    download.from_cache = True
-    download.phase = "DONE"
-    download.percent = 100.0
-    download.bytes_total = cached.archive_content_bytes or 0
     download.start_time = download.end_time = now
-    for column in ARCHIVE_COLUMNS:
-        setattr(download, column, getattr(cached, column))
+    for column, value in cache_columns(cached).items():
+        setattr(download, column, value)
 
 
-def cache_columns(cached: Download, now: datetime) -> dict[str, Any]:
-    """The changes that finish a claimed job from `cached` (the engine's cache hit)."""
+def cache_columns(cached: Download) -> dict[str, Any]:
+    """The columns that finish a job from `cached` (a new one at creation, a claimed one in the engine)."""
     return {
         "from_cache": True,
         "phase": "DONE",

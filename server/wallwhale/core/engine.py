@@ -455,7 +455,7 @@ class JobRun(RunHooks):
                 S.SUCCEEDED,
                 now,
                 note=f"served from the cache: the archive of download {cached.id} has this content",
-                **cache_columns(cached, now),
+                **cache_columns(cached),
                 **_released(),
             )
         self.engine.hub.publish(stored)

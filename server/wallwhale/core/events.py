@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -218,26 +218,20 @@ class EventHub:
         # Per watched download: the newest sequence another instance announced.
         self._announced: dict[str, int] = {}
 
-    @contextmanager
-    def watch(self, download_id: str, known_last: int = 0, exclude_logs: bool = False) -> Iterator[Watcher]:
+    def watch(
+        self, download_id: str, known_last: int = 0, exclude_logs: bool = False
+    ) -> AbstractContextManager[Watcher]:
         """A new watcher; `known_last` is the newest sequence it will read from the database itself."""
-        watcher = Watcher(download_id, exclude_logs)
-        self._watchers.setdefault(download_id, set()).add(watcher)
-        self._last.setdefault(download_id, known_last)
-        try:
-            yield watcher
-        finally:
-            watchers = self._watchers.get(download_id)
-            if watchers is not None:
-                watchers.discard(watcher)
-                if not watchers:
-                    del self._watchers[download_id]
-                    self._last.pop(download_id, None)
+        return self._registered(Watcher(download_id, exclude_logs), {download_id: known_last})
+
+    def watch_many(
+        self, known_last: Mapping[str, int], exclude_logs: bool = False
+    ) -> AbstractContextManager[Watcher]:
+        """One watcher for the events of several downloads (a batch); `known_last` as in watch()."""
+        return self._registered(Watcher("", exclude_logs), known_last)  # no single download
 
     @contextmanager
-    def watch_many(self, known_last: Mapping[str, int], exclude_logs: bool = False) -> Iterator[Watcher]:
-        """One watcher for the events of several downloads (a batch); `known_last` as in watch()."""
-        watcher = Watcher("", exclude_logs)  # no single download
+    def _registered(self, watcher: Watcher, known_last: Mapping[str, int]) -> Iterator[Watcher]:
         for download_id, last in known_last.items():
             self._watchers.setdefault(download_id, set()).add(watcher)
             self._last.setdefault(download_id, last)
