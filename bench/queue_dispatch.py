@@ -6,13 +6,15 @@
 The server runs as its own process (`wallwhale serve`) on a fresh database (SQLite in a temporary
 directory, or a scratch PostgreSQL database created next to the one in the URL and dropped after),
 with --concurrency Steam accounts and as many downloads at once. Every job is one item of the fake
-Steam (tests/fakes/steam.py: project.json, preview.gif and a 150 kB scene.pkg; no simulated delays).
+Steam (tests/fakes/steam.py: project.json, preview.gif and a 150 kB scene.pkg; no simulated delays),
+each job its own item (the queue runs one job per item at a time, and the same item twice would be
+answered from the archive cache).
 
-The jobs are created first, held in the queue by their API key (max_concurrent_downloads = 0), and
-then released at once by lifting that limit: from then on only the dispatcher works. Per job it reads
-the claim time (start_time) and the end (end_time, when SUCCEEDED was written) from the API, and the
-fake's own start and end from its run log (taken inside the fake: its first line of Python after the
-interpreter started, and just before it exits). Figures:
+The jobs are created first (CreateBatch, 1,000 at a time), held in the queue by their API key
+(max_concurrent_downloads = 0), and then released at once by lifting that limit: from then on only
+the dispatcher works. Per job it reads the claim time (start_time) and the end (end_time, when
+SUCCEEDED was written) from the API, and the fake's own start and end from its run log (taken inside
+the fake: its first line of Python after the interpreter started, and just before it exits). Figures:
 
   claim -> process start   the fake's start - claim: the server's spawn of the launcher, plus the
                            launcher's /bin/sh and Python start-up (measured alone, before the run,
@@ -45,7 +47,8 @@ from grpc import aio
 from tests.fakes.steam import FakeSteam
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
-ITEM = 3_100_000_001
+ITEM = 3_100_000_001  # the first item; job n downloads ITEM + n
+BATCH = 1000  # the most CreateBatch takes
 REQUEST_ID = re.compile(r"request id \w+")  # errors are counted by their message without it
 TIME_SCALE = 0.01
 FINAL = [
@@ -89,33 +92,35 @@ def launcher_startup(steam: FakeSteam, directory: Path, runs: int) -> float:
 async def _create_all(
     stub: download_pb2_grpc.DownloadServiceStub, metadata: tuple[tuple[str, str], ...], jobs: int
 ) -> tuple[list[str], dict[str, int]]:
-    """Creates the jobs (4 callers); a failed call is retried (creation is not what is measured),
-    and its error is counted and printed."""
+    """Creates the jobs in batches; a failed call is retried with its request_id (creation is not
+    what is measured), and its error is counted and printed."""
     ids: list[str] = []
     errors: dict[str, int] = {}
-    remaining = iter(range(jobs))
-
-    async def worker() -> None:
-        for number in remaining:
-            for _ in range(5):
-                try:
-                    response = await stub.CreateDownload(
-                        download_pb2.CreateDownloadRequest(url_or_id=str(ITEM), request_id=f"bench-{number}"),
-                        metadata=metadata,
-                    )
-                except aio.AioRpcError as exc:
-                    first_line = (exc.details() or "").splitlines()[0]
-                    error = f"{exc.code().name}: {REQUEST_ID.sub('request id ...', first_line)}"
-                    errors[error] = errors.get(error, 0) + 1
-                    await asyncio.sleep(0.5)
-                    continue
-                ids.append(response.download.id)
-                break
-            else:
-                raise SystemExit(f"bench: cannot create job {number}: {errors}")
-
-    await asyncio.gather(*(worker() for _ in range(4)))
+    for first in range(0, jobs, BATCH):
+        items = [str(ITEM + number) for number in range(first, min(first + BATCH, jobs))]
+        for _ in range(5):
+            try:
+                response = await stub.CreateBatch(
+                    download_pb2.CreateBatchRequest(urls_or_ids=items, request_id=f"bench-{first}"),
+                    metadata=metadata,
+                )
+            except aio.AioRpcError as exc:
+                first_line = (exc.details() or "").splitlines()[0]
+                error = f"{exc.code().name}: {REQUEST_ID.sub('request id ...', first_line)}"
+                errors[error] = errors.get(error, 0) + 1
+                await asyncio.sleep(0.5)
+                continue
+            ids += await _batch_jobs(stub, metadata, response.batch.id)
+            break
+        else:
+            raise SystemExit(f"bench: cannot create jobs {first}..: {errors}")
     return ids, errors
+
+
+async def _batch_jobs(
+    stub: download_pb2_grpc.DownloadServiceStub, metadata: tuple[tuple[str, str], ...], batch_id: str
+) -> list[str]:
+    return [d.id for d in await _all(stub, metadata, batch_id)]
 
 
 async def _finished(
@@ -128,13 +133,14 @@ async def _finished(
 
 
 async def _all(
-    stub: download_pb2_grpc.DownloadServiceStub, metadata: tuple[tuple[str, str], ...]
+    stub: download_pb2_grpc.DownloadServiceStub, metadata: tuple[tuple[str, str], ...], batch_id: str = ""
 ) -> list[download_pb2.Download]:
     found: list[download_pb2.Download] = []
     token = ""
     while True:
         page = await stub.ListDownloads(
-            download_pb2.ListDownloadsRequest(page_size=500, page_token=token), metadata=metadata
+            download_pb2.ListDownloadsRequest(page_size=500, page_token=token, batch_id=batch_id),
+            metadata=metadata,
         )
         found += page.downloads
         token = page.next_page_token
@@ -148,7 +154,7 @@ async def run(args: argparse.Namespace) -> None:
         (directory / "data").mkdir()
         steam = FakeSteam(directory / "steam")
         steam.set(time_scale=TIME_SCALE)
-        steam.add_item(ITEM)
+        steam.add_items(range(ITEM, ITEM + args.jobs))
         with database(args.database, directory / "data") as url:
             env = server_env(
                 directory / "data",
@@ -230,17 +236,22 @@ async def _bench(
         wanted = set(ids)
         rows = [d for d in await _all(downloads, admin) if d.id in wanted]
 
+    # DepotDownloader's -dir is the item's folder: its name is the workshop id.
     runs = {Path(run["dir"]).name: run for run in steam.runs() if run.get("dir") and run.get("end")}
     states: dict[str, int] = {}
     for row in rows:
         name = download_pb2.DownloadState.Name(row.state)
         states[name] = states.get(name, 0) + 1
-    ok = [row for row in rows if row.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED and row.id in runs]
-    claim_to_start = [(runs[r.id]["start"] - _seconds(r.start_time)) * 1000 for r in ok]
-    end_to_done = [(_seconds(r.end_time) - runs[r.id]["end"]) * 1000 for r in ok]
-    own = [(runs[r.id]["end"] - runs[r.id]["start"]) * 1000 for r in ok]
-    wanted = set(ids)
-    attempts = sum(1 for run in steam.runs() if Path(run.get("dir") or "").name in wanted)
+    ok = [
+        (row, runs[str(row.workshop_id)])
+        for row in rows
+        if row.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED and str(row.workshop_id) in runs
+    ]
+    claim_to_start = [(run["start"] - _seconds(row.start_time)) * 1000 for row, run in ok]
+    end_to_done = [(_seconds(row.end_time) - run["end"]) * 1000 for row, run in ok]
+    own = [(run["end"] - run["start"]) * 1000 for _, run in ok]
+    items = {str(row.workshop_id) for row in rows}
+    attempts = sum(1 for run in steam.runs() if Path(run.get("dir") or "").name in items)
     wall = max(_seconds(r.end_time) for r in rows) - released
     slot_ms = wall * args.concurrency / len(rows) * 1000
 

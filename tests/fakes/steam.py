@@ -56,6 +56,26 @@ def default_files(workshop_id: int, title: str) -> dict[str, bytes | int]:
     }
 
 
+def _item(
+    workshop_id: int,
+    app_id: int,
+    files: Mapping[str, bytes | int] | None,
+    title: str | None,
+    behaviour: dict[str, Any],
+    web: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """An item as the world file stores it."""
+    title = title if title is not None else f"Wallpaper {workshop_id}"
+    files = files if files is not None else default_files(workshop_id, title)
+    return {
+        "app_id": app_id,
+        "title": title,
+        "files": {name: dd.file_spec(value) for name, value in files.items()},
+        "behaviour": behaviour,
+        "web": dict(web or {}),
+    }
+
+
 class FakeSteam:
     def __init__(self, directory: Path):
         self.directory = Path(directory).resolve()
@@ -148,15 +168,15 @@ class FakeSteam:
             raise ValueError(f"unknown behaviours: {sorted(unknown)}")
         if behaviour.get("hang") not in (None, *dd.HANG_PHASES):
             raise ValueError(f"hang is one of {dd.HANG_PHASES}")
-        title = title if title is not None else f"Wallpaper {workshop_id}"
-        files = files if files is not None else default_files(workshop_id, title)
-        self._world["items"][str(workshop_id)] = {
-            "app_id": app_id,
-            "title": title,
-            "files": {name: dd.file_spec(value) for name, value in files.items()},
-            "behaviour": behaviour,
-            "web": dict(web or {}),
-        }
+        self._world["items"][str(workshop_id)] = _item(workshop_id, app_id, files, title, behaviour, web)
+        self._save()
+
+    def add_items(self, workshop_ids: Iterable[int]) -> None:
+        """Many default items at once: the world is written once, not once per item."""
+        for workshop_id in workshop_ids:
+            self._world["items"][str(workshop_id)] = _item(
+                workshop_id, dd.WALLPAPER_ENGINE, None, None, {}, None
+            )
         self._save()
 
     def add_collection(
