@@ -30,6 +30,7 @@ import {
   type WatchDownloadResponse,
 } from "./gen/wallwhale/v1/download_pb.js";
 import { StatusService } from "./gen/wallwhale/v1/status_pb.js";
+import { verifyZip, ZipError } from "./zip.js";
 
 export * from "./gen/wallwhale/v1/admin_pb.js";
 export * from "./gen/wallwhale/v1/auth_pb.js";
@@ -37,6 +38,7 @@ export * from "./gen/wallwhale/v1/download_pb.js";
 export * from "./gen/wallwhale/v1/errors_pb.js";
 export * from "./gen/wallwhale/v1/status_pb.js";
 export { Code } from "@connectrpc/connect";
+export { verifyZip, ZipError } from "./zip.js";
 
 export interface ClientOptions {
   /** "http://host:port" for plain HTTP/2, "https://host:port" for TLS. */
@@ -429,8 +431,8 @@ export class WallWhaleClient {
   /**
    * Saves the batch's zip into `destDir` under the server's name. A broken stream is resumed from the
    * bytes received while x-archive-version is the same, and started again from byte 0 when it changed;
-   * the finished file must have the announced size. There is no sha256, and this client does not read
-   * the zip back (the Python client runs testzip()): check entries with any unzip if it matters.
+   * the finished file must have the announced size, and every entry its recorded CRC-32 and size (the
+   * zip is read back: there is no sha256 of a batch archive).
    */
   async saveBatchArchive(id: string, destDir: string, onBytes?: (received: number, size: number) => void): Promise<BatchArchive> {
     await mkdir(destDir, { recursive: true });
@@ -476,6 +478,12 @@ export class WallWhaleClient {
       }
       await file.sync();
       await file.close();
+      try {
+        await verifyZip(partial);
+      } catch (error) {
+        if (!(error instanceof ZipError)) throw error;
+        throw new WallWhaleError(`archive of batch ${id} is damaged: ${error.message}`, Code.DataLoss);
+      }
       const batch = await this.getBatch(id);
       const target = join(destDir, safeName(expected.filename, id));
       await rename(partial, target);

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
@@ -17,6 +17,8 @@ import {
   DownloadState,
   WallWhaleClient,
   WallWhaleError,
+  ZipError,
+  verifyZip,
   type BatchProgress,
   type FetchArchiveRequest,
   type FetchBatchArchiveRequest,
@@ -84,6 +86,23 @@ test("download() creates the job, follows it and saves the verified zip", async 
   assert.equal(updates[0]!.download.state, DownloadState.QUEUED);
   assert.equal(updates.at(-1)!.fetchedBytes, data.length);
   assert.deepEqual(await readdir(join(out, "zips")), [done.archive!.filename]); // no partial file left
+});
+
+test("verifyZip reads every entry back, inflating deflated ones, and refuses a damaged or cut zip", async () => {
+  const [done] = (await client.downloads.listDownloads({ states: [DownloadState.SUCCEEDED] })).downloads;
+  const path = join(out, "checked.zip");
+  await writeFile(path, await readAll((await client.fetchArchive(done!.id)).chunks));
+  assert.equal(await verifyZip(path), Object.keys(ready.files).length);
+  const data = await readFile(path);
+  // A flipped byte halfway through: inside the 600 kB scene.pkg's data, whose CRC-32 then fails.
+  const flipped = Buffer.from(data);
+  flipped[data.length >> 1]! ^= 0xff;
+  await writeFile(path, flipped);
+  await assert.rejects(verifyZip(path), (error: Error) => error instanceof ZipError && /CRC-32/.test(error.message));
+  await writeFile(path, data.subarray(0, data.length - 10));
+  await assert.rejects(verifyZip(path), ZipError);
+  await writeFile(path, Buffer.concat([data.subarray(0, 100), Buffer.alloc(200), data.subarray(300)]));
+  await assert.rejects(verifyZip(path), ZipError);
 });
 
 test("fetchArchive sends size, sha256 and name first, and resumes from an offset", async () => {
