@@ -183,15 +183,15 @@ def _content_files(source: Path) -> Iterator[Path]:
 
 
 class _ArchiveWriter:
-    """Writes a zip entry by entry; its CRC-32s and sha256 are computed in a second thread.
+    """Writes a zip entry by entry, with its CRC-32s and its sha256 computed in two more threads.
 
     A stored entry's data is moved by the kernel (copy_file_range, else sendfile) from the source
-    file to its place in the zip, after a gap for its local header, while the hashing thread reads
-    the source (from the page cache) for its CRC-32, builds the local header, then hashes the header
-    and the data: the copy of one file and the checksums of it or of the one before run at once
-    (zlib and hashlib release the GIL). The header fills its gap once its CRC is known. Deflated
-    entries are compressed here and hashed by reading their bytes back from the zip (page cache).
-    A source that changes while it is packed fails the build (its CRC or hash could be stale).
+    file to its place in the zip, after a gap for its local header. Meanwhile the CRC thread reads
+    the source (from the page cache) for its CRC-32, and the hashing thread, once that CRC is known,
+    builds the local header and hashes it and the data (read again): the copy of one file and the
+    checksums of it or of the one before run at once (zlib and hashlib release the GIL). The header
+    fills its gap once built. Deflated entries are compressed here and hashed by reading their bytes
+    back from the zip (page cache). A source that changes while it is packed fails the build.
     """
 
     def __init__(self, path: Path, zip64_limit: int):
