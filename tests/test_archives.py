@@ -3,8 +3,7 @@
 Each archive is read back three ways: zipfile (CRC of every member against the central directory),
 a walk over the local headers alone as a streaming unzipper does (each header's CRC and sizes must
 describe the bytes after it), and `unzip -t` where it is installed. The sha256 is recomputed over
-the file. Sources on another filesystem (/dev/shm, a tmpfs) make copy_file_range refuse (EXDEV), so
-the fallback runs for real; a small tmpfs really fills up.
+the file. A small tmpfs really fills up.
 """
 
 from __future__ import annotations
@@ -138,65 +137,6 @@ def test_zip64_records_where_sizes_and_offsets_pass_the_limit(tmp_path: Path) ->
     assert b"PK\x06\x06" in path.read_bytes()[-200:]  # the zip64 end of central directory
 
 
-def _cross_device(source: Path, target: Path) -> bool:
-    """Whether copy_file_range refuses to copy from `source`'s filesystem to `target`'s."""
-    probe = source / "probe"
-    probe.write_bytes(b"probe")
-    with probe.open("rb") as reader, (target / "probe").open("wb") as writer:
-        try:
-            os.copy_file_range(reader.fileno(), writer.fileno(), 5)
-        except OSError as exc:
-            return exc.errno == errno.EXDEV
-        finally:
-            probe.unlink()
-            (target / "probe").unlink()
-    return False
-
-
-@pytest.fixture
-def shm_item() -> Iterator[Path]:
-    """An item directory on /dev/shm (a tmpfs): another filesystem than the test's storage root."""
-    shm = Path("/dev/shm")  # noqa: S108 (a private directory is made in it)
-    if not shm.is_dir():
-        pytest.skip("no /dev/shm here")
-    directory = shm / f"wallwhale-test-{new_id()}"
-    directory.mkdir(mode=0o700)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_sources_on_another_filesystem_are_copied_without_copy_file_range(
-    tmp_path: Path, shm_item: Path
-) -> None:
-    storage = _storage(tmp_path / "storage")
-    if not _cross_device(shm_item, storage.archive_root):
-        pytest.skip("this kernel copies across these filesystems: the fallback would not run")
-    files = _files()
-    info = storage.build_archive(new_id(), _write_item(shm_item, files))
-    _check(storage.path_of(info.relative_path), info, files)
-
-
-@pytest.mark.parametrize("move", ["_by_copy_file_range", "_by_sendfile", "_by_buffer"])
-def test_each_way_of_moving_data_puts_the_bytes_at_their_offset(tmp_path: Path, move: str) -> None:
-    data = os.urandom(3 * MIB + 1)
-    (tmp_path / "source").write_bytes(data)
-    (tmp_path / "target").write_bytes(b"head")
-    source = os.open(tmp_path / "source", os.O_RDONLY)
-    target = os.open(tmp_path / "target", os.O_RDWR)
-    try:
-        done = 0
-        while done < len(data):
-            moved = getattr(archives, move)(source, target, done, 4 + done, len(data) - done)
-            assert moved > 0
-            done += moved
-    finally:
-        os.close(source)
-        os.close(target)
-    assert (tmp_path / "target").read_bytes() == b"head" + data
-
-
 def test_a_link_put_in_place_of_a_file_is_not_followed(tmp_path: Path) -> None:
     storage = _storage(tmp_path / "storage")
     source = _write_item(storage.item_dir(431960, 1), {"scene.mp4": b"video"})
@@ -214,20 +154,15 @@ def test_a_link_put_in_place_of_a_file_is_not_followed(tmp_path: Path) -> None:
     assert raised.value.errno == errno.ELOOP
 
 
-@pytest.mark.parametrize("source_on", ["the same tmpfs", "another filesystem"])
-def test_a_full_disk_is_a_clear_error_and_leaves_nothing(
-    tmp_path: Path, shm_item: Path, source_on: str
-) -> None:
-    """copy_file_range (same tmpfs) and sendfile (EXDEV from /dev/shm) both meet ENOSPC for real."""
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "storage", 8 * MIB) as root:
         storage = _storage(root)
-        item = storage.item_dir(431960, 1) if source_on == "the same tmpfs" else shm_item
         files = {"a.mp4": os.urandom(2 * MIB), "b.mp4": os.urandom(MIB), "c.json": b"{}" * 10_000}
-        source = _write_item(item, files)
+        source = _write_item(storage.item_dir(431960, 1), files)
         ballast = fill(root, leave_bytes=2 * MIB)  # 3 MiB of zip do not fit
         with pytest.raises(StorageError, match="disk is full"):
             storage.build_archive(new_id(), source)
-        assert not [path for path in storage.archive_root.iterdir()]
+        assert not list(storage.archive_root.iterdir())
         ballast.unlink()
         info = storage.build_archive(new_id(), source)
         _check(storage.path_of(info.relative_path), info, files)
