@@ -1,12 +1,12 @@
-"""Archive build and FetchArchive throughput, as ratios of plain file copying and reading.
+"""Archive build and FetchArchive throughput, as ratios of copying the same files.
 
     .venv/bin/python bench/archive_throughput.py [--mb 300] [--rounds 3]
     apt-get install -y nghttp2-client     # h2load, for the FetchArchive figure with a C client
 
 Build: the files of a wallpaper of incompressible media (random bytes: scene.mp4, scene.pkg,
 preview.webm, a small project.json; --mb in all) are packed by storage.archives.Storage.build_archive
-(zip streamed in one pass, sha256 on the way, stored entries: .mp4/.webm by their suffix, .pkg
-because a sample does not deflate) against shutil.copyfile of the same files. Both fsync what they
+(stored entries: .mp4/.webm by their suffix, .pkg because a sample does not deflate; CRC-32 and
+copy in one thread, sha256 in another) against shutil.copyfile of the same files. Both fsync what they
 wrote (the archive is synced before it is renamed into place, so the copy syncs every file it
 wrote too). The sources are read once before, so both read from the page cache; rounds alternate.
 
