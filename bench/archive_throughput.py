@@ -1,21 +1,25 @@
-"""Archive build and FetchArchive throughput, as ratios of plain file copying and reading.
+"""Archive build and FetchArchive throughput, as ratios of copying the same files.
 
     .venv/bin/python bench/archive_throughput.py [--mb 300] [--rounds 3]
     apt-get install -y nghttp2-client     # h2load, for the FetchArchive figure with a C client
 
 Build: the files of a wallpaper of incompressible media (random bytes: scene.mp4, scene.pkg,
 preview.webm, a small project.json; --mb in all) are packed by storage.archives.Storage.build_archive
-(zip streamed in one pass, sha256 on the way, stored entries: .mp4/.webm by their suffix, .pkg
-because a sample does not deflate) against shutil.copyfile of the same files. Both fsync what they
+(stored entries: .mp4/.webm by their suffix, .pkg because a sample does not deflate; CRC-32 and
+copy in one thread, sha256 in another) against shutil.copyfile of the same files. Both fsync what they
 wrote (the archive is synced before it is renamed into place, so the copy syncs every file it
 wrote too). The sources are read once before, so both read from the page cache; rounds alternate.
 
 Fetch: the real server (`wallwhale serve`, SQLite) runs a real job of the same item with the test
 DepotDownloader, which leaves a SUCCEEDED download with its archive. FetchArchive of the whole
-archive is then timed with a grpc.aio client (the Python client's way) and with h2load (a C client,
-so that the server's cost shows rather than the client's), against reading the archive file from
-the page cache in 1 MiB blocks. Each stream's bytes are counted (the Python client also checks the
-sha256 once, h2load's DATA bytes must cover the archive); ratios are taken within this run.
+archive is then timed with a grpc.aio client that saves the bytes to a file and fsyncs it (what the
+Python client does), the same client discarding them, and h2load (a C client that discards them,
+so that the server's cost shows rather than the client's), against shutil.copyfile of the archive
+(+ fsync): copying the same file. Also printed: reading the file from the page cache, sending it
+over loopback TCP (the transport alone), and a bare grpc.aio server (a child process) streaming the
+same bytes from memory in the same HttpBody chunks (the ceiling of grpc.aio here). Each stream's
+bytes are counted (the Python client also checks the sha256 once, h2load's DATA bytes must cover
+the archive); ratios are taken within this run.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import secrets
@@ -36,14 +41,19 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from support import ServerProcess, command, database, machine, require, server_env  # isort: skip
 
+import grpc
+from google.api import httpbody_pb2
 from grpc import aio
 
 from tests.fakes.steam import FakeSteam
 from wallwhale.ids import new_id
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
@@ -171,20 +181,34 @@ async def _succeeded_download(
 
 
 async def fetch_python(
-    port: int, admin: tuple[tuple[str, str], ...], download: download_pb2.Download, check: bool
+    port: int,
+    admin: tuple[tuple[str, str], ...],
+    download: download_pb2.Download,
+    check: bool = False,
+    save_to: Path | None = None,
 ) -> float:
+    """FetchArchive of the whole archive; `save_to`: written to that file (in a thread, as the Python
+    client does) and fsynced, else discarded."""
     async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = download_pb2_grpc.DownloadServiceStub(channel)
         digest = hashlib.sha256() if check else None
         received = 0
         began = time.perf_counter()
-        async for chunk in stub.FetchArchive(
-            download_pb2.FetchArchiveRequest(id=download.id), metadata=admin
-        ):
-            received += len(chunk.data)
-            if digest is not None:
-                digest.update(chunk.data)
+        with contextlib.ExitStack() as stack:
+            out = stack.enter_context(save_to.open("wb")) if save_to else None
+            async for chunk in stub.FetchArchive(
+                download_pb2.FetchArchiveRequest(id=download.id), metadata=admin
+            ):
+                received += len(chunk.data)
+                if digest is not None:
+                    digest.update(chunk.data)
+                if out is not None:
+                    await asyncio.to_thread(out.write, chunk.data)
+            if out is not None:
+                await asyncio.to_thread(os.fsync, out.fileno())
         seconds = time.perf_counter() - began
+    if save_to is not None:
+        _drop(save_to)
     if received != download.archive.size_bytes:
         raise SystemExit(f"bench: FetchArchive sent {received} bytes of {download.archive.size_bytes}")
     if digest is not None and digest.hexdigest() != download.archive.sha256:
@@ -259,6 +283,45 @@ def loopback_send(path: Path) -> float:
     return seconds
 
 
+def copy_file(path: Path, target: Path, sync: bool) -> float:
+    began = time.perf_counter()
+    shutil.copyfile(path, target)
+    if sync:
+        _fsync(target)
+    seconds = time.perf_counter() - began
+    _drop(target)
+    return seconds
+
+
+def bare_server(path: Path, ports: Any) -> None:
+    asyncio.run(_bare_server(path.read_bytes(), ports))
+
+
+async def _bare_server(data: bytes, ports: Any) -> None:
+    """FetchArchive's stream with nothing behind it: the archive's bytes from memory, in the same
+    HttpBody chunks, no authentication, no database, no file."""
+
+    async def fetch(request: bytes, context: aio.ServicerContext[Any, Any]) -> Any:
+        for position in range(0, len(data), ARCHIVE_CHUNK):
+            chunk = data[position : position + ARCHIVE_CHUNK]
+            yield httpbody_pb2.HttpBody(content_type="application/zip", data=chunk)
+
+    handler = grpc.method_handlers_generic_handler(
+        "wallwhale.v1.DownloadService",
+        {
+            "FetchArchive": grpc.unary_stream_rpc_method_handler(
+                fetch, response_serializer=httpbody_pb2.HttpBody.SerializeToString
+            )
+        },
+    )
+    server = aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ports.put(port)
+    await server.wait_for_termination()
+
+
 def read_file(path: Path) -> float:
     began = time.perf_counter()
     with path.open("rb", buffering=0) as data:
@@ -267,13 +330,30 @@ def read_file(path: Path) -> float:
     return time.perf_counter() - began
 
 
-async def fetch_bench(
-    args: argparse.Namespace, directory: Path
-) -> tuple[int, float, float, float, float | None]:
+@dataclass(frozen=True)
+class FetchFigures:
+    """Medians in seconds for the whole archive."""
+
+    size: int
+    copy: float  # + fsync: for the client that saves (and fsyncs)
+    copy_unsynced: float  # for the clients that write nothing
+    read: float
+    loopback: float
+    saved: float  # FetchArchive, grpc.aio client writing a file
+    discarded: float  # FetchArchive, grpc.aio client
+    h2load: float | None
+    bare_saved: float  # the bare server, grpc.aio client writing a file
+    bare_h2load: float | None
+
+
+async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures:
     steam = FakeSteam(directory / "steam")
     steam.set(time_scale=0.01)
     steam.add_item(ITEM, files=item_files(args.mb))
     (directory / "data").mkdir()
+    rounds: dict[str, list[float]] = {
+        name: [] for name in FetchFigures.__dataclass_fields__ if name != "size"
+    }
     with database("sqlite", directory / "data") as url:
         server = ServerProcess(
             directory, server_env(directory / "data", url, depotdownloader_path=str(steam.executable))
@@ -282,34 +362,44 @@ async def fetch_bench(
         key = json.loads(server.cli("bootstrap", "--json", "--email", "bench@example.test"))["api_key"]
         admin = (("x-api-key", key),)
         await server.start()
+        bare = None
         try:
             download = await _succeeded_download(server.port, admin, steam)
             archive = next((directory / "data").rglob(f"{download.id}.zip"))
+            context = multiprocessing.get_context("spawn")
+            ports = context.Queue()
+            bare = context.Process(target=bare_server, args=(archive, ports), daemon=True)
+            bare.start()
+            bare_port = await asyncio.to_thread(ports.get, True, 60)
             await fetch_python(server.port, admin, download, check=True)  # checks the bytes, warms up
+            await fetch_python(bare_port, admin, download, check=True)
             read_file(archive)
-            python, reads, h2, loopback = [], [], [], []
+            saved = directory / "saved.zip"
             for _ in range(args.rounds):
-                python.append(await fetch_python(server.port, admin, download, check=False))
-                reads.append(read_file(archive))
-                loopback.append(await asyncio.to_thread(loopback_send, archive))
+                rounds["copy"].append(copy_file(archive, saved, sync=True))
+                rounds["copy_unsynced"].append(copy_file(archive, saved, sync=False))
+                rounds["read"].append(read_file(archive))
+                rounds["loopback"].append(await asyncio.to_thread(loopback_send, archive))
+                rounds["saved"].append(await fetch_python(server.port, admin, download, save_to=saved))
+                rounds["discarded"].append(await fetch_python(server.port, admin, download))
+                rounds["bare_saved"].append(await fetch_python(bare_port, admin, download, save_to=saved))
                 if not args.no_h2load:
-                    h2.append(fetch_h2load(server.port, key, download, directory / "fetch.bin", 2))
+                    body = directory / "fetch.bin"
+                    rounds["h2load"].append(fetch_h2load(server.port, key, download, body, 2))
+                    rounds["bare_h2load"].append(fetch_h2load(bare_port, key, download, body, 2))
         finally:
+            if bare is not None:
+                bare.kill()
             await server.stop()
-    return (
-        download.archive.size_bytes,
-        statistics.median(python),
-        statistics.median(reads),
-        statistics.median(loopback),
-        statistics.median(h2) if h2 else None,
-    )
+    medians = {name: statistics.median(values) if values else None for name, values in rounds.items()}
+    return FetchFigures(size=download.archive.size_bytes, **medians)
 
 
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="wallwhale-bench-") as temporary:
         directory = Path(temporary)
         build, copy, hashed, content = await asyncio.to_thread(build_bench, args, directory)
-        size, python, read, loopback, h2 = await fetch_bench(args, directory / "fetch")
+        fetched = await fetch_bench(args, directory / "fetch")
     mb = content / MB
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}")
@@ -322,7 +412,7 @@ async def run(args: argparse.Namespace) -> None:
     print(f"(random bytes: incompressible), {args.rounds} rounds, medians; both sides fsync what they write")
     print()
     print(f"build_archive      {build:6.2f} s  {mb / build:7.0f} MB/s")
-    print(f"shutil.copyfile    {copy:6.2f} s  {mb / copy:7.0f} MB/s  (in the kernel: copy_file_range)")
+    print(f"shutil.copyfile    {copy:6.2f} s  {mb / copy:7.0f} MB/s  (the kernel copies)")
     print(
         f"copy + sha256      {hashed:6.2f} s  {mb / hashed:7.0f} MB/s  (user space, 1 MiB blocks;"
         f" build / this: {hashed / build:.2f})"
@@ -330,21 +420,45 @@ async def run(args: argparse.Namespace) -> None:
     ratio = copy / build
     print(f"build / copy throughput: {ratio:.2f} (target >= 0.8: {'met' if ratio >= 0.8 else 'MISSED'})")
     print()
-    archive_mb = size / MB
-    print(f"FetchArchive of a {archive_mb:.0f} MB archive (a real SUCCEEDED download):")
-    print(f"read the file      {read:6.3f} s  {archive_mb / read:7.0f} MB/s  (page cache, 1 MiB blocks)")
+    archive_mb = fetched.size / MB
+
+    def line(label: str, seconds: float, note: str) -> None:
+        print(f"{label:34} {seconds:6.3f} s  {archive_mb / seconds:7.0f} MB/s  {note}")
+
     print(
-        f"loopback TCP       {loopback:6.3f} s  {archive_mb / loopback:7.0f} MB/s  (sendfile -> recv;"
-        f" FetchArchive by h2load / this: {loopback / h2:.2f})"
-        if h2
-        else f"loopback TCP       {loopback:6.3f} s  {archive_mb / loopback:7.0f} MB/s  (sendfile -> recv)"
+        f"FetchArchive of a {archive_mb:.0f} MB archive (a real SUCCEEDED download),"
+        f" {ARCHIVE_CHUNK // 1024} KiB chunks:"
     )
-    fetched = read / python
-    print(f"grpc.aio client    {python:6.3f} s  {archive_mb / python:7.0f} MB/s  {fetched:.2f} of reading")
-    if h2 is not None:
-        print(f"h2load (C client)  {h2:6.3f} s  {archive_mb / h2:7.0f} MB/s  {read / h2:.2f} of reading")
-    best = max(fetched, read / h2 if h2 else 0.0)
-    print(f"FetchArchive / read throughput: {best:.2f} (target >= 0.8: {'met' if best >= 0.8 else 'MISSED'})")
+    synced, unsynced = fetched.copy, fetched.copy_unsynced
+    line("shutil.copyfile of the archive", synced, "(+ fsync: clients that save compare to this)")
+    line("shutil.copyfile, no fsync", unsynced, "(clients that discard compare to this)")
+    line("read the file", fetched.read, "(page cache, 1 MiB blocks)")
+    line("loopback TCP", fetched.loopback, "(sendfile -> recv: the transport alone)")
+    line("bare grpc.aio, client saves", fetched.bare_saved, f"{synced / fetched.bare_saved:.2f} of the copy")
+    if fetched.bare_h2load is not None:
+        line(
+            "bare grpc.aio, h2load", fetched.bare_h2load, f"{unsynced / fetched.bare_h2load:.2f} of the copy"
+        )
+    line(
+        "FetchArchive, client saves",
+        fetched.saved,
+        f"{synced / fetched.saved:.2f} of the copy, {fetched.bare_saved / fetched.saved:.2f} of bare",
+    )
+    line(
+        "FetchArchive, client discards",
+        fetched.discarded,
+        f"{unsynced / fetched.discarded:.2f} of the copy, {fetched.read / fetched.discarded:.2f} of reading",
+    )
+    best = synced / fetched.saved
+    if fetched.h2load is not None and fetched.bare_h2load is not None:
+        line(
+            "FetchArchive, h2load",
+            fetched.h2load,
+            f"{unsynced / fetched.h2load:.2f} of the copy, {fetched.bare_h2load / fetched.h2load:.2f} of bare"
+            f", {fetched.read / fetched.h2load:.2f} of reading",
+        )
+        best = max(best, unsynced / fetched.h2load)
+    print(f"FetchArchive / copy throughput: {best:.2f} (target >= 0.8: {'met' if best >= 0.8 else 'MISSED'})")
 
 
 def main() -> None:

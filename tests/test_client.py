@@ -22,6 +22,7 @@ from grpc import aio
 from tests.engine_support import Harness, harness_for, seconds, unzip
 from wallwhale.config import to_async_url
 from wallwhale.db.types import utcnow
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK
 from wallwhale_client import (
     AlreadyExists,
     AsyncClient,
@@ -235,8 +236,8 @@ async def test_an_archive_stream_cut_mid_way_resumes_from_the_bytes_received(
     harness: Harness, proxy: CutProxy, tmp_path: Path
 ) -> None:
     await harness.add_account("alice_we", "correct horse")
-    # Pseudo-random bytes do not compress: the zip is about 2 MB, eight 256 KiB chunks.
-    harness.steam.add_item(ITEM, files={"scene.pkg": 2_000_000, "project.json": b"{}"})
+    # Pseudo-random bytes do not compress: the zip is about 8 MB, eight chunks, cut in the third.
+    harness.steam.add_item(ITEM, files={"scene.pkg": 8 * ARCHIVE_CHUNK, "project.json": b"{}"})
     recorder = Recorder()
     armed = False
 
@@ -244,7 +245,7 @@ async def test_an_archive_stream_cut_mid_way_resumes_from_the_bytes_received(
         nonlocal armed
         if update.state == "SUCCEEDED" and not armed:  # the job is done; the fetch comes next
             armed = True
-            proxy.cut_after(700_000)
+            proxy.cut_after(int(2.7 * ARCHIVE_CHUNK))
 
     async with AsyncClient(
         proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
@@ -254,14 +255,14 @@ async def test_an_archive_stream_cut_mid_way_resumes_from_the_bytes_received(
         await harness.downloads.ListDownloads(D.ListDownloadsRequest(), metadata=harness.admin)
     ).downloads[0]
     data = path.read_bytes()
-    assert len(data) == done.archive.size_bytes > 1_500_000
+    assert len(data) == done.archive.size_bytes > 8 * ARCHIVE_CHUNK
     assert hashlib.sha256(data).hexdigest() == done.archive.sha256
     assert unzip(data) == harness.steam.expected_files(ITEM)
     offsets = [request.offset for request in recorder.of("FetchArchive")]
     assert len(offsets) == 2, offsets
     assert offsets[0] == 0
-    assert 0 < offsets[1] < 700_000
-    assert offsets[1] % (256 * 1024) == 0  # whole chunks received before the cut
+    assert 0 < offsets[1] < 2.7 * ARCHIVE_CHUNK
+    assert offsets[1] % ARCHIVE_CHUNK == 0  # whole chunks received before the cut
 
 
 async def test_an_archive_that_does_not_match_its_sha256_is_refused_and_not_kept(

@@ -19,6 +19,7 @@ from tests.engine_support import Harness, harness_for, seconds
 from tests.fakes.webapi import FakeWebApi
 from tests.test_client import FAST_RETRY, CutProxy, Recorder, key_of
 from wallwhale.config import to_async_url
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK
 from wallwhale_client import (
     AsyncClient,
     BatchFailed,
@@ -179,9 +180,9 @@ async def test_a_watch_cut_mid_way_reconnects_and_skips_what_the_replay_repeats(
 async def test_an_archive_cut_mid_way_resumes_while_its_version_is_unchanged(
     harness: Harness, proxy: CutProxy, tmp_path: Path
 ) -> None:
-    # Pseudo-random bytes do not compress: about 2 MB in all.
-    harness.steam.add_item(A, files={"scene.pkg": 1_000_000})
-    harness.steam.add_item(B, files={"scene.pkg": 1_000_000})
+    # Pseudo-random bytes do not compress: eight chunks in all, cut in the third.
+    harness.steam.add_item(A, files={"scene.pkg": 4 * ARCHIVE_CHUNK})
+    harness.steam.add_item(B, files={"scene.pkg": 4 * ARCHIVE_CHUNK})
     recorder = Recorder()
     async with AsyncClient(
         proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
@@ -189,20 +190,20 @@ async def test_an_archive_cut_mid_way_resumes_while_its_version_is_unchanged(
         batch = await client.create_batch([str(A), str(B)])
         async for _ in client.watch_batch(batch.id, exclude_logs=True):
             pass
-        proxy.cut_after(700_000)
+        proxy.cut_after(int(2.7 * ARCHIVE_CHUNK))
         saved = await client.save_batch_archive(batch.id, tmp_path)
     assert read_zip(saved.path) == expected_zip(harness, A, B)
     offsets = [request.offset for request in recorder.of("FetchBatchArchive")]
     assert len(offsets) == 2, offsets
     assert offsets[0] == 0
-    assert 0 < offsets[1] < 700_000  # resumed, not started again
+    assert 0 < offsets[1] < 2.7 * ARCHIVE_CHUNK  # resumed, not started again
 
 
 async def test_an_archive_whose_version_changed_between_attempts_is_fetched_again_from_the_start(
     harness: Harness, proxy: CutProxy, tmp_path: Path
 ) -> None:
-    harness.steam.add_item(A, files={"scene.pkg": 1_000_000})
-    harness.steam.add_item(B, files={"scene.pkg": 1_000_000})
+    harness.steam.add_item(A, files={"scene.pkg": 4 * ARCHIVE_CHUNK})
+    harness.steam.add_item(B, files={"scene.pkg": 4 * ARCHIVE_CHUNK})
     version: list[str] = []
 
     async def before(attempt: int) -> None:
@@ -220,7 +221,7 @@ async def test_an_archive_whose_version_changed_between_attempts_is_fetched_agai
             D.FetchBatchArchiveRequest(id=batch.id, length=1), metadata=harness.admin
         ).initial_metadata()
         version.append(dict(complete)["x-archive-version"])
-        proxy.cut_after(700_000)
+        proxy.cut_after(int(2.7 * ARCHIVE_CHUNK))
         saved = await client.save_batch_archive(batch.id, tmp_path)
     offsets = [request.offset for request in recorder.of("FetchBatchArchive")]
     assert len(offsets) == 3, offsets
@@ -241,7 +242,7 @@ async def test_an_archive_damaged_on_the_way_fails_testzip_and_is_not_kept(
         batch = await client.create_batch([str(A)])
         async for _ in client.watch_batch(batch.id, exclude_logs=True):
             pass
-        # Well past the response's headers, inside the entry's bytes (the first message is 256 KiB, its
+        # Well past the response's headers, inside the entry's bytes (one message holds the whole zip, its
         # HTTP/2 frames 16 KiB): same size, no sha256 to compare, only the entry's CRC-32 tells.
         proxy.flip_at(30_000)
         with pytest.raises(IntegrityError, match="does not match its CRC-32"):

@@ -3,8 +3,8 @@
 Entries are STORED: their bytes are the items' files, read (and inflated) from the items' zips while
 the stream is sent, and their CRC-32 and sizes are the ones the items' zips record. So the whole
 layout, and with it the size, is known before the first byte; the same items give the same bytes each
-time; and a resumed fetch skips whole entries without reading them. Zip64 records are written where a
-size, an offset or the number of entries needs them (PKWARE APPNOTE 4.3.14, 4.3.15, 4.5.3).
+time; and a resumed fetch skips whole entries without reading them. The records (zip64 where needed)
+are zipformat's.
 
 Why not a library: the streaming zip packages stamp entries with the current time (a resumed stream
 would then differ from the first) and cannot tell their size before they have written everything.
@@ -13,25 +13,14 @@ Reading back is the standard library's zipfile, which checks each entry's CRC as
 
 from __future__ import annotations
 
-import struct
 import zipfile
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_LOCAL = struct.Struct("<4s5H3L2H")
-_CENTRAL = struct.Struct("<4s6H3L5H2L")
-_END = struct.Struct("<4s4H2LH")
-_END64 = struct.Struct("<4sQ2H2L4Q")
-_LOCATOR64 = struct.Struct("<4sLQL")
-_EXTRA64 = struct.Struct("<2H")
-LIMIT32 = 0xFFFFFFFF
-_LIMIT16 = 0xFFFF
-_VERSION = 20  # 2.0: what a stored entry in a folder needs
-_VERSION64 = 45  # 4.5: zip64
-_MADE_BY_UNIX = 3 << 8
-_UTF8_NAME = 0x800
-_FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--
+from wallwhale.storage import zipformat
+from wallwhale.storage.zipformat import LIMIT32
+
 _READ_BLOCK = 256 * 1024
 
 
@@ -84,7 +73,7 @@ class Bundle:
                 position += member.file_size
                 central.append(record)
         directory = b"".join(central)
-        directory += _end_records(len(central), len(directory), position, zip64_limit)
+        directory += zipformat.end_records(len(central), len(directory), position, zip64_limit)
         parts.append(_Part(position, len(directory), directory))
         return cls(parts, position + len(directory), len(central))
 
@@ -147,91 +136,16 @@ def _member_bytes(
         raise BundleError(f"cannot read {member.filename} from {archive.filename}: {exc}") from exc
 
 
-def _dos_time(member: zipfile.ZipInfo) -> tuple[int, int]:
-    year, month, day, hour, minute, second = member.date_time
-    if year < 1980:
-        return 0, (0 << 9) | (1 << 5) | 1
-    return (hour << 11) | (minute << 5) | (second // 2), ((year - 1980) << 9) | (month << 5) | day
-
-
-def _zip64_extra(values: Sequence[int]) -> bytes:
-    if not values:
-        return b""
-    return _EXTRA64.pack(1, 8 * len(values)) + struct.pack(f"<{len(values)}Q", *values)
-
-
 def _headers(name: str, member: zipfile.ZipInfo, offset: int, limit: int) -> tuple[bytes, bytes]:
     """The local header of the entry and its central directory record."""
-    encoded = name.encode()
-    flags = 0 if name.isascii() else _UTF8_NAME
-    dos_time, dos_date = _dos_time(member)
     size = member.file_size
-    big = size >= limit
-    local_extra = _zip64_extra([size, size] if big else [])
-    local = _LOCAL.pack(
-        b"PK\x03\x04",
-        _VERSION64 if big else _VERSION,
-        flags,
-        zipfile.ZIP_STORED,
-        dos_time,
-        dos_date,
-        member.CRC,
-        LIMIT32 if big else size,
-        LIMIT32 if big else size,
-        len(encoded),
-        len(local_extra),
+    entry = zipformat.Entry(
+        name=name,
+        method=zipformat.STORED,
+        crc=member.CRC,
+        compressed_size=size,
+        size=size,
+        date_time=member.date_time,
+        offset=offset,
     )
-    far = offset >= limit
-    central_extra = _zip64_extra(([size, size] if big else []) + ([offset] if far else []))
-    needed = _VERSION64 if big or far else _VERSION
-    record = _CENTRAL.pack(
-        b"PK\x01\x02",
-        _MADE_BY_UNIX | needed,
-        needed,
-        flags,
-        zipfile.ZIP_STORED,
-        dos_time,
-        dos_date,
-        member.CRC,
-        LIMIT32 if big else size,
-        LIMIT32 if big else size,
-        len(encoded),
-        len(central_extra),
-        0,
-        0,
-        0,
-        _FILE_MODE,
-        LIMIT32 if far else offset,
-    )
-    return local + encoded + local_extra, record + encoded + central_extra
-
-
-def _end_records(count: int, directory_size: int, directory_offset: int, limit: int) -> bytes:
-    zip64 = count >= min(_LIMIT16, limit) or directory_size >= limit or directory_offset >= limit
-    records = b""
-    if zip64:
-        end64_offset = directory_offset + directory_size
-        records += _END64.pack(
-            b"PK\x06\x06",
-            _END64.size - 12,  # the record's size after this field
-            _MADE_BY_UNIX | _VERSION64,
-            _VERSION64,
-            0,
-            0,
-            count,
-            count,
-            directory_size,
-            directory_offset,
-        )
-        records += _LOCATOR64.pack(b"PK\x06\x07", 0, end64_offset, 1)
-    records += _END.pack(
-        b"PK\x05\x06",
-        0,
-        0,
-        _LIMIT16 if zip64 else count,
-        _LIMIT16 if zip64 else count,
-        LIMIT32 if zip64 else directory_size,
-        LIMIT32 if zip64 else directory_offset,
-        0,
-    )
-    return records
+    return zipformat.local_header(entry, zip64=size >= limit), zipformat.central_record(entry, limit)

@@ -10,7 +10,11 @@ from wallwhale.core.events import StoredEvent
 from wallwhale.rpc import convert
 from wallwhale.v1 import download_pb2
 
-ARCHIVE_CHUNK = 256 * 1024  # well under gRPC's 4 MiB message limit and Envoy's buffers
+# Bytes per archive message: a quarter of gRPC's default 4 MiB receive limit and of Envoy's
+# max_response_body_size. Each message costs a thread hop for the read, a protobuf and gRPC framing.
+# Measured with a grpc.aio server in its own process reading a file per chunk: 1 MiB chunks
+# streamed 1.2-1.6x the bytes per second of 256 KiB ones; 2 MiB ones were slower again.
+ARCHIVE_CHUNK = 1024 * 1024
 FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
 # The same event goes to every watcher of a download (and of its batch): convert it once.
