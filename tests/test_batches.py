@@ -3,6 +3,7 @@ Steam's Web API (a real HTTP server) that knows the fake Steam's items and colle
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import zipfile
@@ -12,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest_asyncio
+import structlog.testing
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -328,3 +330,27 @@ async def test_without_the_web_api_ids_are_taken_for_items(harness: Harness, web
     events = await harness.watch(batch.download_ids[0])
     lines = [e.log_line.line for e in events if e.HasField("log_line")]
     assert any("could not be reached" in line and "collection" in line for line in lines), lines
+
+
+async def test_clients_leaving_a_batch_archive_stream_leave_no_error(
+    harness: Harness, web: FakeWebApi
+) -> None:
+    """A client that goes away mid-stream cancels the wait for the next chunk, not its read: the
+    stream's chunk generator must not be closed while that read still runs in its thread."""
+    await _start(harness, web)
+    await harness.add_account("batch_leave", "pw-leave")
+    harness.steam.add_item(A, files={"scene.pkg": 3_000_000})
+    harness.steam.add_item(B, files={"clip.mp4": 3_000_000})
+    batch = await _create(harness, str(A), str(B))
+    assert (await _watch(harness, batch.id))[-1].finished.succeeded_count == 2
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(20):
+            call = harness.downloads.FetchBatchArchive(
+                D.FetchBatchArchiveRequest(id=batch.id), metadata=harness.admin
+            )
+            await call.read()
+            call.cancel()
+        await asyncio.sleep(0.5)  # the server's side of the last calls ends (a read takes milliseconds)
+    assert [entry for entry in logged if entry["log_level"] in ("error", "critical")] == []
+    data, _ = await _fetch(harness, batch.id)  # and the server still serves it whole
+    assert zipfile.ZipFile(io.BytesIO(data)).testzip() is None

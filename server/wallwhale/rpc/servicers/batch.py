@@ -245,8 +245,14 @@ class BatchMethods:
         if missing:
             call.add_header("x-archive-missing", ",".join(missing))
         chunks = bundle.chunks(request.offset, end, ARCHIVE_CHUNK)
+        reading: asyncio.Future[bytes | None] | None = None
         try:
-            while (data := await asyncio.to_thread(_next_chunk, chunks)) is not None:
+            while True:
+                # Shielded: a client that leaves cancels this wait, but the read goes on in its
+                # thread, and the generator cannot be closed until it ends (see finally).
+                reading = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
+                if (data := await asyncio.shield(reading)) is None:
+                    break
                 yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
         except BundleError as exc:
             # Removed or damaged while it was being sent: the client sees a short body and a size
@@ -254,6 +260,8 @@ class BatchMethods:
             _log.warning("batch archive stream broken", batch_id=row.id, error=str(exc))
             raise NotFound("archive", row.id, "an item's archive changed while it was being sent") from None
         finally:
+            if reading is not None:
+                await asyncio.wait([reading])
             await asyncio.to_thread(chunks.close)
         if request.offset == end:  # nothing to send: an empty body still tells the headers
             yield httpbody_pb2.HttpBody(content_type="application/zip")
