@@ -22,6 +22,7 @@ from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
+from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.retention import Policy
@@ -125,6 +126,12 @@ class WallWhaleServer:
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         )
 
+        # On PostgreSQL the cache serves only while this instance hears other instances' changes.
+        self.principals = PrincipalCache(
+            settings.api_key_cache_seconds,
+            usable=lambda: self.listener is None or self.listener.connected.is_set(),
+        )
+        self.listener: Listener | None = None
         self.server = aio.server(
             interceptors=[
                 RequestContextInterceptor(),
@@ -138,7 +145,7 @@ class WallWhaleServer:
                     self.audit,
                 ),
                 # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                AuthenticationInterceptor(rules, readers, clock, self.audit, logins),
+                AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                 RateLimitInterceptor(
                     RateLimiter(self.engine, clock),
                     self.audit,
@@ -188,7 +195,9 @@ class WallWhaleServer:
             self.catalog,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(self.sessions, clock, keyring, self.downloads, settings.watch_heartbeat_seconds)
+        admin = AdminServicer(
+            self.sessions, clock, keyring, self.downloads, self.principals, settings.watch_heartbeat_seconds
+        )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -214,6 +223,7 @@ class WallWhaleServer:
             self.hub.announced(download_id, int(sequence or 0))
 
         def reconnected() -> None:
+            self.principals.clear()  # a change announced while away went unheard
             self.hub.notify_all()
             self.downloads.wake()
 
@@ -224,6 +234,7 @@ class WallWhaleServer:
                 Channel.QUEUE: lambda _: self.downloads.wake(),
                 Channel.CANCEL: self.downloads.cancel_requested,
                 Channel.GUARD: self.downloads.guard_code_announced,
+                Channel.CREDENTIALS: lambda _: self.principals.clear(),
             },
             reconnected,
         )
