@@ -115,6 +115,7 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
+        self.quick = db_engine.QuickReads(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
@@ -193,6 +194,7 @@ class WallWhaleServer:
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
             self.catalog,
+            self.quick,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
         admin = AdminServicer(
@@ -282,6 +284,7 @@ class WallWhaleServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()
+        await self.quick.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event, make_url, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -59,6 +62,55 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def read_only_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for reading only: on SQLite they do not queue behind writers for the write lock."""
     return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+T = TypeVar("T")
+
+
+class QuickReads:
+    """Short read-only work (a handful of SELECTs written against a synchronous Connection), run
+    in one go: the hot reads of busy RPCs.
+
+    SQLite: the whole function runs in a worker thread on connections of its own (WAL: readers
+    never wait for the writer), one thread hop per read; through aiosqlite every cursor, execute,
+    fetch, close, BEGIN and rollback is a hop of its own, nine for a one-row read. PostgreSQL: an
+    autocommit connection, so each SELECT is one round trip with no BEGIN and ROLLBACK around it
+    (each statement sees its own snapshot: for reads that need one snapshot, use a session).
+    """
+
+    _SQLITE_THREADS = 4
+
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sync: Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            self._engine = engine.execution_options(**{READ_ONLY: True})
+            if url.database not in (None, "", ":memory:"):  # a private in-memory database stays async
+                sync = sqlalchemy.create_engine(url.set(drivername="sqlite"))
+                event.listen(sync, "connect", _set_sqlite_pragmas)
+                event.listen(sync, "begin", _begin_immediate)
+                self._sync = sync
+                self._threads = ThreadPoolExecutor(self._SQLITE_THREADS, thread_name_prefix="sqlite-read")
+
+    async def run(self, work: Callable[[Connection], T]) -> T:
+        if self._threads is None:
+            async with self._engine.connect() as connection:
+                return await connection.run_sync(work)
+        # A cancelled caller leaves the thread to finish and give its connection back.
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._in_thread, work)
+
+    def _in_thread(self, work: Callable[[Connection], T]) -> T:
+        assert self._sync is not None
+        with self._sync.connect() as connection:
+            return work(connection.execution_options(**{READ_ONLY: True}))
+
+    async def close(self) -> None:
+        if self._threads is not None:
+            await asyncio.to_thread(self._threads.shutdown)
+        if self._sync is not None:
+            self._sync.dispose()
 
 
 # The timeout is a parameter (ruff ASYNC109 prefers the caller's own scope) because the health checker
