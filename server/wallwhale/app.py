@@ -35,6 +35,7 @@ from wallwhale.log import get_logger
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
+from wallwhale.rpc.calls import CallChain
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
 from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
@@ -135,25 +136,29 @@ class WallWhaleServer:
         self.listener: Listener | None = None
         self.server = aio.server(
             interceptors=[
-                RequestContextInterceptor(),
-                MetricsInterceptor(),
-                NetworkRulesInterceptor(
-                    IpRules(
-                        allow=parse_networks(settings.ip_allow),
-                        deny=parse_networks(settings.ip_deny),
-                        trusted_proxies=parse_networks(settings.trusted_proxies),
-                    ),
-                    self.audit,
-                ),
-                # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
-                RateLimitInterceptor(
-                    RateLimiter(self.engine, clock),
-                    self.audit,
-                    RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
-                ),
-                AuditInterceptor(rules, self.audit),
-                ErrorMappingInterceptor(),
+                CallChain(
+                    [
+                        RequestContextInterceptor(),
+                        MetricsInterceptor(),
+                        NetworkRulesInterceptor(
+                            IpRules(
+                                allow=parse_networks(settings.ip_allow),
+                                deny=parse_networks(settings.ip_deny),
+                                trusted_proxies=parse_networks(settings.trusted_proxies),
+                            ),
+                            self.audit,
+                        ),
+                        # The key look-up only reads: on SQLite it must not take the write lock on every call.
+                        AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
+                        RateLimitInterceptor(
+                            RateLimiter(self.engine, clock),
+                            self.audit,
+                            RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                        ),
+                        AuditInterceptor(rules, self.audit),
+                        ErrorMappingInterceptor(),
+                    ]
+                )
             ],
             options=[
                 ("grpc.so_reuseport", 0),
