@@ -116,7 +116,7 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
-        self.quick = db_engine.QuickReads(self.engine)
+        self.quick = db_engine.QuickWork(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
@@ -151,7 +151,7 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.engine, clock),
+                            RateLimiter(self.quick, self.engine.dialect.name, clock),
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                         ),

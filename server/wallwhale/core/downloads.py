@@ -489,7 +489,7 @@ _TABLE = Download.__table__
 def read_visible(
     connection: Connection, principal: Principal, download_id: str, now: datetime
 ) -> tuple[dict[str, Any], int]:
-    """GetDownload's read, as one piece of synchronous work (db.engine.QuickReads runs it): the
+    """GetDownload's read, as one piece of synchronous work (db.engine.QuickWork runs it): the
     download's snapshot() if the caller may see it (NOT_FOUND otherwise) and its queue position.
     Core, not the ORM: no identity map or instance state for a row that is only shown."""
     missing = _checked_id(download_id)

@@ -24,7 +24,7 @@ from wallwhale.core.engine import Engine
 from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.db.engine import QuickReads
+from wallwhale.db.engine import QuickWork
 from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
@@ -69,7 +69,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         storage: Storage,
         options: DownloadOptions,
         catalog: Catalog,
-        quick: QuickReads,
+        quick: QuickWork,
     ):
         self._sessions = sessions
         self._readers = readers
@@ -129,7 +129,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
     ) -> download_pb2.GetDownloadResponse:
         principal, now = _principal(), self._clock()
-        values, position = await self._quick.run(
+        values, position = await self._quick.read(
             lambda connection: downloads.read_visible(connection, principal, request.id, now)
         )
         return download_pb2.GetDownloadResponse(download=convert.download(values, position))
