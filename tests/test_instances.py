@@ -194,6 +194,18 @@ async def create_key(
     return response.api_key.id, (("x-api-key", response.plaintext_key),)
 
 
+async def refused_within(stub: download_pb2_grpc.DownloadServiceStub, key: Any, seconds: float) -> bool:
+    """Whether `stub` refuses `key` within `seconds` (calling it until then)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            await stub.ListDownloads(D.ListDownloadsRequest(), metadata=key)
+        except grpc.RpcError:
+            return True
+        await asyncio.sleep(0.002)
+    return False
+
+
 async def test_a_key_revoked_on_one_instance_is_refused_by_the_others_and_rate_limits_are_shared(
     harness: Harness,
 ) -> None:
@@ -202,14 +214,20 @@ async def test_a_key_revoked_on_one_instance_is_refused_by_the_others_and_rate_l
         admin_a = admin_pb2_grpc.AdminServiceStub(harness.channels[0])
         listing = D.ListDownloadsRequest()
 
-        # Revoked through A: B and C refuse the very next call, and so does Envoy's round robin.
+        # Revoked through A: A refuses the very next call; B and C, which remember the key (for up
+        # to api_key_cache_seconds), refuse as soon as A's NOTIFY reaches them (milliseconds), and
+        # from then on every call is refused, through Envoy's round robin too.
         key_id, key = await create_key(admin_a, harness.admin)
         for stub in stubs:
             await stub.ListDownloads(listing, metadata=key)
         await admin_a.RevokeApiKey(admin_pb2.RevokeApiKeyRequest(id=key_id), metadata=harness.admin)
+        error = await rpc_error(stubs[0].ListDownloads(listing, metadata=key))
+        assert error_info(error).reason == "API_KEY_REVOKED"
+        for stub in stubs[1:]:
+            assert await refused_within(stub, key, seconds=0.5)
         async with aio.insecure_channel(envoy.grpc_target) as channel:
             through_envoy = [downloads_at(channel)] * 3
-            for stub in [stubs[1], stubs[2], *through_envoy]:
+            for stub in [*stubs, *through_envoy]:
                 error = await rpc_error(stub.ListDownloads(listing, metadata=key))
                 assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error
                 assert error_info(error).reason == "API_KEY_REVOKED"

@@ -22,6 +22,7 @@ from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
+from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.retention import Policy
@@ -34,6 +35,7 @@ from wallwhale.log import get_logger
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
+from wallwhale.rpc.calls import CallChain
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
 from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
@@ -114,6 +116,7 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
+        self.quick = db_engine.QuickWork(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
@@ -125,27 +128,37 @@ class WallWhaleServer:
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
         )
 
+        # On PostgreSQL the cache serves only while this instance hears other instances' changes.
+        self.principals = PrincipalCache(
+            settings.api_key_cache_seconds,
+            usable=lambda: self.listener is None or self.listener.connected.is_set(),
+        )
+        self.listener: Listener | None = None
         self.server = aio.server(
             interceptors=[
-                RequestContextInterceptor(),
-                MetricsInterceptor(),
-                NetworkRulesInterceptor(
-                    IpRules(
-                        allow=parse_networks(settings.ip_allow),
-                        deny=parse_networks(settings.ip_deny),
-                        trusted_proxies=parse_networks(settings.trusted_proxies),
-                    ),
-                    self.audit,
-                ),
-                # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                AuthenticationInterceptor(rules, readers, clock, self.audit, logins),
-                RateLimitInterceptor(
-                    RateLimiter(self.engine, clock),
-                    self.audit,
-                    RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
-                ),
-                AuditInterceptor(rules, self.audit),
-                ErrorMappingInterceptor(),
+                CallChain(
+                    [
+                        RequestContextInterceptor(),
+                        MetricsInterceptor(),
+                        NetworkRulesInterceptor(
+                            IpRules(
+                                allow=parse_networks(settings.ip_allow),
+                                deny=parse_networks(settings.ip_deny),
+                                trusted_proxies=parse_networks(settings.trusted_proxies),
+                            ),
+                            self.audit,
+                        ),
+                        # The key look-up only reads: on SQLite it must not take the write lock on every call.
+                        AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
+                        RateLimitInterceptor(
+                            RateLimiter(self.quick, self.engine.dialect.name, clock),
+                            self.audit,
+                            RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                        ),
+                        AuditInterceptor(rules, self.audit),
+                        ErrorMappingInterceptor(),
+                    ]
+                )
             ],
             options=[
                 ("grpc.so_reuseport", 0),
@@ -186,9 +199,12 @@ class WallWhaleServer:
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
             self.catalog,
+            self.quick,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(self.sessions, clock, keyring, self.downloads, settings.watch_heartbeat_seconds)
+        admin = AdminServicer(
+            self.sessions, clock, keyring, self.downloads, self.principals, settings.watch_heartbeat_seconds
+        )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -214,6 +230,7 @@ class WallWhaleServer:
             self.hub.announced(download_id, int(sequence or 0))
 
         def reconnected() -> None:
+            self.principals.clear()  # a change announced while away went unheard
             self.hub.notify_all()
             self.downloads.wake()
 
@@ -224,6 +241,7 @@ class WallWhaleServer:
                 Channel.QUEUE: lambda _: self.downloads.wake(),
                 Channel.CANCEL: self.downloads.cancel_requested,
                 Channel.GUARD: self.downloads.guard_code_announced,
+                Channel.CREDENTIALS: lambda _: self.principals.clear(),
             },
             reconnected,
         )
@@ -271,6 +289,7 @@ class WallWhaleServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()
+        await self.quick.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

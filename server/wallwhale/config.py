@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     # (API keys carry their own limits). Unset: people are not limited.
     user_requests_per_minute: int | None = Field(default=None, ge=0)
     user_burst: int | None = Field(default=None, ge=0)
+    # An API key that passed its check is trusted this long without reading it again (0: read at
+    # every call). Changes made through the API reach every instance at once; this bounds what a
+    # change made behind the server's back (or a lost notification) leaves in effect.
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=60)
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None

@@ -13,6 +13,7 @@ from wallwhale.core.errors import FailedPrecondition, FieldViolation, InvalidArg
 from wallwhale.core.paging import Page
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
+from wallwhale.db.notify import Channel, announce
 
 KEY_PREFIX = "ww_"
 _VISIBLE_LENGTH = len(KEY_PREFIX) + 6
@@ -152,6 +153,7 @@ async def update_api_key(
     if "disabled" in fields:
         row.disabled = data.disabled
     await session.flush()
+    await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     return row
 
 
@@ -160,4 +162,5 @@ async def revoke_api_key(session: AsyncSession, key_id: str, now: datetime) -> A
     if row.revoke_time is None:
         row.revoke_time = now
         await session.flush()
+        await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     return row

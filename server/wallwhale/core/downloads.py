@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Connection, RowMapping, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -106,6 +106,11 @@ def snapshot(download: Download) -> dict[str, Any]:
         value = getattr(download, column.key)
         values[column.key] = value.isoformat() if isinstance(value, datetime) else value
     return values
+
+
+def _snapshot_of_row(row: RowMapping) -> dict[str, Any]:
+    """snapshot() of a row read with Core (column keys are the attribute names)."""
+    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
 async def transition(
@@ -386,15 +391,21 @@ def visible_to(principal: Principal, download: Download) -> bool:
     return principal.is_admin or download.owner_user_id == principal.user_id
 
 
-async def get_visible(
-    session: AsyncSession, principal: Principal, download_id: str, *, lock: bool = False
-) -> Download:
-    """The download if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
+def _checked_id(download_id: str) -> NotFound:
+    """The NOT_FOUND to raise for `download_id`; raises at once when no id could match."""
     missing = NotFound("download", download_id)
     if not download_id:
         raise InvalidArgument.field("id", "is required")
     if not is_valid_id(download_id):
         raise missing
+    return missing
+
+
+async def get_visible(
+    session: AsyncSession, principal: Principal, download_id: str, *, lock: bool = False
+) -> Download:
+    """The download if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
+    missing = _checked_id(download_id)
     query = select(Download).where(Download.id == download_id)
     if lock:
         query = query.with_for_update()
@@ -453,20 +464,43 @@ async def queue_position(session: AsyncSession, download: Download, now: datetim
     """How many queued jobs are claimed before this one (higher priority, or older at the same)."""
     if download.state is not S.QUEUED:
         return 0
-    ahead = await session.scalar(
+    return int(await session.scalar(_ahead(download.id, download.priority, download.create_time, now)) or 0)
+
+
+def _ahead(download_id: str, priority: int, create_time: datetime, now: datetime) -> Select[int]:
+    return (
         select(func.count())
         .select_from(Download)
         .where(
             Download.state == S.QUEUED,
-            Download.id != download.id,
+            Download.id != download_id,
             or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
             or_(
-                Download.priority > download.priority,
-                and_(Download.priority == download.priority, Download.create_time < download.create_time),
+                Download.priority > priority,
+                and_(Download.priority == priority, Download.create_time < create_time),
             ),
         )
     )
-    return int(ahead or 0)
+
+
+_TABLE = Download.__table__
+
+
+def read_visible(
+    connection: Connection, principal: Principal, download_id: str, now: datetime
+) -> tuple[dict[str, Any], int]:
+    """GetDownload's read, as one piece of synchronous work (db.engine.QuickWork runs it): the
+    download's snapshot() if the caller may see it (NOT_FOUND otherwise) and its queue position.
+    Core, not the ORM: no identity map or instance state for a row that is only shown."""
+    missing = _checked_id(download_id)
+    row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).mappings().first()
+    if row is None or not (principal.is_admin or row["owner_user_id"] == principal.user_id):
+        raise missing
+    position = 0
+    if row["state"] is S.QUEUED:
+        ahead = _ahead(download_id, row["priority"], row["create_time"], now)
+        position = int(connection.execute(ahead).scalar() or 0)
+    return _snapshot_of_row(row), position
 
 
 async def cancel(

@@ -1,12 +1,16 @@
 """Who is calling: API keys checked against their stored hash, and what their scopes grant.
 
-Every check reads the database, so a revoked, disabled or expired key stops working at its next
-call on every instance.
+A key that passed its check is remembered for a few seconds (PrincipalCache), so that a busy
+caller does not cost a database read per call. Whoever changes a key or a user announces it
+(Channel.CREDENTIALS, PostgreSQL NOTIFY on commit) and every instance forgets what it remembered;
+the time limit only bounds what a lost notice could leave behind. Refusals are never remembered:
+a revoked, disabled or unknown key is read again at every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,26 +61,92 @@ def require_scope(principal: Principal, scope: str) -> None:
         raise PermissionDenied(f"this call needs the scope {scope!r}", reason="SCOPE_MISSING")
 
 
+@dataclass(frozen=True)
+class _Remembered:
+    principal: Principal
+    expire_time: datetime | None  # the key's own expiry, checked at every use
+    stored_at: float  # monotonic seconds
+
+
+class PrincipalCache:
+    """API-key principals that passed their check, by the key's hash, for `ttl_seconds` at most.
+
+    `usable` says whether changes made elsewhere would be heard now (on PostgreSQL: the listener is
+    connected); when it says no, nothing is served from or kept in the cache. A look-up that began
+    before a `clear()` does not store its answer, which may predate the change.
+    """
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        max_entries: int = 10_000,
+        usable: Callable[[], bool] = lambda: True,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._usable = usable
+        self._monotonic = monotonic
+        self._entries: dict[str, _Remembered] = {}
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key_hash: str) -> _Remembered | None:
+        if self._ttl <= 0 or not self._entries:
+            return None
+        entry = self._entries.get(key_hash)
+        if entry is None:
+            return None
+        if not self._usable() or self._monotonic() - entry.stored_at >= self._ttl:
+            del self._entries[key_hash]
+            return None
+        return entry
+
+    def store(
+        self, key_hash: str, principal: Principal, expire_time: datetime | None, generation: int
+    ) -> None:
+        if self._ttl <= 0 or generation != self.generation or not self._usable():
+            return
+        self._entries.pop(key_hash, None)
+        while len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]  # the oldest stored
+        self._entries[key_hash] = _Remembered(principal, expire_time, self._monotonic())
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
 async def authenticate_api_key(
-    sessions: async_sessionmaker[AsyncSession], presented: str, now: datetime
+    sessions: async_sessionmaker[AsyncSession],
+    presented: str,
+    now: datetime,
+    cache: PrincipalCache | None = None,
 ) -> Principal:
     # The same answer for a malformed key and an unknown one: nothing to learn by probing.
     unknown = Unauthenticated("the API key is not valid", reason="CREDENTIALS_INVALID")
     if not api_keys.looks_like_key(presented):
         raise unknown
+    key_hash = api_keys.hash_key(presented)
+    remembered = cache.get(key_hash) if cache is not None else None
+    if remembered is not None:
+        _check_expiry(remembered.expire_time, now)
+        return remembered.principal
+    generation = cache.generation if cache is not None else 0
     async with sessions() as session:
-        key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == api_keys.hash_key(presented)))
+        key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if key is None:
         raise unknown
     if key.revoke_time is not None:
         raise Unauthenticated("the API key was revoked", reason="API_KEY_REVOKED")
     if key.disabled:
         raise Unauthenticated("the API key is disabled", reason="API_KEY_DISABLED")
-    if key.expire_time is not None and key.expire_time <= now:
-        raise Unauthenticated("the API key has expired", reason="API_KEY_EXPIRED")
+    _check_expiry(key.expire_time, now)
     if key.owner.disabled:
         raise Unauthenticated("the API key's user is disabled", reason="USER_DISABLED")
-    return Principal(
+    principal = Principal(
         kind="api_key",
         user_id=key.owner_user_id,
         role=key.owner.role,
@@ -85,3 +155,11 @@ async def authenticate_api_key(
         display=f"{key.prefix} ({key.name})",
         rate_limit=RateLimit.of(key.requests_per_minute, key.burst),
     )
+    if cache is not None:
+        cache.store(key_hash, principal, key.expire_time, generation)
+    return principal
+
+
+def _check_expiry(expire_time: datetime | None, now: datetime) -> None:
+    if expire_time is not None and expire_time <= now:
+        raise Unauthenticated("the API key has expired", reason="API_KEY_EXPIRED")

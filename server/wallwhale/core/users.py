@@ -12,6 +12,7 @@ from wallwhale.core import passwords
 from wallwhale.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
+from wallwhale.db.notify import Channel, announce
 
 _EMAIL_MAX = 320
 UPDATABLE = frozenset({"display_name", "role", "disabled"})
@@ -113,6 +114,7 @@ async def update_user(
     if password or ("disabled" in fields and data.disabled):
         await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
     await session.flush()
+    await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     return user
 
 
@@ -125,3 +127,4 @@ async def delete_user(session: AsyncSession, user_id: str, acting_user_id: str) 
         raise InvalidArgument.field("id", "the last admin cannot be deleted")
     await session.execute(delete(ApiKey).where(ApiKey.owner_user_id == user.id))
     await session.delete(user)
+    await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event, make_url, text
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -59,6 +62,69 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 def read_only_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for reading only: on SQLite they do not queue behind writers for the write lock."""
     return async_sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+
+
+T = TypeVar("T")
+
+
+class QuickWork:
+    """Short work of a busy RPC (a SELECT or two, or one self-contained write), written against a
+    synchronous Connection and run in one go.
+
+    SQLite: the whole function runs in a worker thread on connections of its own, one thread hop
+    per piece of work; through aiosqlite every cursor, execute, fetch, close, BEGIN, commit and
+    rollback is a hop of its own (nine for a one-row read). Reads take no lock (WAL); writes begin
+    with BEGIN IMMEDIATE like every writer here. PostgreSQL: an autocommit connection, so each
+    statement is one round trip with no BEGIN and COMMIT/ROLLBACK around it: each statement sees
+    its own snapshot and commits alone, so work that needs one transaction uses a session instead.
+    """
+
+    _SQLITE_THREADS = 4
+
+    def __init__(self, engine: AsyncEngine):
+        self._reads = self._writes = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sync: Engine | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        url = engine.url
+        if url.get_backend_name() == "sqlite":
+            self._reads, self._writes = engine.execution_options(**{READ_ONLY: True}), engine
+            if url.database not in (None, "", ":memory:"):  # a private in-memory database stays async
+                sync = sqlalchemy.create_engine(url.set(drivername="sqlite"))
+                event.listen(sync, "connect", _set_sqlite_pragmas)
+                event.listen(sync, "begin", _begin_immediate)
+                self._sync = sync
+                self._threads = ThreadPoolExecutor(self._SQLITE_THREADS, thread_name_prefix="sqlite-quick")
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        return await self._run(work, write=False)
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Runs `work` and commits it (on PostgreSQL each of its statements commits alone)."""
+        return await self._run(work, write=True)
+
+    async def _run(self, work: Callable[[Connection], T], *, write: bool) -> T:
+        if self._threads is None:
+            async with (self._writes if write else self._reads).connect() as connection:
+                result = await connection.run_sync(work)
+                if write:
+                    await connection.commit()  # SQLite in memory; nothing to do on PostgreSQL
+                return result
+        # A cancelled caller leaves the thread to finish and give its connection back.
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._in_thread, work, write)
+
+    def _in_thread(self, work: Callable[[Connection], T], write: bool) -> T:
+        assert self._sync is not None
+        if write:
+            with self._sync.begin() as connection:
+                return work(connection)
+        with self._sync.connect() as connection:
+            return work(connection.execution_options(**{READ_ONLY: True}))
+
+    async def close(self) -> None:
+        if self._threads is not None:
+            await asyncio.to_thread(self._threads.shutdown)
+        if self._sync is not None:
+            self._sync.dispose()
 
 
 # The timeout is a parameter (ruff ASYNC109 prefers the caller's own scope) because the health checker

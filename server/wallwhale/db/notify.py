@@ -1,4 +1,5 @@
-"""PostgreSQL LISTEN/NOTIFY between instances: new events of a download, a job to claim, a cancel.
+"""PostgreSQL LISTEN/NOTIFY between instances: new events of a download, a job to claim, a cancel,
+a changed key or user.
 
 Writers call `announce()` inside their transaction; PostgreSQL delivers the notification on commit
 (and never for a rolled-back one), so a listener that hears it can read the rows at once. Each
@@ -26,6 +27,7 @@ class Channel(StrEnum):
     QUEUE = "wallwhale_queue"  # a job became claimable
     CANCEL = "wallwhale_cancel"  # payload: a download id whose cancel was requested
     GUARD = "wallwhale_guard"  # payload: a sealed Steam Guard code (core.steam_guard)
+    CREDENTIALS = "wallwhale_credentials"  # an API key or a user changed (core.identity)
 
 
 def libpq_url(url: str) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleError
-from wallwhale.core.identity import Principal, authenticate_api_key, require_scope
+from wallwhale.core.identity import Principal, PrincipalCache, authenticate_api_key, require_scope
 from wallwhale.core.network import IpRules
 from wallwhale.core.sessions import SessionService
 from wallwhale.rpc.access import Rule
@@ -66,12 +66,14 @@ class AuthenticationInterceptor(CallInterceptor):
         clock: Callable[[], datetime],
         audit: AuditWriter,
         logins: SessionService,
+        principals: PrincipalCache | None = None,
     ):
         self._rules = rules
         self._sessions = sessions
         self._clock = clock
         self._audit = audit
         self._logins = logins
+        self._principals = principals
 
     @contextlib.asynccontextmanager
     async def around(
@@ -109,4 +111,4 @@ class AuthenticationInterceptor(CallInterceptor):
                 "credentials are missing: send an API key in the x-api-key header",
                 reason="CREDENTIALS_MISSING",
             )
-        return await authenticate_api_key(self._sessions, presented, self._clock())
+        return await authenticate_api_key(self._sessions, presented, self._clock(), self._principals)

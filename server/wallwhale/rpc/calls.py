@@ -136,7 +136,7 @@ class Undecodable:
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    if deserializer is None or getattr(deserializer, "tolerant", False):
+    if deserializer is None:
         return deserializer
 
     def deserialize(data: bytes) -> Any:
@@ -145,7 +145,6 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         except DecodeError as exc:
             return Undecodable(str(exc).rpartition(": ")[2] or "malformed message")
 
-    deserialize.tolerant = True  # type: ignore[attr-defined]
     return deserialize
 
 
@@ -184,13 +183,34 @@ def wrap_handler(
     return handler
 
 
-class CallInterceptor(aio.ServerInterceptor):
-    """Base for our interceptors: subclasses implement `around`."""
+class CallInterceptor:
+    """Base for our interceptors: subclasses implement `around`; CallChain runs them."""
 
     def around(
         self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> contextlib.AbstractAsyncContextManager[None]:
         raise NotImplementedError
+
+
+class CallChain(aio.ServerInterceptor):
+    """Our interceptors as one grpc interceptor, the first given outermost.
+
+    grpc.aio runs each of its interceptors per call (a coroutine and a new method handler each);
+    here the handler is wrapped once per call and the `around`s are entered in turn, which is the
+    same nesting at a fraction of the cost.
+    """
+
+    def __init__(self, interceptors: list[CallInterceptor]):
+        self._arounds = [interceptor.around for interceptor in interceptors]
+
+    @contextlib.asynccontextmanager
+    async def _around(
+        self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for around in self._arounds:
+                await stack.enter_async_context(around(details, request, context))
+            yield
 
     async def intercept_service(
         self,
@@ -200,7 +220,7 @@ class CallInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        return wrap_handler(handler, handler_call_details, self.around)
+        return wrap_handler(handler, handler_call_details, self._around)
 
 
 def status_name(context: aio.ServicerContext[Any, Any], raised: BaseException | None) -> str:

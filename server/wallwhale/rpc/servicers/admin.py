@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core import api_keys, limits, reports, steam_accounts, steam_guard, users
 from wallwhale.core.engine import Engine
 from wallwhale.core.errors import InvalidArgument
+from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.paging import page
 from wallwhale.core.qr_login import QrCode, QrEvent, QrSucceeded
 from wallwhale.core.secretbox import Keyring
@@ -81,12 +82,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         clock: Callable[[], datetime],
         keyring: Keyring,
         engine: Engine,
+        principals: PrincipalCache,
         heartbeat_seconds: float = 15.0,
     ):
         self._sessions = sessions
         self._clock = clock
         self._keyring = keyring
         self._engine = engine
+        # Cleared after every committed change of a key or user (other instances hear the NOTIFY).
+        self._principals = principals
         self._heartbeat_seconds = heartbeat_seconds
 
     async def CreateUser(
@@ -124,6 +128,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             user = await users.update_user(
                 session, request.user.id, _user_input(request.user), fields, request.password
             )
+        self._principals.clear()
         return admin_pb2.UpdateUserResponse(user=convert.user(user))
 
     async def DeleteUser(
@@ -132,6 +137,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         principal = current_call().principal
         async with self._sessions.begin() as session:
             await users.delete_user(session, request.id, principal.user_id if principal else "")
+        self._principals.clear()
         return admin_pb2.DeleteUserResponse()
 
     async def CreateApiKey(
@@ -185,6 +191,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             row = await api_keys.update_api_key(
                 session, request.api_key.id, _key_input(request.api_key, ""), fields, self._clock()
             )
+        self._principals.clear()
         return admin_pb2.UpdateApiKeyResponse(api_key=convert.api_key(row))
 
     async def RevokeApiKey(
@@ -192,6 +199,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.RevokeApiKeyResponse:
         async with self._sessions.begin() as session:
             row = await api_keys.revoke_api_key(session, request.id, self._clock())
+        self._principals.clear()
         return admin_pb2.RevokeApiKeyResponse(api_key=convert.api_key(row))
 
     async def ListAuditEvents(

@@ -24,6 +24,7 @@ from wallwhale.core.engine import Engine
 from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
+from wallwhale.db.engine import QuickWork
 from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
@@ -68,6 +69,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         storage: Storage,
         options: DownloadOptions,
         catalog: Catalog,
+        quick: QuickWork,
     ):
         self._sessions = sessions
         self._readers = readers
@@ -77,6 +79,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         self._storage = storage
         self._options = options
         self._catalog = catalog
+        self._quick = quick
 
     async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
         runtime = None
@@ -125,9 +128,11 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     async def GetDownload(
         self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
     ) -> download_pb2.GetDownloadResponse:
-        async with self._readers() as session:
-            row = await downloads.get_visible(session, _principal(), request.id)
-            return download_pb2.GetDownloadResponse(download=await self._message(session, row))
+        principal, now = _principal(), self._clock()
+        values, position = await self._quick.read(
+            lambda connection: downloads.read_visible(connection, principal, request.id, now)
+        )
+        return download_pb2.GetDownloadResponse(download=convert.download(values, position))
 
     async def ListDownloads(
         self, request: download_pb2.ListDownloadsRequest, context: aio.ServicerContext[Any, Any]
