@@ -149,6 +149,19 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
+def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """The response serializer, letting bytes through as they are: a stream may send a message that
+    was encoded once for many streams (an event fanned out to its watchers)."""
+    if serializer is None or getattr(serializer, "passes_bytes", False):
+        return serializer
+
+    def serialize(message: Any) -> bytes:
+        return message if type(message) is bytes else serializer(message)
+
+    serialize.passes_bytes = True  # type: ignore[attr-defined]
+    return serialize
+
+
 def wrap_handler(
     handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around
 ) -> grpc.RpcMethodHandler:
@@ -179,7 +192,9 @@ def wrap_handler(
                     await _flush_headers(context)
                     yield response
 
-        return grpc.unary_stream_rpc_method_handler(unary_stream, deserializer, handler.response_serializer)
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, deserializer, _passing_bytes(handler.response_serializer)
+        )
     # No client-streaming RPCs exist in the API; leave such handlers untouched.
     return handler
 
