@@ -11,7 +11,10 @@ stream is registered before the download runs; then the hold is lifted. For each
 event received live, latency = the client's clock on receipt - the event's `event_time`, which the
 server takes just before its write transaction (same host, same clock): each figure covers the
 database write and commit, the fan-out in memory, serialisation, the network and the client. Events
-replayed from the database (written before the stream began) are left out.
+replayed from the database (written before the stream began) are left out. The watchers are Node
+processes (bench/watch_client.mjs: Node's HTTP/2 speaking gRPC, about 13 us of CPU per message) by
+default, so that they take a small share of the machine next to the server; --client python uses
+grpc.aio (about 65 us per message: on two CPUs the clients then compete with the server).
 
 Memory: VmRSS of the server process idle after start, idle after one warm-up download, and with
 --downloads downloads running at once (one Steam account each); per running download = (with them
@@ -30,7 +33,9 @@ import multiprocessing
 import os
 import queue
 import secrets
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from array import array
@@ -102,17 +107,49 @@ class WatchPlan:
     per_channel: int
     exclude_logs: bool
     limit: float
+    node: bool  # watch with bench/watch_client.mjs (Node's HTTP/2) instead of grpc.aio
 
 
 def watch_client(plan: WatchPlan, messages: Any) -> None:
     """One client process. Puts ("ready", index) once every stream is open, then
     ("result", index, ClientResult) when they have ended."""
     try:
-        result = asyncio.run(_watch(plan, messages))
+        result = _watch_node(plan, messages) if plan.node else asyncio.run(_watch(plan, messages))
     except BaseException as exc:
         messages.put(("error", plan.index, f"{type(exc).__name__}: {exc}"))
         raise
     messages.put(("result", plan.index, result))
+
+
+def _watch_node(plan: WatchPlan, messages: Any) -> ClientResult:
+    """The watchers in a Node process; this one only relays (it waits on a pipe, using no CPU)."""
+    request = download_pb2.WatchDownloadRequest(id=plan.download_id, exclude_logs=plan.exclude_logs)
+    argv = [
+        "node",
+        str(Path(__file__).with_name("watch_client.mjs")),
+        str(plan.port),
+        str(plan.watchers),
+        str(plan.per_channel),
+        request.SerializeToString().hex(),
+        str(plan.limit),
+        *(part for pair in plan.metadata for part in pair),
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as node:
+        assert node.stdout is not None
+        lines = iter(node.stdout)
+        if next(lines, "").strip() != "ready":
+            raise RuntimeError("the Node client ended before its streams were open")
+        messages.put(("ready", plan.index))
+        found = json.loads(next(lines, "null") or "null")
+    if found is None:
+        raise RuntimeError(f"the Node client ended without results ({node.returncode})")
+    result = ClientResult(plan.watchers)
+    for name in ("connected", "finished", "messages", "replayed", "errors", "cpu_seconds", "wall_seconds"):
+        setattr(result, name, found[name])
+    result.sequences.extend(found["sequences"])
+    result.latencies.extend(found["latencies"])
+    result.progress.extend(found["progress"])
+    return result
 
 
 async def _watch(plan: WatchPlan, messages: Any) -> ClientResult:
@@ -423,6 +460,7 @@ class Bench:
                         args.per_channel,
                         args.exclude_logs,
                         limit,
+                        args.client == "node",
                     ),
                     messages,
                 ),
@@ -550,6 +588,8 @@ def report(
         f" {args.file_interval}s; the server writes a job's events every {EVENT_FLUSH_INTERVAL}s,"
         f" a progress event at most every {PROGRESS_INTERVAL}s"
     )
+    client = "bench/watch_client.mjs (Node)" if args.client == "node" else "grpc.aio (Python)"
+    print(f"watchers: {client}, {args.per_channel} streams per connection")
     watching = "progress events only (exclude_logs)" if args.exclude_logs else "progress and log events"
     print()
     print(f"Latency in ms of live {watching}: client receipt - server event_time")
@@ -675,6 +715,13 @@ def main() -> None:
         "--clients", type=int, default=0, help="client processes (default: one per 250 watchers, <= CPUs)"
     )
     parser.add_argument("--per-channel", type=int, default=100, help="streams per client connection")
+    parser.add_argument(
+        "--client",
+        choices=["node", "python"],
+        default="node" if shutil.which("node") else "python",
+        help="the watchers: bench/watch_client.mjs (Node's HTTP/2, light; the default when node is"
+        " installed) or grpc.aio (Python, several times the CPU per message)",
+    )
     parser.add_argument("--exclude-logs", action="store_true", help="watch progress and states only")
     parser.add_argument("--log-level", default="INFO", help="the server's log level")
     args = parser.parse_args()
