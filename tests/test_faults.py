@@ -25,7 +25,7 @@ from tests.engine_support import TIME_SCALE, Harness, describe, harness_for, rpc
 from tests.fakes.steam import FakeSteam
 from tests.fault_support import fill, health_of, private_postgres, serve_process, tmpfs
 from tests.test_server import error_info
-from wallwhale.core.events import WATCHER_QUEUE_SIZE, EventHub, EventKind, StoredEvent
+from wallwhale.core.events import WATCHER_QUEUE_SIZE, EventHub, EventKind, StoredEvent, Watcher
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 ITEM = 2831234567
@@ -397,17 +397,21 @@ async def test_a_watcher_that_is_behind_gets_the_newest_progress_and_every_state
     def event(sequence: int, kind: EventKind, download_id: str = "d1") -> StoredEvent:
         return StoredEvent(download_id, sequence, now, kind, {"n": sequence})
 
+    async def sequences(watcher: Watcher, count: int) -> list[int]:
+        found = [await watcher.next(1) for _ in range(count)]
+        return [event.sequence if event else 0 for event in found]
+
     progress, log, state = EventKind.PROGRESS, EventKind.LOG, EventKind.STATE
     with hub.watch("d1") as watcher, hub.watch("d1", exclude_logs=True) as bar:
         hub.publish([event(1, progress), event(2, progress), event(3, log), event(4, progress)])
         hub.publish([event(5, state), event(6, progress), event(7, progress)])
-        assert [(await watcher.next(1)).sequence for _ in range(5)] == [2, 3, 4, 5, 7]  # type: ignore[union-attr]
-        assert [(await bar.next(1)).sequence for _ in range(3)] == [4, 5, 7]  # type: ignore[union-attr]
+        assert await sequences(watcher, 5) == [2, 3, 4, 5, 7]
+        assert await sequences(bar, 3) == [4, 5, 7]
         started = time.monotonic()
         assert await watcher.next(0.2) is None
         assert time.monotonic() - started >= 0.19
         hub.publish([event(8, log)])
-        assert (await watcher.next(1)).sequence == 8  # type: ignore[union-attr]
+        assert await sequences(watcher, 1) == [8]
     assert hub.watcher_count == 0
 
 
