@@ -11,7 +11,10 @@ stream is registered before the download runs; then the hold is lifted. For each
 event received live, latency = the client's clock on receipt - the event's `event_time`, which the
 server takes just before its write transaction (same host, same clock): each figure covers the
 database write and commit, the fan-out in memory, serialisation, the network and the client. Events
-replayed from the database (written before the stream began) are left out.
+replayed from the database (written before the stream began) are left out. The watchers are Node
+processes (bench/watch_client.mjs: Node's HTTP/2 speaking gRPC, about 13 us of CPU per message) by
+default, so that they take a small share of the machine next to the server; --client python uses
+grpc.aio (about 65 us per message: on two CPUs the clients then compete with the server).
 
 Memory: VmRSS of the server process idle after start, idle after one warm-up download, and with
 --downloads downloads running at once (one Steam account each); per running download = (with them
@@ -28,14 +31,11 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import queue
 import secrets
-import shlex
-import signal
+import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from array import array
@@ -44,15 +44,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # for tests.fakes.steam
+from support import ServerProcess, command, database, machine, server_env  # isort: skip
 
-from google.protobuf import field_mask_pb2  # noqa: E402
-from grpc import aio  # noqa: E402
+from google.protobuf import field_mask_pb2
+from grpc import aio
 
-from tests.fakes.steam import FakeSteam  # noqa: E402
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc  # noqa: E402
+from tests.fakes.steam import FakeSteam
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
 Metadata = tuple[tuple[str, str], ...]
 # The fake's sleeps are multiplied by this: its `file_delay` is given in fake seconds.
@@ -68,8 +66,10 @@ MEMORY_ITEM = 3_000_001_000  # + index
 LATENCY_ITEM = 3_000_002_000  # + round
 # Separate connections for channels to the same address (gRPC shares one by default).
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
-# The server writes a running job's events this often (core.engine.EngineSettings, not a setting).
+# The server writes a running job's events this often, and a progress event at most every
+# PROGRESS_INTERVAL (core.engine.EngineSettings, not settings).
 EVENT_FLUSH_INTERVAL = 0.1
+PROGRESS_INTERVAL = 0.25
 
 
 def _percentile(ordered: list[float], q: float) -> float:
@@ -107,17 +107,49 @@ class WatchPlan:
     per_channel: int
     exclude_logs: bool
     limit: float
+    node: bool  # watch with bench/watch_client.mjs (Node's HTTP/2) instead of grpc.aio
 
 
 def watch_client(plan: WatchPlan, messages: Any) -> None:
     """One client process. Puts ("ready", index) once every stream is open, then
     ("result", index, ClientResult) when they have ended."""
     try:
-        result = asyncio.run(_watch(plan, messages))
+        result = _watch_node(plan, messages) if plan.node else asyncio.run(_watch(plan, messages))
     except BaseException as exc:
         messages.put(("error", plan.index, f"{type(exc).__name__}: {exc}"))
         raise
     messages.put(("result", plan.index, result))
+
+
+def _watch_node(plan: WatchPlan, messages: Any) -> ClientResult:
+    """The watchers in a Node process; this one only relays (it waits on a pipe, using no CPU)."""
+    request = download_pb2.WatchDownloadRequest(id=plan.download_id, exclude_logs=plan.exclude_logs)
+    argv = [
+        "node",
+        str(Path(__file__).with_name("watch_client.mjs")),
+        str(plan.port),
+        str(plan.watchers),
+        str(plan.per_channel),
+        request.SerializeToString().hex(),
+        str(plan.limit),
+        *(part for pair in plan.metadata for part in pair),
+    ]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as node:
+        assert node.stdout is not None
+        lines = iter(node.stdout)
+        if next(lines, "").strip() != "ready":
+            raise RuntimeError("the Node client ended before its streams were open")
+        messages.put(("ready", plan.index))
+        found = json.loads(next(lines, "null") or "null")
+    if found is None:
+        raise RuntimeError(f"the Node client ended without results ({node.returncode})")
+    result = ClientResult(plan.watchers)
+    for name in ("connected", "finished", "messages", "replayed", "errors", "cpu_seconds", "wall_seconds"):
+        setattr(result, name, found[name])
+    result.sequences.extend(found["sequences"])
+    result.latencies.extend(found["latencies"])
+    result.progress.extend(found["progress"])
+    return result
 
 
 async def _watch(plan: WatchPlan, messages: Any) -> ClientResult:
@@ -215,60 +247,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-class ServerProcess:
-    def __init__(self, directory: Path, env: dict[str, str]):
-        self.directory = directory
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = directory / "server.log"
-        self.port_file = directory / "port"
-        self.port = 0
-
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "wallwhale.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"wallwhale {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
-        return done.stdout
-
-    def spawn(self) -> None:
-        with open(self.log_path, "wb") as log:  # the server's JSON log lines, for a failure's message
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "wallwhale.cli", "serve", "--port-file", str(self.port_file)],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    async def start(self) -> None:
-        self.spawn()
-        assert self.process is not None
-        deadline = time.monotonic() + 60
-        while not (self.port_file.exists() and self.port_file.read_text().endswith("\n")):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; its log ends:\n{self.log_tail()}")
-            await asyncio.sleep(0.05)
-        self.port = int(self.port_file.read_text())
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+class MeasuredServer(ServerProcess):
+    """The server process with its memory and that of the DepotDownloader processes under it."""
 
     def rss(self) -> int:
         return _proc_status(self.pid, "VmRSS")
 
     def peak_rss(self) -> int:
         return _proc_status(self.pid, "VmHWM")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def children_rss(self) -> tuple[int, int]:
         """How many processes run under the server (DepotDownloader), and their VmRSS together."""
@@ -280,21 +266,12 @@ class ServerProcess:
             pids += _children(pid)
         return count, total
 
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
-    async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(self.process.wait, 30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            await asyncio.to_thread(self.process.wait)
+def _machine_busy() -> tuple[int, int]:
+    """The whole machine's busy and total CPU ticks since boot (/proc/stat): steal counts as busy."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
 
 
 # The bench (this process) ---------------------------------------------------------------------------
@@ -309,6 +286,7 @@ class LatencyRound:
     rss_before: int
     rss_watching: int
     server_cpu_seconds: float  # while the download ran
+    machine_busy: float  # the share of all CPUs busy (any process) while the download ran
     results: list[ClientResult]
 
     def __post_init__(self) -> None:
@@ -350,7 +328,7 @@ class Memory:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, server: ServerProcess, steam: FakeSteam, admin: Metadata):
+    def __init__(self, args: argparse.Namespace, server: MeasuredServer, steam: FakeSteam, admin: Metadata):
         self.args = args
         self.server = server
         self.steam = steam
@@ -482,6 +460,7 @@ class Bench:
                         args.per_channel,
                         args.exclude_logs,
                         limit,
+                        args.client == "node",
                     ),
                     messages,
                 ),
@@ -502,7 +481,7 @@ class Bench:
             await asyncio.sleep(0.5)  # the last replayed messages leave the server
             rss_watching = self.server.rss()
 
-            cpu, wall = self.server.cpu_seconds(), time.monotonic()
+            cpu, wall, busy = self.server.cpu_seconds(), time.monotonic(), _machine_busy()
             await self.admin_api.UpdateApiKey(
                 admin_pb2.UpdateApiKeyRequest(
                     api_key=admin_pb2.ApiKey(id=gate.api_key.id, limits=admin_pb2.ApiKeyLimits()),
@@ -516,6 +495,8 @@ class Bench:
                     results[message[1]] = message[2]
             run_seconds = time.monotonic() - wall
             server_cpu = self.server.cpu_seconds() - cpu
+            busy_after = _machine_busy()
+            machine_busy = (busy_after[0] - busy[0]) / max(1, busy_after[1] - busy[1])
         finally:
             for process in processes:
                 await asyncio.to_thread(process.join, 10)
@@ -533,6 +514,7 @@ class Bench:
             rss_before=rss_before,
             rss_watching=rss_watching,
             server_cpu_seconds=server_cpu,
+            machine_busy=machine_busy,
             results=[results[i] for i in range(clients)],
         )
 
@@ -555,98 +537,59 @@ async def _receive(messages: Any, processes: list[Any], limit: float) -> tuple[A
         return message
 
 
-def _database(args: argparse.Namespace, directory: Path) -> tuple[str, str | None]:
-    """The database URL for the server, and the scratch PostgreSQL database to drop afterwards."""
-    if args.database == "sqlite":
-        return f"sqlite:///{directory / 'data' / 'wallwhale.sqlite3'}", None
-    if args.database.startswith(("postgresql://", "postgres://")):
-        import psycopg
-        from psycopg import sql
-
-        name = f"wallwhale_bench_{secrets.token_hex(4)}"
-        with psycopg.connect(args.database, autocommit=True) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        base, _, _ = args.database.partition("?")[0].rpartition("/")
-        return f"{base}/{name}", name
-    raise SystemExit("--database is sqlite or a postgresql:// URL (a scratch database is made there)")
-
-
-def _drop(admin_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 async def run(args: argparse.Namespace) -> tuple[Memory, list[LatencyRound], int]:
     with tempfile.TemporaryDirectory(prefix="wallwhale-bench-") as temporary:
         directory = Path(temporary)
         (directory / "data").mkdir()
-        database_url, scratch = _database(args, directory)
         steam = FakeSteam(directory / "steam")
         steam.set(time_scale=TIME_SCALE)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("WALLWHALE_")}
-        env.update(
-            WALLWHALE_DATA_DIR=str(directory / "data"),
-            WALLWHALE_DATABASE_URL=database_url,
-            WALLWHALE_GRPC_HOST="127.0.0.1",
-            WALLWHALE_GRPC_PORT="0",
-            WALLWHALE_METRICS_PORT="-1",
-            WALLWHALE_LOG_LEVEL=args.log_level,
-            WALLWHALE_MIGRATE_ON_START="false",
-            WALLWHALE_DEPOTDOWNLOADER_PATH=str(steam.executable),
-            WALLWHALE_STEAM_WEB_API_URL="",
-            WALLWHALE_MAX_CONCURRENT_DOWNLOADS=str(max(args.downloads, 1)),
-            WALLWHALE_PROCESS_STOP_GRACE_SECONDS="2",
-        )
-        server = ServerProcess(directory, env)
-        try:
-            server.cli("migrate")
-            admin = json.loads(server.cli("bootstrap", "--json", "--email", "bench@example.test"))
-            await server.start()
-            memory = Memory()
-            await asyncio.sleep(2.0)  # start-up settles (first health check, first audit flush)
-            memory.base = int(statistics.median([server.rss() for _ in range(5)]))
-            bench = Bench(args, server, steam, (("x-api-key", admin["api_key"]),))
+        with database(args.database, directory / "data") as database_url:
+            env = server_env(
+                directory / "data",
+                database_url,
+                log_level=args.log_level,
+                depotdownloader_path=str(steam.executable),
+                max_concurrent_downloads=str(max(args.downloads, 1)),
+                process_stop_grace_seconds="2",
+            )
+            server = MeasuredServer(directory, env)
             try:
-                for number in range(max(args.downloads, 1)):
-                    await bench.add_account(f"bench{number}")
-                await bench.memory(memory)
-                rounds = [await bench.latency(n, watchers) for n, watchers in enumerate(args.watchers)]
+                server.cli("migrate")
+                admin = json.loads(server.cli("bootstrap", "--json", "--email", "bench@example.test"))
+                await server.start()
+                memory = Memory()
+                await asyncio.sleep(2.0)  # start-up settles (first health check, first audit flush)
+                memory.base = int(statistics.median([server.rss() for _ in range(5)]))
+                bench = Bench(args, server, steam, (("x-api-key", admin["api_key"]),))
+                try:
+                    for number in range(max(args.downloads, 1)):
+                        await bench.add_account(f"bench{number}")
+                    await bench.memory(memory)
+                    rounds = [await bench.latency(n, watchers) for n, watchers in enumerate(args.watchers)]
+                finally:
+                    await bench.channel.close()
+                return memory, rounds, server.peak_rss()
             finally:
-                await bench.channel.close()
-            return memory, rounds, server.peak_rss()
-        finally:
-            await server.stop()
-            if scratch is not None:
-                await asyncio.to_thread(_drop, args.database, scratch)
-
-
-def _command() -> str:
-    python = Path(sys.executable)
-    with contextlib.suppress(ValueError):
-        python = python.relative_to(Path.cwd())
-    return shlex.join([str(python), *sys.argv])
+                await server.stop()
 
 
 def report(
-    args: argparse.Namespace, memory: Memory, rounds: list[LatencyRound], peak: int, load: tuple[float, ...]
+    args: argparse.Namespace, memory: Memory, rounds: list[LatencyRound], peak: int, before: str
 ) -> None:
-    database = "SQLite (a file in a temporary directory)" if args.database == "sqlite" else "PostgreSQL"
-    after = os.getloadavg()
+    database_name = "SQLite (a file in a temporary directory)" if args.database == "sqlite" else "PostgreSQL"
     print()
     print("WallWhale: progress latency (event written -> watcher received) and server memory")
-    print(
-        f"machine: {os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()},"
-        f" Python {sys.version.split()[0]}; load average {load[0]:.1f} before, {after[0]:.1f} after"
-    )
-    print(f"database: {database}")
-    print(f"command: {_command()}")
+    print(f"machine before: {before}")
+    print(f"machine after:  {machine()}")
+    print(f"database: {database_name}")
+    print(f"command: {command()}")
     print(
         f"DepotDownloader: the fake (tests/fakes/steam.py), a progress line per file every"
-        f" {args.file_interval}s; the server writes a job's events every {EVENT_FLUSH_INTERVAL}s"
+        f" {args.file_interval}s; the server writes a job's events every {EVENT_FLUSH_INTERVAL}s,"
+        f" a progress event at most every {PROGRESS_INTERVAL}s"
     )
+    client = "bench/watch_client.mjs (Node)" if args.client == "node" else "grpc.aio (Python)"
+    print(f"watchers: {client}, {args.per_channel} streams per connection")
     watching = "progress events only (exclude_logs)" if args.exclude_logs else "progress and log events"
     print()
     print(f"Latency in ms of live {watching}: client receipt - server event_time")
@@ -667,11 +610,13 @@ def report(
     print("Where the time goes (per event: the first watcher to get it, and first to last; medians)")
     print(
         f"{'watchers':>8} {'first ms':>8} {'spread ms':>9} {'progress p99':>12} {'log p99':>8}"
-        f" {'msgs/s':>7} {'server CPU':>10} {'us/msg':>6} {'client CPU':>10} {'clients':>7}"
+        f" {'msgs/s':>7} {'server CPU':>10} {'us/msg':>6} {'client CPU':>12} {'us/msg':>6}"
+        f" {'machine busy':>12}"
     )
     for r in rounds:
         rate = r.messages / r.run_seconds if r.run_seconds else math.nan
         per_message = r.server_cpu_seconds / r.messages * 1e6 if r.messages else math.nan
+        client_seconds = sum(c.cpu_seconds for c in r.results)
         client_cpu = "+".join(
             f"{c.cpu_seconds / c.wall_seconds:.0%}" if c.wall_seconds else "-" for c in r.results
         )
@@ -679,12 +624,15 @@ def report(
             f"{r.watchers:>8} {statistics.median(r.first) if r.first else math.nan:>8.1f}"
             f" {statistics.median(r.spread) if r.spread else math.nan:>9.1f}"
             f" {_percentile(r.progress, 0.99):>12.1f} {_percentile(r.logs, 0.99):>8.1f} {rate:>7.0f}"
-            f" {r.server_cpu_seconds / r.run_seconds:>10.0%} {per_message:>6.0f} {client_cpu:>10}"
-            f" {r.clients:>7}"
+            f" {r.server_cpu_seconds / r.run_seconds:>10.0%} {per_message:>6.0f} {client_cpu:>12}"
+            f" {client_seconds / r.messages * 1e6 if r.messages else math.nan:>6.0f}"
+            f" {r.machine_busy:>12.0%}"
         )
     print("  msgs/s: messages delivered to all watchers per second while the download ran; server CPU:")
     print("  of the server process (one CPU = 100%); us/msg: that CPU time per delivered message (the job's")
-    print("  own work is in it too, which dominates with few watchers)")
+    print("  own work is in it too, which dominates with few watchers); client CPU: of each client process,")
+    print("  and its time per message; machine busy: of all CPUs, by every process on the machine (other")
+    print("  work included): near 100% means the figures are queueing for a CPU, not the server's own")
     for r in rounds:
         errors = sum((Counter(result.errors) for result in r.results), Counter())
         replayed = sum(result.replayed for result in r.results)
@@ -767,14 +715,21 @@ def main() -> None:
         "--clients", type=int, default=0, help="client processes (default: one per 250 watchers, <= CPUs)"
     )
     parser.add_argument("--per-channel", type=int, default=100, help="streams per client connection")
+    parser.add_argument(
+        "--client",
+        choices=["node", "python"],
+        default="node" if shutil.which("node") else "python",
+        help="the watchers: bench/watch_client.mjs (Node's HTTP/2, light; the default when node is"
+        " installed) or grpc.aio (Python, several times the CPU per message)",
+    )
     parser.add_argument("--exclude-logs", action="store_true", help="watch progress and states only")
     parser.add_argument("--log-level", default="INFO", help="the server's log level")
     args = parser.parse_args()
     if not 0 <= args.downloads <= 256:
         parser.error("--downloads is 0 to 256 (the server's limit on concurrent downloads)")
-    load = os.getloadavg()
+    before = machine()
     memory, rounds, peak = asyncio.run(run(args))
-    report(args, memory, rounds, peak, load)
+    report(args, memory, rounds, peak, before)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -24,7 +25,7 @@ from tests.engine_support import TIME_SCALE, Harness, describe, harness_for, rpc
 from tests.fakes.steam import FakeSteam
 from tests.fault_support import fill, health_of, private_postgres, serve_process, tmpfs
 from tests.test_server import error_info
-from wallwhale.core.events import WATCHER_QUEUE_SIZE
+from wallwhale.core.events import WATCHER_QUEUE_SIZE, EventHub, EventKind, StoredEvent, Watcher
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 ITEM = 2831234567
@@ -358,7 +359,8 @@ async def test_a_watcher_that_never_reads_costs_bounded_memory_and_others_get_ev
 ) -> None:
     """One WatchDownload client opens the stream and never reads while the job writes thousands of
     events: the hub's buffer of every watcher stays within WATCHER_QUEUE_SIZE, a reading watcher gets
-    every event in order, and the stalled one, once it reads, gets them all too (from the database)."""
+    every state and log event in order (a progress event superseded before it was sent may be left
+    out), and the stalled one, once it reads, gets them all (from the database)."""
     server = await harness.start()
     await harness.add_account("vic_we", "pw-vic")
     harness.steam.add_item(ITEM, files={f"d/{i:04}.txt": 16 for i in range(1500)})
@@ -373,13 +375,44 @@ async def test_a_watcher_that_never_reads_costs_bounded_memory_and_others_get_ev
         await asyncio.sleep(0.005)
     events = reading.result()
     assert largest <= WATCHER_QUEUE_SIZE
-    sequences = [e.sequence for e in events[:-1] if not e.HasField("heartbeat")]
-    assert sequences == list(range(1, len(sequences) + 1))
-    assert len(sequences) > 2 * WATCHER_QUEUE_SIZE  # enough to overflow a stalled buffer
     assert events[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
     late = [event async for event in stalled]
-    assert [e.sequence for e in late[:-1] if not e.HasField("heartbeat")] == sequences
+    every = [e for e in late[:-1] if not e.HasField("heartbeat")]
+    assert [e.sequence for e in every] == list(range(1, len(every) + 1))
+    assert len(every) > 2 * WATCHER_QUEUE_SIZE  # enough to overflow a stalled buffer
+    got = [e.sequence for e in events[:-1] if not e.HasField("heartbeat")]
+    assert got == sorted(set(got))
+    assert set(got) >= {e.sequence for e in every if not e.HasField("progress")}
+    assert late[-1].finished.download.state == D.DOWNLOAD_STATE_SUCCEEDED
     assert server.hub.watcher_count == 0
+
+
+async def test_a_watcher_that_is_behind_gets_the_newest_progress_and_every_state_and_log_line() -> None:
+    """The hub's buffer of a watcher that has not sent its events yet: a progress event is replaced by
+    a newer one of the same download; log lines, states and the order are kept; a quiet watcher is
+    woken after its wait (to send a heartbeat) and still gets what comes later."""
+    hub = EventHub()
+    now = datetime.now(UTC)
+
+    def event(sequence: int, kind: EventKind, download_id: str = "d1") -> StoredEvent:
+        return StoredEvent(download_id, sequence, now, kind, {"n": sequence})
+
+    async def sequences(watcher: Watcher, count: int) -> list[int]:
+        found = [await watcher.next(1) for _ in range(count)]
+        return [event.sequence if event else 0 for event in found]
+
+    progress, log, state = EventKind.PROGRESS, EventKind.LOG, EventKind.STATE
+    with hub.watch("d1") as watcher, hub.watch("d1", exclude_logs=True) as bar:
+        hub.publish([event(1, progress), event(2, progress), event(3, log), event(4, progress)])
+        hub.publish([event(5, state), event(6, progress), event(7, progress)])
+        assert await sequences(watcher, 5) == [2, 3, 4, 5, 7]
+        assert await sequences(bar, 3) == [4, 5, 7]
+        started = time.monotonic()
+        assert await watcher.next(0.2) is None
+        assert time.monotonic() - started >= 0.19
+        hub.publish([event(8, log)])
+        assert await sequences(watcher, 1) == [8]
+    assert hub.watcher_count == 0
 
 
 @pytest.mark.slow

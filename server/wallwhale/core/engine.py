@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import math
 import random
 import time
 from collections.abc import Callable
@@ -64,6 +65,9 @@ class EngineSettings:
     throttle_cooldown: timedelta = timedelta(hours=6)
     chunk_error_limit: int = 50
     event_flush_interval: float = 0.1
+    # A progress event at most this often per job: people and progress bars need a few a second,
+    # and every one is written once and sent to every watcher. States and log lines are not held.
+    progress_interval: float = 0.25
     max_log_lines: int = 2000
     retention_policy: retention.Policy = field(default_factory=lambda: retention.Policy(None, None))
     retention_interval: float = 300.0
@@ -333,11 +337,13 @@ class Engine:
 
 @dataclass
 class Journal:
-    """Progress and log events of a running job, written every `interval` in one transaction."""
+    """Progress and log events of a running job, written every `interval` in one transaction; the
+    newest progress only, and at most every `progress_interval` (a state change takes it at once)."""
 
     job: JobRun
     pending_logs: list[NewEvent] = field(default_factory=list)
     pending_progress: dict[str, Any] | None = None
+    progress_written: float = -math.inf  # time.monotonic() of the last progress taken
     logged: int = 0
     truncated: bool = False
 
@@ -353,12 +359,16 @@ class Journal:
     def progress(self, payload: dict[str, Any]) -> None:
         self.pending_progress = payload  # only the newest matters
 
-    def take(self) -> tuple[list[NewEvent], dict[str, Any] | None]:
-        new = list(self.pending_logs)
-        progress = self.pending_progress
+    def progress_due(self) -> bool:
+        interval = self.job.engine.settings.progress_interval
+        return self.pending_progress is not None and time.monotonic() - self.progress_written >= interval
+
+    def take(self, with_progress: bool = True) -> tuple[list[NewEvent], dict[str, Any] | None]:
+        new, self.pending_logs = self.pending_logs, []
+        progress = self.pending_progress if with_progress else None
         if progress is not None:
             new.append(NewEvent(EventKind.PROGRESS, progress))
-        self.pending_logs, self.pending_progress = [], None
+            self.pending_progress, self.progress_written = None, time.monotonic()
         return new, progress
 
 
@@ -724,11 +734,13 @@ class JobRun(RunHooks):
         return await events.append(session, download, new, now)
 
     async def flush(self) -> None:
-        if not self.journal.pending_logs and self.journal.pending_progress is None:
+        if not self.journal.pending_logs and not self.journal.progress_due():
             return
         async with self._write_lock:
             now = self.engine.clock()
-            new, progress = self.journal.take()
+            new, progress = self.journal.take(with_progress=self.journal.progress_due())
+            if not new:
+                return
             values = _progress_columns(progress, now) if progress is not None else None
             # One conditional UPDATE (lease still ours? next sequence, progress columns) and the inserts.
             async with self.engine.sessions() as session, session.begin():

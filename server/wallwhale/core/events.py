@@ -151,7 +151,10 @@ class Watcher:
     """One stream's live events: a bounded buffer and at most one pending wake-up.
 
     Built for fan-out to many streams: offering an event is a deque append (and waking the one
-    waiting stream), with no task or queue machinery per event.
+    waiting stream), with no task, queue or timer per event. A progress event not sent yet is
+    replaced by a newer one of the same download (a watcher that is behind gets the newest
+    progress only); states, log lines and their order are kept, and a skipped sequence is still in
+    the database for a stream that resumes.
     """
 
     def __init__(self, download_id: str, exclude_logs: bool = False):
@@ -161,15 +164,30 @@ class Watcher:
         self.behind = False
         self._events: deque[StoredEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # One timer per quiet period, re-armed only when it fires early, not one per wait.
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiting_since = 0.0
+        self._timed_out = False
 
     def offer(self, event: StoredEvent) -> None:
         if self.exclude_logs and event.kind is EventKind.LOG:
             return
-        if len(self._events) >= WATCHER_QUEUE_SIZE:
-            self.behind = True
-            self._events.clear()
-        else:
-            self._events.append(event)
+        buffered = self._events
+        if buffered:
+            last = buffered[-1]
+            if (
+                event.kind is EventKind.PROGRESS
+                and last.kind is EventKind.PROGRESS
+                and last.download_id == event.download_id
+            ):
+                buffered[-1] = event  # superseded before it was sent
+                return
+            if len(buffered) >= WATCHER_QUEUE_SIZE:
+                self.behind = True
+                buffered.clear()
+                self._wake()
+                return
+        buffered.append(event)
         self._wake()
 
     def fall_behind(self) -> None:
@@ -180,17 +198,33 @@ class Watcher:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _expire(self, wait_seconds: float) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # sending: its next wait arms a new timer
+        loop = asyncio.get_running_loop()
+        deadline = self._waiting_since + wait_seconds
+        if loop.time() < deadline:  # armed during an earlier wait
+            self._timer = loop.call_at(deadline, self._expire, wait_seconds)
+            return
+        self._timed_out = True
+        self._wake()
+
     async def next(self, wait_seconds: float) -> StoredEvent | None:
         """The next live event, or None when the watcher must catch up from the database (or timed out)."""
         if not self._events and not self.behind:
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            self._waiting_since = loop.time()
+            if self._timer is None:
+                self._timer = loop.call_at(self._waiting_since + wait_seconds, self._expire, wait_seconds)
+            self._waiter = loop.create_future()
             try:
-                async with asyncio.timeout(wait_seconds):
-                    await self._waiter
-            except TimeoutError:
-                return None
+                await self._waiter
             finally:
                 self._waiter = None
+            if self._timed_out:
+                self._timed_out = False
+                return None
         if self.behind or not self._events:
             return None
         return self._events.popleft()
@@ -199,6 +233,11 @@ class Watcher:
         """Forgets the buffered events (about to be re-read from the database)."""
         self.behind = False
         self._events.clear()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class EventHub:
@@ -238,6 +277,7 @@ class EventHub:
         try:
             yield watcher
         finally:
+            watcher.close()
             for download_id in known_last:
                 watchers = self._watchers.get(download_id)
                 if watchers is not None:

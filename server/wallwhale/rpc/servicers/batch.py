@@ -40,7 +40,7 @@ from wallwhale.db.models import Batch, BatchState, Download, DownloadEvent, Down
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, wire
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, encoded_in_batch
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.storage.bundle import Bundle, BundleError
 from wallwhale.v1 import download_pb2
@@ -162,7 +162,7 @@ class BatchMethods:
 
     async def WatchBatch(
         self, request: download_pb2.WatchBatchRequest, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[download_pb2.WatchBatchResponse]:
+    ) -> AsyncIterator[download_pb2.WatchBatchResponse | bytes]:
         async with self._readers() as session:
             row = await batches.get_visible(session, current_call().caller(), request.id)
             members = (await batches.members(session, [row.id]))[row.id]
@@ -320,7 +320,7 @@ class _BatchStream:
     def done(self) -> bool:
         return all(self._final.values())
 
-    def accept(self, event: StoredEvent) -> download_pb2.WatchBatchResponse | None:
+    def accept(self, event: StoredEvent) -> bytes | None:
         last = self._sent.get(event.download_id)
         if last is None or event.sequence <= last:
             return None  # not of this batch, or already sent
@@ -329,9 +329,9 @@ class _BatchStream:
             self._final[event.download_id] = event.payload["download"]["state"] in FINAL_NAMES
         if event.kind is EventKind.LOG and self._exclude_logs:
             return None
-        return download_pb2.WatchBatchResponse(download_event=wire(event))
+        return encoded_in_batch(event)
 
-    async def replay(self) -> AsyncIterator[download_pb2.WatchBatchResponse]:
+    async def replay(self) -> AsyncIterator[bytes]:
         """The batch's history in the order it was written (its downloads' events interleaved)."""
         after = 0
         while True:
@@ -353,7 +353,7 @@ class _BatchStream:
             if len(rows) < _REPLAY_PAGE:
                 return
 
-    async def catch_up(self) -> AsyncIterator[download_pb2.WatchBatchResponse]:
+    async def catch_up(self) -> AsyncIterator[bytes]:
         """Every event not sent yet, download by download (one query tells which have news)."""
         async with self._sessions() as session:
             newest = await session.execute(

@@ -29,7 +29,7 @@ from wallwhale.db.models import ApiKey, Download, DownloadState
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers.batch import BatchMethods
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, wire
+from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, encoded
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
@@ -58,7 +58,8 @@ def _audit(download_id: str) -> None:
     current_call().audit_resource = f"downloads/{download_id}"
 
 
-class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
+# WatchBatch, like WatchDownload, yields events encoded once (streams.encoded): unlike the stub says.
+class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -199,9 +200,9 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
             self._storage.remove_item_dir(*deleted.item)
         return download_pb2.DeleteDownloadResponse()
 
-    async def WatchDownload(
+    async def WatchDownload(  # type: ignore[override]  # events go out encoded once (streams.encoded)
         self, request: download_pb2.WatchDownloadRequest, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[download_pb2.WatchDownloadResponse]:
+    ) -> AsyncIterator[download_pb2.WatchDownloadResponse | bytes]:
         if request.after_sequence < 0:
             raise InvalidArgument.field("after_sequence", "must not be negative")
         principal = _principal()
@@ -317,7 +318,7 @@ class _EventStream:
         self.last = request.after_sequence
         self.finished: dict[str, Any] | None = None
 
-    async def replay(self) -> AsyncIterator[download_pb2.WatchDownloadResponse]:
+    async def replay(self) -> AsyncIterator[bytes]:
         """Everything recorded after `last`; a final state that a retry left behind does not end it."""
         while True:
             async with self._sessions() as session:
@@ -328,7 +329,7 @@ class _EventStream:
             if len(batch) < _REPLAY_BATCH:
                 return
 
-    def accept(self, event: StoredEvent) -> download_pb2.WatchDownloadResponse | None:
+    def accept(self, event: StoredEvent) -> bytes | None:
         if event.sequence <= self.last:
             return None  # already sent (live copy of a replayed event, or the reverse)
         self.last = event.sequence
@@ -337,4 +338,4 @@ class _EventStream:
             self.finished = event.payload["download"] if state in FINAL_NAMES else None
         if event.kind is EventKind.LOG and self._request.exclude_logs:
             return None
-        return wire(event)
+        return encoded(event)

@@ -8,7 +8,6 @@ from wallwhale.core.downloads import FINAL_STATES
 from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import StoredEvent
 from wallwhale.rpc import convert
-from wallwhale.v1 import download_pb2
 
 # Bytes per archive message: a quarter of gRPC's default 4 MiB receive limit and of Envoy's
 # max_response_body_size. Each message costs a thread hop for the read, a protobuf and gRPC framing.
@@ -17,19 +16,37 @@ from wallwhale.v1 import download_pb2
 ARCHIVE_CHUNK = 1024 * 1024
 FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
-# The same event goes to every watcher of a download (and of its batch): convert it once.
-_WIRE_CACHE: OrderedDict[tuple[str, int], download_pb2.WatchDownloadResponse] = OrderedDict()
-_WIRE_CACHE_SIZE = 4096
+# The same event goes to every watcher of a download (and of its batch): it is converted and
+# encoded once, and the streams send these bytes as they are (calls.wrap_handler lets them through).
+_ENCODED: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+_ENCODED_SIZE = 4096
+_BATCH_EVENT_TAG = b"\x0a"  # WatchBatchResponse.download_event: field 1, length-delimited
 
 
-def wire(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
+def encoded(event: StoredEvent) -> bytes:
+    """The event as an encoded WatchDownloadResponse."""
     key = (event.download_id, event.sequence)
-    message = _WIRE_CACHE.get(key)
-    if message is None:
-        message = _WIRE_CACHE[key] = convert.watch_event(event)
-        if len(_WIRE_CACHE) > _WIRE_CACHE_SIZE:
-            _WIRE_CACHE.popitem(last=False)
-    return message
+    data = _ENCODED.get(key)
+    if data is None:
+        data = _ENCODED[key] = convert.watch_event(event).SerializeToString()
+        if len(_ENCODED) > _ENCODED_SIZE:
+            _ENCODED.popitem(last=False)
+    return data
+
+
+def encoded_in_batch(event: StoredEvent) -> bytes:
+    """The event as an encoded WatchBatchResponse (its download_event): a prefix on the same bytes."""
+    data = encoded(event)
+    return _BATCH_EVENT_TAG + _varint(len(data)) + data
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def check_range(offset: int, length: int) -> None:
