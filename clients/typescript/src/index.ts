@@ -197,7 +197,8 @@ export class WallWhaleClient {
 
   /**
    * The download's events after `afterSequence`, ending with its `finished` event. A broken stream is
-   * opened again after the last sequence number seen: no event is lost or repeated.
+   * opened again after the last sequence number seen: no state change, log line or final event is lost
+   * or repeated (a live stream may pass over progress that a newer one replaced).
    */
   async *watch(id: string, options: { afterSequence?: bigint; excludeLogs?: boolean } = {}): AsyncGenerator<WatchDownloadResponse> {
     let after = options.afterSequence ?? 0n;

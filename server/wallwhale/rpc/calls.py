@@ -151,64 +151,35 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
 def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
     """The response serializer, letting bytes through as they are: a stream may send a message that
     was encoded once for many streams (an event fanned out to its watchers)."""
-    if serializer is None or getattr(serializer, "passes_bytes", False):
+    if serializer is None:
         return serializer
 
     def serialize(message: Any) -> bytes:
         return message if type(message) is bytes else serializer(message)
 
-    serialize.passes_bytes = True  # type: ignore[attr-defined]
     return serialize
-
-
-@contextlib.asynccontextmanager
-async def _entered(
-    arounds: tuple[Around, ...],
-    details: grpc.HandlerCallDetails,
-    request: Any,
-    context: aio.ServicerContext[Any, Any],
-) -> AsyncIterator[None]:
-    """Every interceptor's `around`, outermost first: as if nested, in one frame."""
-    async with contextlib.AsyncExitStack() as stack:
-        for around in arounds:
-            await stack.enter_async_context(around(details, request, context))
-        yield
-
-
-def _chain(behavior: Any) -> tuple[Any, tuple[Around, ...]]:
-    """The handler's own behavior and the arounds already wrapped around it (none for a servicer's)."""
-    chained: tuple[Any, tuple[Around, ...]] | None = getattr(behavior, "chain", None)
-    return chained if chained is not None else (behavior, ())
 
 
 def wrap_handler(
     handler: grpc.RpcMethodHandler, details: grpc.HandlerCallDetails, around: Around
 ) -> grpc.RpcMethodHandler:
-    """The same handler with `around` entered for the duration of every call (unary or streamed).
-
-    The interceptors wrap from the innermost out, each around the last one's result: the arounds
-    join one list around the servicer's own behavior, so that a streamed message passes one
-    wrapper, not one per interceptor.
-    """
+    """The same handler with `around` entered for the duration of every call (unary or streamed)."""
     deserializer = _tolerant(handler.request_deserializer)
     if handler.unary_unary is not None:
-        unary, inner = _chain(handler.unary_unary)
-        unary_arounds = (around, *inner)
+        unary = handler.unary_unary
 
         async def unary_unary(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            async with _entered(unary_arounds, details, request, context):
+            async with around(details, request, context):
                 response = await unary(request, context)
                 await _flush_headers(context)
                 return response
 
-        unary_unary.chain = (unary, unary_arounds)  # type: ignore[attr-defined]
         return grpc.unary_unary_rpc_method_handler(unary_unary, deserializer, handler.response_serializer)
     if handler.unary_stream is not None:
-        stream, inner = _chain(handler.unary_stream)
-        stream_arounds = (around, *inner)
+        stream = handler.unary_stream
 
         async def unary_stream(request: Any, context: aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-            async with _entered(stream_arounds, details, request, context):
+            async with around(details, request, context):
                 responses = stream(request, context)
                 if inspect.isawaitable(responses):
                     # A handler that writes with context.write() (grpc's own health Watch does).
@@ -221,7 +192,6 @@ def wrap_handler(
                         await call.send_headers(context)
                     yield response
 
-        unary_stream.chain = (stream, stream_arounds)  # type: ignore[attr-defined]
         return grpc.unary_stream_rpc_method_handler(
             unary_stream, deserializer, _passing_bytes(handler.response_serializer)
         )

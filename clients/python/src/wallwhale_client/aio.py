@@ -354,7 +354,8 @@ class AsyncClient:
         self, download_id: str, *, after_sequence: int = 0, exclude_logs: bool = False
     ) -> AsyncIterator[download_pb2.WatchDownloadResponse]:
         """The download's events after `after_sequence`, ending with its `finished` event. A broken
-        stream is opened again after the last sequence number seen, so no event is lost or repeated."""
+        stream is opened again after the last sequence number seen, so no state change, log line or
+        final event is lost or repeated (a live stream may pass over progress that a newer one replaced)."""
         failures = 0
         while True:
             request = download_pb2.WatchDownloadRequest(
