@@ -56,19 +56,8 @@ def local_header(entry: Entry, zip64: bool) -> bytes:
         raise ValueError(f"{entry.name} needs a zip64 local header")
     encoded = entry.name.encode()
     extra = _zip64_extra([entry.size, entry.compressed_size] if zip64 else [])
-    dos_time, dos_date = _dos_time(entry.date_time)
     header = _LOCAL.pack(
-        b"PK\x03\x04",
-        _VERSION64 if zip64 else _VERSION,
-        _flags(entry.name),
-        entry.method,
-        dos_time,
-        dos_date,
-        entry.crc,
-        LIMIT32 if zip64 else entry.compressed_size,
-        LIMIT32 if zip64 else entry.size,
-        len(encoded),
-        len(extra),
+        b"PK\x03\x04", _VERSION64 if zip64 else _VERSION, *_described(entry, zip64), len(encoded), len(extra)
     )
     return header + encoded + extra
 
@@ -81,18 +70,11 @@ def central_record(entry: Entry, limit: int = LIMIT32) -> bytes:
         ([entry.size, entry.compressed_size] if big else []) + ([entry.offset] if far else [])
     )
     needed = _VERSION64 if big or far else _VERSION
-    dos_time, dos_date = _dos_time(entry.date_time)
     record = _CENTRAL.pack(
         b"PK\x01\x02",
         _MADE_BY_UNIX | needed,
         needed,
-        _flags(entry.name),
-        entry.method,
-        dos_time,
-        dos_date,
-        entry.crc,
-        LIMIT32 if big else entry.compressed_size,
-        LIMIT32 if big else entry.size,
+        *_described(entry, big),
         len(encoded),
         len(extra),
         0,
@@ -102,6 +84,14 @@ def central_record(entry: Entry, limit: int = LIMIT32) -> bytes:
         LIMIT32 if far else entry.offset,
     )
     return record + encoded + extra
+
+
+def _described(entry: Entry, zip64: bool) -> tuple[int, ...]:
+    """What the local header and the central record both say of an entry, in the same order:
+    flags, method, time, date, CRC-32, sizes (in the zip64 extra field instead when `zip64`)."""
+    dos_time, dos_date = _dos_time(entry.date_time)
+    sizes = (LIMIT32, LIMIT32) if zip64 else (entry.compressed_size, entry.size)
+    return (_flags(entry.name), entry.method, dos_time, dos_date, entry.crc, *sizes)
 
 
 def end_records(count: int, directory_size: int, directory_offset: int, limit: int = LIMIT32) -> bytes:
