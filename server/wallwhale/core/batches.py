@@ -24,16 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import batch_state, downloads, events, paging
+from wallwhale.core import batch_state, downloads, events, ownership, paging
 from wallwhale.core.batch_state import Counts
 from wallwhale.core.downloads import FINAL_STATES, JobLimits
-from wallwhale.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from wallwhale.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Batch, BatchState, Download, DownloadState
 from wallwhale.db.notify import Channel, announce
-from wallwhale.ids import is_valid_id
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
@@ -267,18 +266,7 @@ async def get_visible(
     session: AsyncSession, principal: Principal, batch_id: str, *, lock: bool = False
 ) -> Batch:
     """The batch if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
-    if not batch_id:
-        raise InvalidArgument.field("id", "is required")
-    missing = NotFound("batch", batch_id)
-    if not is_valid_id(batch_id):
-        raise missing
-    query = select(Batch).where(Batch.id == batch_id)
-    if lock:
-        query = query.with_for_update()
-    batch = await session.scalar(query)
-    if batch is None or not (principal.is_admin or batch.owner_user_id == principal.user_id):
-        raise missing
-    return batch
+    return await ownership.get_visible(session, Batch, principal, batch_id, lock=lock)
 
 
 async def list_visible(

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, RowMapping, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import batch_state, events, paging
+from wallwhale.core import batch_state, events, ownership, paging
 from wallwhale.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -387,32 +387,11 @@ def _replay(earlier: Download, fingerprint: str) -> Created:
     return Created(earlier, [], replayed=True)
 
 
-def visible_to(principal: Principal, download: Download) -> bool:
-    return principal.is_admin or download.owner_user_id == principal.user_id
-
-
-def _checked_id(download_id: str) -> NotFound:
-    """The NOT_FOUND to raise for `download_id`; raises at once when no id could match."""
-    missing = NotFound("download", download_id)
-    if not download_id:
-        raise InvalidArgument.field("id", "is required")
-    if not is_valid_id(download_id):
-        raise missing
-    return missing
-
-
 async def get_visible(
     session: AsyncSession, principal: Principal, download_id: str, *, lock: bool = False
 ) -> Download:
     """The download if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
-    missing = _checked_id(download_id)
-    query = select(Download).where(Download.id == download_id)
-    if lock:
-        query = query.with_for_update()
-    download = await session.scalar(query)
-    if download is None or not visible_to(principal, download):
-        raise missing
-    return download
+    return await ownership.get_visible(session, Download, principal, download_id, lock=lock)
 
 
 @dataclass(frozen=True)
@@ -492,7 +471,7 @@ def read_visible(
     """GetDownload's read, as one piece of synchronous work (db.engine.QuickWork runs it): the
     download's snapshot() if the caller may see it (NOT_FOUND otherwise) and its queue position.
     Core, not the ORM: no identity map or instance state for a row that is only shown."""
-    missing = _checked_id(download_id)
+    missing = ownership.checked_id("download", download_id)
     row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).mappings().first()
     if row is None or not (principal.is_admin or row["owner_user_id"] == principal.user_id):
         raise missing
