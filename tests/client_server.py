@@ -29,8 +29,8 @@ async def main() -> None:
         async for harness in harness_for(url, Path(directory)):
             server = await harness.start()
             await harness.add_account("alice_we", "correct horse")
-            # 2.4 MB of pseudo-random bytes: an archive of three 1 MiB chunks (the last one shorter).
-            harness.steam.add_item(ITEM, files={"project.json": b'{"title": "Rain"}', "scene.pkg": 2_400_000})
+            # 600 kB of pseudo-random bytes: an archive of three 256 KiB chunks (the last one shorter).
+            harness.steam.add_item(ITEM, files={"project.json": b'{"title": "Rain"}', "scene.pkg": 600_000})
             harness.steam.add_item(MISSING_ITEM, behaviour={"missing": True})
             ready = {
                 "address": f"127.0.0.1:{server.port}",

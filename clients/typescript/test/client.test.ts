@@ -154,10 +154,10 @@ test("an archive stream that breaks is resumed from the bytes received, and chec
   const path = await flaky.saveArchive(done.id, join(out, "resumed"));
   const data = await readFile(path);
   assert.equal(createHash("sha256").update(data).digest("hex"), done.archive!.sha256);
-  // One 1 MiB chunk arrived before the break.
+  // One 256 KiB chunk (the server's ARCHIVE_CHUNK) arrived before the break.
   assert.deepEqual(
     breaker.requests.map((r) => (r as FetchArchiveRequest).offset),
-    [0n, 1048576n],
+    [0n, 262144n],
   );
 });
 
@@ -225,10 +225,10 @@ test("a batch archive stream that breaks is resumed from the bytes received", as
   const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [breaker.interceptor] });
   const saved = await flaky.saveBatchArchive(batch.id, join(out, "batch-resumed"));
   assert.deepEqual(await readFile(saved.path), await readAll((await client.fetchBatchArchive(batch.id)).chunks));
-  // One 1 MiB chunk arrived before the break.
+  // One 256 KiB chunk (the server's ARCHIVE_CHUNK) arrived before the break.
   assert.deepEqual(
     breaker.requests.map((r) => (r as FetchBatchArchiveRequest).offset),
-    [0n, 1048576n],
+    [0n, 262144n],
   );
   await expectError(client.saveBatchArchive("0193aaaa-0000-7000-8000-000000000000", out), Code.NotFound, "NOT_FOUND");
 });

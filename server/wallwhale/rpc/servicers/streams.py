@@ -9,11 +9,11 @@ from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import StoredEvent
 from wallwhale.rpc import convert
 
-# Bytes per archive message: a quarter of gRPC's default 4 MiB receive limit and of Envoy's
-# max_response_body_size. Each message costs a thread hop for the read, a protobuf and gRPC framing.
-# Measured with a grpc.aio server in its own process reading a file per chunk: 1 MiB chunks
-# streamed 1.2-1.6x the bytes per second of 256 KiB ones; 2 MiB ones were slower again.
-ARCHIVE_CHUNK = 1024 * 1024
+# Bytes per archive message. Each costs a thread hop for the read, a protobuf and gRPC framing, but
+# larger ones were slower: on an idle machine (bench/archive_throughput.py, 300 MB, 5 rounds) 256 KiB
+# chunks streamed 1,100-1,300 MB/s to h2load and a discarding grpc.aio client, 512 KiB and 1 MiB
+# ones 670-840, 128 KiB ones 640-670. (Under heavy load 1 MiB came out ahead: the figures swing.)
+ARCHIVE_CHUNK = 256 * 1024
 FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
 # The same event goes to every watcher of a download (and of its batch): it is converted and
