@@ -308,6 +308,15 @@ class LatencyRound:
         self.first = [min(values) for values in by_event.values()]
         self.spread = [max(values) - min(values) for values in by_event.values()]
         self.events = len(by_event)
+        # The events most watchers got late (by their median): what a latency tail is made of.
+        kind = dict(zip(sequences, progress, strict=True))
+        self.slowest = sorted(
+            (
+                (statistics.median(values), min(values), sequence, kind[sequence])
+                for sequence, values in by_event.items()
+            ),
+            reverse=True,
+        )[:3]
 
     @property
     def finished(self) -> int:
@@ -633,6 +642,12 @@ def report(
     print("  own work is in it too, which dominates with few watchers); client CPU: of each client process,")
     print("  and its time per message; machine busy: of all CPUs, by every process on the machine (other")
     print("  work included): near 100% means the figures are queueing for a CPU, not the server's own")
+    for r in rounds:
+        slowest = ", ".join(
+            f"#{sequence} {'progress' if is_progress else 'log'} {median:.0f} ms (first {first:.0f})"
+            for median, first, sequence, is_progress in r.slowest
+        )
+        print(f"  {r.watchers} watchers: the slowest events by their median latency: {slowest}")
     for r in rounds:
         errors = sum((Counter(result.errors) for result in r.results), Counter())
         replayed = sum(result.replayed for result in r.results)
