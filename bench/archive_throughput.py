@@ -32,7 +32,6 @@ import json
 import multiprocessing
 import os
 import re
-import secrets
 import shutil
 import socket
 import statistics
@@ -45,7 +44,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support import ServerProcess, command, database, machine, require, server_env  # isort: skip
+from support import (  # isort: skip
+    ServerProcess,
+    command,
+    database,
+    machine,
+    require,
+    server_env,
+    succeeded_download,
+)
 
 import grpc
 from google.api import httpbody_pb2
@@ -55,7 +62,7 @@ from tests.fakes.steam import FakeSteam
 from wallwhale.ids import new_id
 from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK
 from wallwhale.storage.archives import Storage
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 ITEM = 3_300_000_001
 MB = 1024 * 1024
@@ -145,39 +152,6 @@ def build_bench(args: argparse.Namespace, directory: Path) -> tuple[float, float
 
 
 # FetchArchive ----------------------------------------------------------------------------------------
-
-
-async def _succeeded_download(
-    port: int, admin: tuple[tuple[str, str], ...], steam: FakeSteam
-) -> download_pb2.Download:
-    password = secrets.token_urlsafe(12)
-    steam.add_account("bench", password)
-    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await admin_pb2_grpc.AdminServiceStub(channel).CreateSteamAccount(
-            admin_pb2.CreateSteamAccountRequest(
-                steam_account=admin_pb2.SteamAccount(username="bench"), password=password
-            ),
-            metadata=admin,
-        )
-        downloads = download_pb2_grpc.DownloadServiceStub(channel)
-        created = await downloads.CreateDownload(
-            download_pb2.CreateDownloadRequest(url_or_id=str(ITEM)), metadata=admin
-        )
-        deadline = time.monotonic() + 600
-        while True:
-            reply = await downloads.GetDownload(
-                download_pb2.GetDownloadRequest(id=created.download.id), metadata=admin
-            )
-            if reply.download.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED:
-                return reply.download
-            if reply.download.state in (
-                download_pb2.DOWNLOAD_STATE_FAILED,
-                download_pb2.DOWNLOAD_STATE_CANCELLED,
-            ):
-                raise SystemExit(f"bench: the download ended {reply.download}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: the download did not succeed in time: {reply.download}")
-            await asyncio.sleep(0.2)
 
 
 async def fetch_python(
@@ -364,7 +338,7 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
         await server.start()
         bare = None
         try:
-            download = await _succeeded_download(server.port, admin, steam)
+            download = await succeeded_download(server.port, admin, steam, ITEM, limit_seconds=600)
             archive = next((directory / "data").rglob(f"{download.id}.zip"))
             context = multiprocessing.get_context("spawn")
             ports = context.Queue()

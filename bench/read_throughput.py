@@ -34,7 +34,6 @@ import asyncio
 import json
 import multiprocessing
 import re
-import secrets
 import signal
 import socket
 import statistics
@@ -48,14 +47,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from support import BIN, ROOT, ServerProcess, command, database, machine, require, server_env  # isort: skip
+from support import (  # isort: skip
+    BIN,
+    ROOT,
+    ServerProcess,
+    command,
+    database,
+    machine,
+    require,
+    server_env,
+    succeeded_download,
+)
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health, health_pb2_grpc
 
 from tests.fakes.steam import FakeSteam
-from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 METHOD = "/wallwhale.v1.DownloadService/GetDownload"
 ITEM = 3_200_000_001
@@ -230,34 +239,6 @@ def _check_rest(port: int, path: str, key: str, download_id: str) -> None:
         raise SystemExit(f"bench: unexpected REST reply {body}")
 
 
-async def _succeeded_download(port: int, admin: tuple[tuple[str, str], ...], steam: FakeSteam) -> str:
-    """A real download run to the end by the test DepotDownloader."""
-    password = secrets.token_urlsafe(12)
-    steam.add_account("bench", password)
-    steam.add_item(ITEM)
-    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await admin_pb2_grpc.AdminServiceStub(channel).CreateSteamAccount(
-            admin_pb2.CreateSteamAccountRequest(
-                steam_account=admin_pb2.SteamAccount(username="bench"), password=password
-            ),
-            metadata=admin,
-        )
-        downloads = download_pb2_grpc.DownloadServiceStub(channel)
-        created = await downloads.CreateDownload(
-            download_pb2.CreateDownloadRequest(url_or_id=str(ITEM)), metadata=admin
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            reply = await downloads.GetDownload(
-                download_pb2.GetDownloadRequest(id=created.download.id), metadata=admin
-            )
-            if reply.download.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED:
-                return str(reply.download.id)
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: the download did not succeed: {reply.download}")
-            await asyncio.sleep(0.1)
-
-
 def _start_envoy(directory: Path, upstream: int, envoy_workers: int) -> tuple[subprocess.Popen[bytes], int]:
     port, admin_port = _free_port(), _free_port()
     subprocess.run(
@@ -322,7 +303,9 @@ async def run(args: argparse.Namespace) -> None:
             envoys: list[subprocess.Popen[bytes]] = []
             bare: Any = None
             try:
-                download_id = await _succeeded_download(server.port, (("x-api-key", key),), steam)
+                steam.add_item(ITEM)
+                download = await succeeded_download(server.port, (("x-api-key", key),), steam, ITEM, 60)
+                download_id = download.id
                 request = download_pb2.GetDownloadRequest(id=download_id)
                 reply = await _check_grpc(server.port, request, key)
                 context = multiprocessing.get_context("spawn")

@@ -17,11 +17,54 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from grpc import aio
+
+from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
+
+if TYPE_CHECKING:
+    from tests.fakes.steam import FakeSteam
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for tests.fakes.steam
 BIN = Path(sys.executable).parent
+
+
+async def succeeded_download(
+    port: int, admin: tuple[tuple[str, str], ...], steam: FakeSteam, workshop_id: int, limit_seconds: float
+) -> download_pb2.Download:
+    """A real download of `workshop_id` (already in the fake Steam) run to the end by the test
+    DepotDownloader, with a Steam account made for it."""
+    password = secrets.token_urlsafe(12)
+    steam.add_account("bench", password)
+    async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await admin_pb2_grpc.AdminServiceStub(channel).CreateSteamAccount(
+            admin_pb2.CreateSteamAccountRequest(
+                steam_account=admin_pb2.SteamAccount(username="bench"), password=password
+            ),
+            metadata=admin,
+        )
+        downloads = download_pb2_grpc.DownloadServiceStub(channel)
+        created = await downloads.CreateDownload(
+            download_pb2.CreateDownloadRequest(url_or_id=str(workshop_id)), metadata=admin
+        )
+        deadline = time.monotonic() + limit_seconds
+        while True:
+            reply = await downloads.GetDownload(
+                download_pb2.GetDownloadRequest(id=created.download.id), metadata=admin
+            )
+            if reply.download.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED:
+                return reply.download
+            if reply.download.state in (
+                download_pb2.DOWNLOAD_STATE_FAILED,
+                download_pb2.DOWNLOAD_STATE_CANCELLED,
+            ):
+                raise SystemExit(f"bench: the download ended {reply.download}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: the download did not succeed in time: {reply.download}")
+            await asyncio.sleep(0.1)
 
 
 def percentile(values: list[float], q: float) -> float:
