@@ -177,6 +177,14 @@ async def test_a_watch_cut_mid_way_reconnects_and_skips_what_the_replay_repeats(
         assert own == recorded[: len(own)]
 
 
+async def _finished_batch(client: AsyncClient, *urls_or_ids: str) -> D.Batch:
+    """A batch created and followed until every item is final."""
+    batch = await client.create_batch(list(urls_or_ids))
+    async for _ in client.watch_batch(batch.id, exclude_logs=True):
+        pass
+    return batch
+
+
 async def test_an_archive_cut_mid_way_resumes_while_its_version_is_unchanged(
     harness: Harness, proxy: CutProxy, tmp_path: Path
 ) -> None:
@@ -187,9 +195,7 @@ async def test_an_archive_cut_mid_way_resumes_while_its_version_is_unchanged(
     async with AsyncClient(
         proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
     ) as client:
-        batch = await client.create_batch([str(A), str(B)])
-        async for _ in client.watch_batch(batch.id, exclude_logs=True):
-            pass
+        batch = await _finished_batch(client, str(A), str(B))
         proxy.cut_after(int(2.7 * ARCHIVE_CHUNK))
         saved = await client.save_batch_archive(batch.id, tmp_path)
     assert read_zip(saved.path) == expected_zip(harness, A, B)
@@ -214,9 +220,7 @@ async def test_an_archive_whose_version_changed_between_attempts_is_fetched_agai
     async with AsyncClient(
         proxy.address, api_key=key_of(harness), interceptors=[recorder], retry=FAST_RETRY
     ) as client:
-        batch = await client.create_batch([str(A), str(B)])
-        async for _ in client.watch_batch(batch.id, exclude_logs=True):
-            pass
+        batch = await _finished_batch(client, str(A), str(B))
         complete = await harness.downloads.FetchBatchArchive(
             D.FetchBatchArchiveRequest(id=batch.id, length=1), metadata=harness.admin
         ).initial_metadata()
@@ -239,9 +243,7 @@ async def test_an_archive_damaged_on_the_way_fails_testzip_and_is_not_kept(
 ) -> None:
     harness.steam.add_item(A, files={"scene.pkg": 50_000})
     async with AsyncClient(proxy.address, api_key=key_of(harness)) as client:
-        batch = await client.create_batch([str(A)])
-        async for _ in client.watch_batch(batch.id, exclude_logs=True):
-            pass
+        batch = await _finished_batch(client, str(A))
         # Well past the response's headers, inside the entry's bytes (one message holds the whole zip, its
         # HTTP/2 frames 16 KiB): same size, no sha256 to compare, only the entry's CRC-32 tells.
         proxy.flip_at(30_000)
