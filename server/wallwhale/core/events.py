@@ -183,9 +183,8 @@ class Watcher:
                 buffered[-1] = event  # superseded before it was sent
                 return
             if len(buffered) >= WATCHER_QUEUE_SIZE:
-                self.behind = True
                 buffered.clear()
-                self._wake()
+                self.fall_behind()
                 return
         buffered.append(event)
         self._wake()
