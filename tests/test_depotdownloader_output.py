@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 from wallwhale.steam.output import (
     AccountEffect,
     Line,

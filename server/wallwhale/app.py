@@ -24,7 +24,6 @@ from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
-from wallwhale.core.network import IpRules, parse_networks
 from wallwhale.core.retention import Policy
 from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
@@ -32,6 +31,7 @@ from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
+from wallwhale.network import IpRules, parse_networks
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor

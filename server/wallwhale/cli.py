@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wallwhale import __version__, log
 from wallwhale.config import ConfigError, Settings, load_settings
-from wallwhale.core.errors import WallWhaleError
+from wallwhale.errors import WallWhaleError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

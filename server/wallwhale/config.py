@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from wallwhale.core.network import parse_networks
+from wallwhale.network import parse_networks
 
 ENV_PREFIX = "WALLWHALE_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"

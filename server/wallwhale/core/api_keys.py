@@ -9,11 +9,11 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 KEY_PREFIX = "ww_"
 _VISIBLE_LENGTH = len(KEY_PREFIX) + 6

@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wallwhale.core import batch_state, downloads, events, ownership, paging
 from wallwhale.core.batch_state import Counts
 from wallwhale.core.downloads import FINAL_STATES, JobLimits
-from wallwhale.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Batch, BatchState, Download, DownloadState
 from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wallwhale.core.errors import FailedPrecondition, NotFound
+from wallwhale.errors import FailedPrecondition, NotFound
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import (
     CollectionDetails,

@@ -21,19 +21,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import batch_state, events, ownership, paging
-from wallwhale.core.errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-)
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.db.notify import Channel, announce
 from wallwhale.db.types import to_signed64
+from wallwhale.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from wallwhale.ids import is_valid_id, new_id
 from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id

@@ -29,13 +29,13 @@ from wallwhale import metrics
 from wallwhale.core import events, queue, retention, steam_accounts, steam_guard
 from wallwhale.core.catalog import Catalog, check_downloadable
 from wallwhale.core.downloads import cache_columns, cached_archive, item_columns, transition
-from wallwhale.core.errors import FailedPrecondition, NotFound, Unavailable
 from wallwhale.core.events import EventHub, EventKind, NewEvent, StoredEvent
 from wallwhale.core.qr_login import QrLogin
 from wallwhale.core.secretbox import Keyring, KeyringError
 from wallwhale.db.models import Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.db.notify import Channel, announce
 from wallwhale.db.types import to_signed64
+from wallwhale.errors import FailedPrecondition, NotFound, Unavailable
 from wallwhale.log import get_logger
 from wallwhale.steam.output import AccountEffect, Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 from wallwhale.steam.runner import RunHooks, Runner, RunRequest, RunResult, StopReason

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
-from wallwhale.core.errors import PermissionDenied, Unauthenticated
 from wallwhale.core.limits import RateLimit
 from wallwhale.db.models import ApiKey, UserRole
+from wallwhale.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True)

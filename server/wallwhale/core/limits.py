@@ -27,9 +27,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import QuotaExceeded, QuotaViolation, RateLimited
 from wallwhale.db.engine import QuickWork
 from wallwhale.db.models import ApiKey, RateLimitState, UsageCounter, UsagePeriod
+from wallwhale.errors import QuotaExceeded, QuotaViolation, RateLimited
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wallwhale.core import queue, steam_accounts
-from wallwhale.core.errors import FailedPrecondition
 from wallwhale.db.models import SteamAccount, SteamAccountStatus
+from wallwhale.errors import FailedPrecondition
 from wallwhale.log import get_logger
 from wallwhale.steam.output import Line, Prompt, PromptKind
 from wallwhale.steam.qr import QrMatrix, QrReader

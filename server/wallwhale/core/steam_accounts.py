@@ -10,10 +10,10 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import paging
-from wallwhale.core.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
 from wallwhale.core.secretbox import Keyring, Sealed
 from wallwhale.db.models import SteamAccount, SteamAccountStatus
+from wallwhale.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.ids import new_id
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{2,64}$")

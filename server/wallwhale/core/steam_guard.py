@@ -13,9 +13,9 @@ import re
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument
 from wallwhale.core.secretbox import Keyring, Sealed
 from wallwhale.db.models import Download, DownloadState
+from wallwhale.errors import FailedPrecondition, InvalidArgument
 
 _CODE = re.compile(r"^[A-Za-z0-9]{5,8}$")
 CODE_KINDS = ("AUTHENTICATOR_CODE", "EMAIL_CODE")

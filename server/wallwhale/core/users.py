@@ -9,10 +9,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import passwords
-from wallwhale.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
 from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _EMAIL_MAX = 320
 UPDATABLE = frozenset({"display_name", "role", "disabled"})

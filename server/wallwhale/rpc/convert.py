@@ -11,7 +11,6 @@ from google.protobuf.message import Message
 
 from wallwhale.core import batches
 from wallwhale.core.batches import Member
-from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import EventKind, StoredEvent
 from wallwhale.core.limits import QuotaUsage
 from wallwhale.db.models import (
@@ -25,6 +24,7 @@ from wallwhale.db.models import (
     UserRole,
 )
 from wallwhale.db.types import from_signed64
+from wallwhale.errors import InvalidArgument
 from wallwhale.v1 import admin_pb2, download_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}

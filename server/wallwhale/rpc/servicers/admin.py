@@ -15,12 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys, limits, reports, steam_accounts, steam_guard, users
 from wallwhale.core.engine import Engine
-from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.paging import page
 from wallwhale.core.qr_login import QrCode, QrEvent, QrSucceeded
 from wallwhale.core.secretbox import Keyring
 from wallwhale.db.models import UserRole
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.steam.runner import StopReason

@@ -7,9 +7,9 @@ from typing import Any
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core.errors import Unauthenticated
 from wallwhale.core.sessions import ClientInfo, SessionService, Tokens
 from wallwhale.db.models import ApiKey, User
+from wallwhale.errors import Unauthenticated
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.v1 import admin_pb2, auth_pb2, auth_pb2_grpc

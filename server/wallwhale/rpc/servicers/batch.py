@@ -33,10 +33,10 @@ from wallwhale.core.batches import BatchInput, Member
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import JobLimits
 from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.models import Batch, BatchState, Download, DownloadEvent, DownloadState
+from wallwhale.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call

@@ -21,11 +21,11 @@ from wallwhale.core import downloads, events
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
 from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.engine import QuickWork
 from wallwhale.db.models import ApiKey, Download, DownloadState
+from wallwhale.errors import FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers.batch import BatchMethods

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from wallwhale.core.downloads import FINAL_STATES
-from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import StoredEvent
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 
 # Bytes per archive message. Each costs a thread hop for the read, a protobuf and gRPC framing, but
