@@ -1,6 +1,6 @@
 """The workshop reference parser and the reading of DepotDownloader's output (pure functions).
 
-Transcripts are the reference's (../shared/reference/depotdownloader.md §2.3, §4, §7).
+Transcripts are the reference's (docs/depotdownloader-reference.md §2.3, §4, §7).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The download engine end to end: real server, real database, the test DepotDownloader as the binary.
 
-Each failure class of ../shared/reference/depotdownloader.md is produced by the fake the way the real
+Each failure class of docs/depotdownloader-reference.md is produced by the fake the way the real
 tool produces it (output, prompts, exit code), and the job must end in the right state and reason.
 """
 

@@ -592,7 +592,8 @@ class JobRun(RunHooks):
         others = await self._account_failed(failure)
         attempts_left = self.claim.attempt < self.claim.max_attempts
         if failure.account_effect is AccountEffect.TOKEN_REJECTED and attempts_left:
-            # Reference §5.2: the token is gone; one more run logs in with the password.
+            # The token is gone (docs/depotdownloader-reference.md §5.2); one more run logs in with the
+            # password.
             await self._write(S.QUEUED, note=failure.message, next_attempt_time=None)
             return
         if (
@@ -870,8 +871,9 @@ def _server_line(text: str) -> NewEvent:
 
 
 def _preallocated_bytes(directory: Path) -> int:
-    # DepotDownloader creates every file at full size before filling it (reference §2.2 row 33), so
-    # once progress starts the folder's size is the item's size.
+    # DepotDownloader creates every file at full size before filling it
+    # (docs/depotdownloader-reference.md §2.2 row 33), so once progress starts the folder's size is
+    # the item's size.
     total = 0
     for path in directory.rglob("*"):
         if ".DepotDownloader" not in path.parts and path.is_file():

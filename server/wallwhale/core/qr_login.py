@@ -1,8 +1,9 @@
 """QR logins of Steam accounts (AdminService.StartQrLogin).
 
 DepotDownloader `-qr` shows a code; an admin scans it with the Steam app; DepotDownloader stores the
-refresh token under the account name Steam returns, in the account's private HOME (reference §5.2),
-where every later job of the account finds it with `-username <name> -remember-password`.
+refresh token under the account name Steam returns, in the account's private HOME
+(docs/depotdownloader-reference.md §5.2), where every later job of the account finds it with
+`-username <name> -remember-password`.
 
     QrLogin   one login: the account's session lease (as a job's claim takes it, so the scheduler
               starts no job on the account meanwhile), one DepotDownloader run through the jobs'
