@@ -427,9 +427,9 @@ async def test_retention_removes_old_archives_and_fetch_says_why(harness: Harnes
     created = await harness.create(str(ITEM))
     done = await harness.wait_for(created.id)
     assert done.archive.expire_time.ToDatetime(tzinfo=UTC) > now[0]
-    assert await server.downloads.apply_retention() == 0
+    assert await server.worker.apply_retention() == 0
     now[0] += timedelta(hours=2)
-    assert await server.downloads.apply_retention() == 1
+    assert await server.worker.apply_retention() == 1
     error = await rpc_error(
         harness.downloads.FetchArchive(D.FetchArchiveRequest(id=created.id), metadata=harness.admin).read()
     )
@@ -473,7 +473,7 @@ async def test_a_killed_server_loses_nothing_and_the_job_runs_once(harness: Harn
     harness.steam.add_item(
         ITEM, files={f"f{i}.bin": 1000 for i in range(40)}, behaviour={"file_delay": seconds(0.2)}
     )
-    await harness.servers[0].downloads.stop()  # this instance must not take the job
+    await harness.servers[0].worker.stop()  # this instance must not take the job
     port_file = tmp_path / "port"
     env = {
         **os.environ,

@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
+from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
-from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
@@ -45,6 +45,8 @@ from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale.worker.context import WorkerSettings
+from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.server")
 
@@ -61,9 +63,9 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
     )
 
 
-def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> EngineSettings:
+def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> WorkerSettings:
     budget = settings.archive_disk_budget_mb * 1024 * 1024
-    return EngineSettings(
+    return WorkerSettings(
         instance_id=instance_id,
         executable=settings.depotdownloader_path,
         storage=storage,
@@ -177,20 +179,21 @@ class WallWhaleServer:
             else None,
             retry_seconds=settings.steam_web_api_retry_seconds,
         )
-        self.downloads = Engine(
+        self.worker = Dispatcher(
             self.sessions,
-            self.hub,
             keyring,
-            engine_settings(settings, self.instance_id, self.storage),
+            worker_settings(settings, self.instance_id, self.storage),
             clock,
             self.catalog,
         )
+        # Every committed transaction's side effects reach these (core.after_commit).
+        install(self.sessions, Targets(self.hub, self.worker.wake, self.principals, self.storage))
         self.listener = self._listener(settings)
         downloads = DownloadServicer(
             self.sessions,
             readers,
             clock,
-            self.downloads,
+            self.worker,
             self.hub,
             self.storage,
             DownloadOptions(
@@ -202,9 +205,7 @@ class WallWhaleServer:
             self.quick,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(
-            self.sessions, clock, keyring, self.downloads, self.principals, settings.watch_heartbeat_seconds
-        )
+        admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -231,16 +232,16 @@ class WallWhaleServer:
 
         def reconnected() -> None:
             self.principals.clear()  # a change announced while away went unheard
-            self.hub.notify_all()
-            self.downloads.wake()
+            self.hub.mark_all_behind()
+            self.worker.wake()
 
         return Listener(
             libpq_url(settings.resolved_database_url),
             {
                 Channel.EVENTS: events,
-                Channel.QUEUE: lambda _: self.downloads.wake(),
-                Channel.CANCEL: self.downloads.cancel_requested,
-                Channel.GUARD: self.downloads.guard_code_announced,
+                Channel.QUEUE: lambda _: self.worker.wake(),
+                Channel.CANCEL: self.worker.cancel_requested,
+                Channel.GUARD: self.worker.guard_code_announced,
                 Channel.CREDENTIALS: lambda _: self.principals.clear(),
             },
             reconnected,
@@ -262,7 +263,7 @@ class WallWhaleServer:
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
-        self.downloads.start()
+        self.worker.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -278,7 +279,7 @@ class WallWhaleServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
-        await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
+        await self.worker.stop()  # claims nothing more; running jobs go back to the queue
         if self.listener is not None:
             await self.listener.stop()
         self._stopping.set()

@@ -31,7 +31,6 @@ from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.db.models import ApiKey, Batch, BatchState, Download, DownloadState
-from wallwhale.db.notify import Channel, announce
 from wallwhale.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
@@ -255,7 +254,7 @@ async def create(
     )
     firsts = [(job, [downloads.created_event(job), *note]) for job in jobs]
     stored = await events.append_first(session, firsts, now)
-    await announce(session, Channel.QUEUE)
+    await downloads.claimable(session)
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, as for one download: a refused quota rolls everything back.
         await reserve_downloads(session, key, len(jobs), now)

@@ -21,10 +21,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import batch_state, events, ownership, paging
+from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
-from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
+from wallwhale.db.models import ApiKey, ArchiveState, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.db.notify import Channel, announce
 from wallwhale.db.types import to_signed64
 from wallwhale.errors import (
@@ -35,6 +36,7 @@ from wallwhale.errors import (
     PermissionDenied,
 )
 from wallwhale.ids import is_valid_id, new_id
+from wallwhale.steam.output import Phase
 from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
@@ -55,7 +57,6 @@ _MOVES: dict[DownloadState, frozenset[DownloadState]] = {
     S.CANCELLED: frozenset({S.QUEUED}),
 }
 
-ARCHIVE_AVAILABLE = "AVAILABLE"
 # What a download served from the cache copies from the download whose archive it shares. The
 # archive's times are copied too, so that retention removes both rows' claim on the file together.
 ARCHIVE_COLUMNS = (
@@ -141,8 +142,14 @@ async def transition(
     new = [NewEvent(EventKind.LOG, {"stream": "server", "line": note})] if note else []
     new.append(NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)}))
     if state is S.QUEUED:
-        await announce(session, Channel.QUEUE)  # other instances' dispatchers wake up
+        await claimable(session)
     return await events.append(session, download, new, now)
+
+
+async def claimable(session: AsyncSession) -> None:
+    """A job may be claimable once this transaction commits: every instance's worker looks."""
+    await announce(session, Channel.QUEUE)  # the other instances
+    after_commit(session).wake_worker()  # this one
 
 
 def new_job(
@@ -173,7 +180,7 @@ def new_job(
         skip_cache=skip_cache,
         max_attempts=limits.max_attempts,
         max_runtime_seconds=limits.max_runtime_seconds,
-        phase="STARTING",
+        phase=Phase.STARTING,
         create_time=now,
         update_time=now,
     )
@@ -281,7 +288,9 @@ async def create(
         now,
     )
     if cached is None:
-        await announce(session, Channel.QUEUE)
+        await claimable(session)
+    else:
+        after_commit(session).count_cache_hit()
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, in the same transaction: a refused quota rolls the download back, and the key's
         # counter row stays locked for the shortest time.
@@ -328,7 +337,7 @@ async def cached_archive(session: AsyncSession, workshop_id: int, content_handle
             Download.workshop_id == workshop_id,
             Download.content_handle == content_handle,
             Download.state == S.SUCCEEDED,
-            Download.archive_state == ARCHIVE_AVAILABLE,
+            Download.archive_state == ArchiveState.AVAILABLE,
         )
         .order_by(Download.archive_create_time.desc(), Download.id)
         .limit(1)
@@ -348,7 +357,7 @@ def cache_columns(cached: Download) -> dict[str, Any]:
     """The columns that finish a job from `cached` (a new one at creation, a claimed one in the engine)."""
     return {
         "from_cache": True,
-        "phase": "DONE",
+        "phase": Phase.DONE,
         "percent": 100.0,
         "bytes_total": cached.archive_content_bytes or 0,
         **{column: getattr(cached, column) for column in ARCHIVE_COLUMNS},
@@ -362,7 +371,7 @@ async def shares_archive(session: AsyncSession, archive_path: str, besides: Iter
         .select_from(Download)
         .where(
             Download.archive_path == archive_path,
-            Download.archive_state == ARCHIVE_AVAILABLE,
+            Download.archive_state == ArchiveState.AVAILABLE,
             Download.id.not_in(list(besides)),
         )
     )
@@ -482,13 +491,11 @@ def read_visible(
     return _snapshot_of_row(row), position
 
 
-async def cancel(
-    session: AsyncSession, principal: Principal, download_id: str, now: datetime
-) -> list[StoredEvent]:
-    """Cancels at once what no worker holds; for a running job, asks its worker (returns no events)."""
+async def cancel(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> None:
+    """Cancels at once what no worker holds; for a running job, asks its worker to stop it."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state is S.CANCELLED:
-        return []
+        return
     if download.state in FINAL_STATES:
         raise FailedPrecondition(
             f"the download has {download.state.value.lower()} already; it cannot be cancelled"
@@ -497,8 +504,8 @@ async def cancel(
         download.cancel_requested = True
         download.update_time = now
         await announce(session, Channel.CANCEL, download.id)  # the instance running it stops it now
-        return []
-    return await transition(
+        return
+    await transition(
         session,
         download,
         S.CANCELLED,
@@ -522,7 +529,7 @@ async def retry(
     request_id: str,
     limits: JobLimits,
     now: datetime,
-) -> tuple[Download, list[StoredEvent]]:
+) -> Download:
     """Queues a failed or cancelled download again, with a fresh allowance of automatic attempts."""
     if len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -535,7 +542,7 @@ async def retry(
                 raise AlreadyExists(
                     "request_id was used before for another request", reason="REQUEST_ID_REUSED"
                 )
-            return download, []
+            return download
         session.add(
             IdempotencyRecord(
                 scope=_scope(principal),
@@ -552,7 +559,7 @@ async def retry(
         raise FailedPrecondition(
             f"only failed or cancelled downloads can be retried; this one is {download.state.value.lower()}"
         )
-    stored = await transition(
+    await transition(
         session,
         download,
         S.QUEUED,
@@ -566,21 +573,14 @@ async def retry(
         cancel_requested=False,
         end_time=None,
         percent=0.0,
-        phase="STARTING",
+        phase=Phase.STARTING,
     )
-    return download, stored
+    return download
 
 
-@dataclass(frozen=True)
-class Deleted:
-    # The archive file to remove (relative), unless a download served from the cache still uses it.
-    archive_path: str | None
-    # The item (app, workshop id) whose DepotDownloader folder goes too: no download of it is left.
-    item: tuple[int, int] | None
-
-
-async def delete(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> Deleted:
-    """Deletes a final download; says which files the caller removes once committed."""
+async def delete(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> None:
+    """Deletes a final download; once committed its archive goes (unless a download served from the
+    cache still uses it), and the item's DepotDownloader folder when no download of the item is left."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state not in FINAL_STATES:
         raise FailedPrecondition("the download is still active; cancel it first")
@@ -588,11 +588,12 @@ async def delete(session: AsyncSession, principal: Principal, download_id: str, 
     item = (download.app_id, download.workshop_id)
     await session.delete(download)
     await session.flush()
-    if archive and await shares_archive(session, archive, [download.id]):
-        archive = None
+    if archive and not await shares_archive(session, archive, [download.id]):
+        after_commit(session).delete_archive(archive)
     if download.batch_id:
         batch_state.note_change(session, download.batch_id, now, revived=False)
-    return Deleted(archive, None if await item_in_use(session, *item) else item)
+    if not await item_in_use(session, *item):
+        after_commit(session).remove_item_dir(*item)
 
 
 async def item_in_use(session: AsyncSession, app_id: int, workshop_id: int) -> bool:
@@ -604,7 +605,7 @@ async def item_in_use(session: AsyncSession, app_id: int, workshop_id: int) -> b
         .where(
             Download.app_id == app_id,
             Download.workshop_id == workshop_id,
-            or_(Download.state.not_in(FINAL_STATES), Download.archive_state == ARCHIVE_AVAILABLE),
+            or_(Download.state.not_in(FINAL_STATES), Download.archive_state == ArchiveState.AVAILABLE),
         )
     )
     return bool(count)

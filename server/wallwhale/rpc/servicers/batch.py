@@ -32,7 +32,6 @@ from wallwhale.core import batches, downloads, events
 from wallwhale.core.batches import BatchInput, Member
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import JobLimits
-from wallwhale.core.engine import Engine
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.models import Batch, BatchState, Download, DownloadEvent, DownloadState
@@ -44,6 +43,7 @@ from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_ra
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.storage.bundle import Bundle, BundleError
 from wallwhale.v1 import download_pb2
+from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.batches")
 _REPLAY_PAGE = 500
@@ -68,7 +68,7 @@ class BatchMethods:
     _sessions: async_sessionmaker[AsyncSession]
     _readers: async_sessionmaker[AsyncSession]
     _clock: Callable[[], datetime]
-    _engine: Engine
+    _worker: Dispatcher
     _hub: EventHub
     _storage: Storage
     _catalog: Catalog
@@ -104,9 +104,6 @@ class BatchMethods:
             limits = await self._limits(session, principal)
             created = await batches.create(session, principal, checked, expansion, limits, now)
             message = await self._batch_message(session, created.batch)
-        self._hub.publish(created.events)
-        if not created.replayed:
-            self._engine.wake()
         _audit(created.batch.id)
         current_call().audit_details.update(
             items=message.total_count, collection_id=message.collection_id, replayed=created.replayed
@@ -145,14 +142,13 @@ class BatchMethods:
             # One transaction per download, as CancelDownload does it (see batches.request_cancel).
             try:
                 async with self._sessions.begin() as session:
-                    stored = await downloads.cancel(session, principal, download_id, self._clock())
+                    await downloads.cancel(session, principal, download_id, self._clock())
             except FailedPrecondition:
                 continue  # it became final meanwhile
-            self._hub.publish(stored)
         # Jobs running here are stopped now; the answer waits (bounded) until they are cancelled.
         await asyncio.gather(
             *(
-                self._engine.cancel_local(download_id, self._options.cancel_wait_seconds)
+                self._worker.cancel_local(download_id, self._options.cancel_wait_seconds)
                 for download_id in active
             )
         )

@@ -16,11 +16,9 @@ from google.api import httpbody_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale import metrics
 from wallwhale.core import downloads, events
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
-from wallwhale.core.engine import Engine
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.db.engine import QuickWork
@@ -33,6 +31,7 @@ from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_ra
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
 from wallwhale.storage.archives import Storage, StorageError
 from wallwhale.v1 import download_pb2, download_pb2_grpc
+from wallwhale.worker.dispatcher import Dispatcher
 
 _REPLAY_BATCH = 500
 _STATES = {
@@ -65,7 +64,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         sessions: async_sessionmaker[AsyncSession],
         readers: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
-        engine: Engine,
+        worker: Dispatcher,
         hub: EventHub,
         storage: Storage,
         options: DownloadOptions,
@@ -75,7 +74,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         self._sessions = sessions
         self._readers = readers
         self._clock = clock
-        self._engine = engine
+        self._worker = worker
         self._hub = hub
         self._storage = storage
         self._options = options
@@ -115,11 +114,6 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
                 session, principal, data, await self._limits(session, principal), now, item
             )
             message = await self._message(session, created.download)
-        self._hub.publish(created.events)
-        if created.download.from_cache and not created.replayed:
-            metrics.CACHE_HITS.inc()
-        elif not created.replayed:
-            self._engine.wake()
         _audit(created.download.id)
         current_call().audit_details.update(
             workshop_id=created.download.workshop_id, replayed=created.replayed
@@ -164,11 +158,10 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         principal = _principal()
         _audit(request.id)
         async with self._sessions.begin() as session:
-            stored = await downloads.cancel(session, principal, request.id, self._clock())
-        self._hub.publish(stored)
+            await downloads.cancel(session, principal, request.id, self._clock())
         # Running here: stop it now and answer with the final state. Running elsewhere: that
         # instance sees the request at its next lease renewal.
-        await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
+        await self._worker.cancel_local(request.id, self._options.cancel_wait_seconds)
         async with self._readers() as session:
             row = await downloads.get_visible(session, principal, request.id)
             return download_pb2.CancelDownloadResponse(download=await self._message(session, row))
@@ -180,12 +173,10 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         _audit(request.id)
         async with self._sessions.begin() as session:
             limits = await self._limits(session, principal)
-            row, stored = await downloads.retry(
+            row = await downloads.retry(
                 session, principal, request.id, request.request_id, limits, self._clock()
             )
             message = await self._message(session, row)
-        self._hub.publish(stored)
-        self._engine.wake()
         return download_pb2.RetryDownloadResponse(download=message)
 
     async def DeleteDownload(
@@ -193,11 +184,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     ) -> download_pb2.DeleteDownloadResponse:
         _audit(request.id)
         async with self._sessions.begin() as session:
-            deleted = await downloads.delete(session, _principal(), request.id, self._clock())
-        if deleted.archive_path:
-            self._storage.delete(deleted.archive_path)
-        if deleted.item:
-            self._storage.remove_item_dir(*deleted.item)
+            await downloads.delete(session, _principal(), request.id, self._clock())
         return download_pb2.DeleteDownloadResponse()
 
     async def WatchDownload(  # type: ignore[override]  # events go out encoded once (streams.encoded)
