@@ -24,8 +24,8 @@ from wallwhale.core.catalog import Catalog
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
+from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.retention import Policy
-from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
@@ -118,11 +118,11 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
-        self.quick = db_engine.QuickWork(self.engine)
+        self.connections = db_engine.ConnectionRunner(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
-        logins = SessionService(
+        logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
             clock,
@@ -153,7 +153,7 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.quick, self.engine.dialect.name, clock),
+                            RateLimiter(self.connections, self.engine.dialect.name, clock),
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                         ),
@@ -202,7 +202,7 @@ class WallWhaleServer:
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
             self.catalog,
-            self.quick,
+            self.connections,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
         admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)
@@ -290,7 +290,7 @@ class WallWhaleServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()
-        await self.quick.close()
+        await self.connections.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

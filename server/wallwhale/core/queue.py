@@ -20,14 +20,9 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from wallwhale.core.downloads import (
-    ACTIVE_STATES,
-    PRIORITY_HIGH,
-    PRIORITY_LOW,
-    PRIORITY_NORMAL,
-    transition,
-)
+from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, transition
 from wallwhale.core.events import StoredEvent
+from wallwhale.core.states import ACTIVE_STATES
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.steam.output import Phase, Reason
 

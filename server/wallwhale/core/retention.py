@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import events
 from wallwhale.core.after_commit import after_commit
-from wallwhale.core.downloads import item_in_use, shares_archive
+from wallwhale.core.archives import item_in_use, shares_archive
 from wallwhale.core.events import EventKind, NewEvent
 from wallwhale.db.models import ArchiveState, Download
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.identity import Principal, PrincipalCache, authenticate_api_key, require_scope
-from wallwhale.core.sessions import SessionService
+from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.network import IpRules
 from wallwhale.rpc.access import Rule
@@ -65,7 +65,7 @@ class AuthenticationInterceptor(CallInterceptor):
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
         audit: AuditWriter,
-        logins: SessionService,
+        logins: LoginSessions,
         principals: PrincipalCache | None = None,
     ):
         self._rules = rules

@@ -138,7 +138,7 @@ class RunRequest:
 
 
 class RunHooks:
-    """What the runner tells its job, and asks it. Subclassed by the engine."""
+    """What the runner tells its job, and asks it. Subclassed by the worker (worker.job, worker.qr_login)."""
 
     async def line(self, line: Line) -> None:
         """A cleaned line of output (secrets removed, job directory shown relative)."""

@@ -64,7 +64,7 @@ class Dispatcher:
     async def stop(self) -> None:
         """Claims nothing more; running jobs are stopped and handed back to the queue."""
         # The loops see the flag at their next wait; cancelling them in the middle of a database call
-        # could leave a connection busy (and a lock held) while the engine is being disposed.
+        # could leave a connection busy (and a lock held) while the database engine is being disposed.
         self.context.stopping = True
         self._stopped.set()
         self._wake.set()

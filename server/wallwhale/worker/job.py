@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import queue, retries, steam_accounts
 from wallwhale.core.after_commit import after_commit
+from wallwhale.core.archives import cache_columns, cached_archive
 from wallwhale.core.catalog import check_downloadable
-from wallwhale.core.downloads import cache_columns, cached_archive, item_columns, transition
+from wallwhale.core.downloads import item_columns, transition
 from wallwhale.db.models import ArchiveState, Download, DownloadState, GuardKind, SteamAccountStatus
 from wallwhale.db.types import to_signed64
 from wallwhale.errors import FailedPrecondition, NotFound

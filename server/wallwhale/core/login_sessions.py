@@ -58,7 +58,7 @@ class ClientInfo:
     address: str = ""
 
 
-class SessionService:
+class LoginSessions:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
