@@ -4,7 +4,7 @@ Visibility: people and their keys see their own downloads; admins see all. Someo
 answers NOT_FOUND, exactly like one that does not exist, so ids cannot be probed.
 
 State changes go through `transition`, which checks the move against the table below and writes a
-state event (with a snapshot of the download) in the same transaction.
+state event (with a snapshot of the download, core.snapshots) in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,7 @@ from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
+from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.core.states import ACTIVE_STATES, FINAL_STATES, check_move
 from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
 from wallwhale.db.notify import Channel, announce
@@ -75,20 +76,6 @@ class Created:
     replayed: bool  # the request_id was seen before: nothing new was created
 
 
-def snapshot(download: Download) -> dict[str, Any]:
-    """Every column of the download, JSON-safe: what a state event remembers and the API shows."""
-    values: dict[str, Any] = {}
-    for column in Download.__table__.columns:
-        value = getattr(download, column.key)
-        values[column.key] = value.isoformat() if isinstance(value, datetime) else value
-    return values
-
-
-def _snapshot_of_row(row: RowMapping) -> dict[str, Any]:
-    """snapshot() of a row read with Core (column keys are the attribute names)."""
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
-
-
 async def transition(
     session: AsyncSession,
     download: Download,
@@ -114,7 +101,7 @@ async def transition(
         batch_state.note_change(session, download.batch_id, now, revived=state not in FINAL_STATES)
     # The note first: a final state ends every watch stream, and the note says why it came.
     new = [NewEvent(EventKind.LOG, {"stream": "server", "line": note})] if note else []
-    new.append(NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)}))
+    new.append(NewEvent(EventKind.STATE, StateChange(previous, DownloadSnapshot.of(download)).to_json()))
     if state is DownloadState.QUEUED:
         await claimable(session)
     return await events.append(session, download, new, now)
@@ -166,7 +153,7 @@ def new_job(
 
 def created_event(download: Download) -> NewEvent:
     """The first event of every job: its state as created."""
-    return NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})
+    return NewEvent(EventKind.STATE, StateChange(None, DownloadSnapshot.of(download)).to_json())
 
 
 def request_scope(principal: Principal) -> str:
@@ -258,7 +245,7 @@ async def create(
     stored = await events.append(
         session,
         download,
-        [*note, NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
+        [*note, created_event(download)],
         now,
     )
     if cached is None:
@@ -400,19 +387,19 @@ _TABLE = Download.__table__
 
 def read_visible(
     connection: Connection, principal: Principal, download_id: str, now: datetime
-) -> tuple[dict[str, Any], int]:
+) -> tuple[DownloadSnapshot, int]:
     """GetDownload's read, as one piece of synchronous work (db.engine.ConnectionRunner runs it): the
-    download's snapshot() if the caller may see it (NOT_FOUND otherwise) and its queue position.
+    download's snapshot if the caller may see it (NOT_FOUND otherwise) and its queue position.
     Core, not the ORM: no identity map or instance state for a row that is only shown."""
     missing = ownership.checked_id("download", download_id)
-    row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).mappings().first()
-    if row is None or not (principal.is_admin or row["owner_user_id"] == principal.user_id):
+    row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).first()
+    if row is None or not (principal.is_admin or row.owner_user_id == principal.user_id):
         raise missing
     position = 0
-    if row["state"] is DownloadState.QUEUED:
-        ahead = _ahead(download_id, row["priority"], row["create_time"], now)
+    if row.state is DownloadState.QUEUED:
+        ahead = _ahead(download_id, row.priority, row.create_time, now)
         position = int(connection.execute(ahead).scalar() or 0)
-    return _snapshot_of_row(row), position
+    return DownloadSnapshot.of(row), position
 
 
 async def cancel(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,12 +24,12 @@ from wallwhale.core import batches, downloads, events
 from wallwhale.core.batches import Member
 from wallwhale.core.events import EventHub, EventKind, StoredEvent
 from wallwhale.core.identity import Principal
+from wallwhale.core.snapshots import DownloadSnapshot, StateChange, state_in
 from wallwhale.core.states import FINAL_STATES
 from wallwhale.db.models import Batch, Download, DownloadEvent
 from wallwhale.errors import InvalidArgument
 
 _HISTORY_PAGE = 500
-_FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Heartbeat:
 @dataclass(frozen=True)
 class DownloadFinished:
     sequence: int
-    download: dict[str, Any]  # its snapshot (downloads.snapshot) in the final state
+    download: DownloadSnapshot  # in the final state
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ async def watch_download(
     async with readers() as session:
         row = await downloads.get_visible(session, principal, download_id)
         final = row.state in FINAL_STATES
-        snapshot = downloads.snapshot(row)
-    newest = snapshot["last_event_sequence"]
+        snapshot = DownloadSnapshot.of(row)
+    newest = snapshot.last_event_sequence
     if after_sequence > newest:
         # Checked before the first message: a stream waiting for events that never come would
         # only ever send heartbeats.
@@ -107,7 +106,7 @@ class _DownloadStream:
         self._download_id = download_id
         self._exclude_logs = exclude_logs
         self.last = after
-        self.finished: dict[str, Any] | None = None
+        self.finished: DownloadSnapshot | None = None
 
     async def history(self) -> AsyncIterator[StoredEvent]:
         """Everything recorded after `last`."""
@@ -126,8 +125,8 @@ class _DownloadStream:
             return False  # already sent (live copy of an event read from the history, or the reverse)
         self.last = event.sequence
         if event.kind is EventKind.STATE:
-            download = event.payload["download"]
-            self.finished = download if download["state"] in _FINAL_NAMES else None
+            final = state_in(event.payload) in FINAL_STATES
+            self.finished = StateChange.from_json(event.payload).download if final else None
         return not (event.kind is EventKind.LOG and self._exclude_logs)
 
 
@@ -195,7 +194,7 @@ class _BatchStream:
             return False  # not of this batch, or already sent
         self._sent[event.download_id] = event.sequence
         if event.kind is EventKind.STATE:
-            self._final[event.download_id] = event.payload["download"]["state"] in _FINAL_NAMES
+            self._final[event.download_id] = state_in(event.payload) in FINAL_STATES
         return not (event.kind is EventKind.LOG and self._exclude_logs)
 
     async def history(self) -> AsyncIterator[StoredEvent]:

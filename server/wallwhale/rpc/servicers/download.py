@@ -20,6 +20,7 @@ from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import CreateInput, JobLimits, ListFilter
 from wallwhale.core.events import EventHub, StoredEvent
 from wallwhale.core.identity import Principal
+from wallwhale.core.snapshots import DownloadSnapshot
 from wallwhale.core.watching import Heartbeat
 from wallwhale.db.engine import ConnectionRunner
 from wallwhale.db.models import Download, DownloadState
@@ -85,7 +86,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
 
     async def _message(self, session: AsyncSession, row: Download) -> download_pb2.Download:
         position = await downloads.queue_position(session, row, self._clock())
-        return convert.download(downloads.snapshot(row), position)
+        return convert.download(DownloadSnapshot.of(row), position)
 
     async def CreateDownload(
         self, request: download_pb2.CreateDownloadRequest, context: aio.ServicerContext[Any, Any]
