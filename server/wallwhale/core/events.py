@@ -1,7 +1,7 @@
 """A download's event log: written to the database first, then fanned out to the watchers in memory.
 
-The database is the truth (a watcher that joins late or reconnects replays from it); the hub only
-spares the live watchers a query per event. A watcher is a bounded queue: one that falls behind is
+The database is the truth (a watcher that joins late or reconnects reads the history from it); the
+hub only spares the live watchers a query per event. A watcher is a bounded queue: one that falls behind is
 told so and catches up from the database, so a client that stops reading costs no unbounded memory.
 Events written by another instance reach this one's watchers through PostgreSQL LISTEN/NOTIFY
 (`EventHub.announced`) and, as a safety net, through a slow poll by each stream.

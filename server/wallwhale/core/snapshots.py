@@ -1,6 +1,6 @@
 """A download as the API shows it and as a state event remembers it: a typed, versioned shape.
 
-State events are stored for good and read back whenever a stream replays a download's history, so
+State events are stored for good and read back whenever a stream sends a download's history, so
 their payload is its own format, not the table's columns: a column renamed or added later leaves
 the stored events readable, and a change of the payload itself is a new version that `from_json`
 learns to read next to the old ones.
