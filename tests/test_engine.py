@@ -562,7 +562,7 @@ async def test_instances_on_postgresql_hear_each_other_at_once(harness: Harness)
     await harness.start(max_concurrent_downloads=0, **slow)  # B: answers calls, runs no jobs
     created = await harness.create(str(ITEM))
     assert (await harness.wait_for_progress(created.id, limit=10)).steam_account_id
-    assert worker.downloads.jobs  # it runs on A
+    assert worker.worker.jobs  # it runs on A
 
     stream = harness.downloads.WatchDownload(
         D.WatchDownloadRequest(
@@ -657,7 +657,7 @@ async def test_a_steam_guard_code_sent_to_another_instance_reaches_the_prompt(ha
     await harness.start(max_concurrent_downloads=0)  # B: the admin talks to it; the job runs on A
     created = await harness.create(str(ITEM))
     await harness.wait_for(created.id, {D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD})
-    assert worker.downloads.jobs
+    assert worker.worker.jobs
     await harness.admin_api.SubmitSteamGuardCode(
         admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="M3N4P"), metadata=harness.admin
     )
