@@ -69,18 +69,33 @@ class AsyncClient(DownloadsApi, BatchesApi, AdminApi, AuthApi, StatusApi):
         if (email is None) != (password is None):
             raise ValueError("an e-mail needs its password (and a password its e-mail)")
         self._channel = open_channel(address, tls, interceptors, channel_options)
+        self._transport = Transport(self._channel, timeout=timeout, retry=retry or RetryPolicy())
         self.address = address
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
         self.downloads = download_pb2_grpc.DownloadServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
         self.status = status_pb2_grpc.StatusServiceStub(self._channel)
-        self._transport = Transport(self._channel, timeout=timeout, retry=self.retry)
         if api_key:
             self._transport.credentials = ApiKeyCredentials(api_key)
         elif email is not None and password is not None:
             self._transport.credentials = PasswordLogin(self._transport, self.auth, email, password)
+
+    @property
+    def timeout(self) -> float | None:
+        """Each unary call's deadline in seconds (None: none)."""
+        return self._transport.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float | None) -> None:
+        self._transport.timeout = seconds
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._transport.retry
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self._transport.retry = policy
 
     async def __aenter__(self) -> AsyncClient:
         return self
