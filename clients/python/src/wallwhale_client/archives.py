@@ -139,7 +139,7 @@ Info = TypeVar("Info", ArchiveInfo, BatchArchiveInfo)
 
 
 class _Fetch(Generic[Info]):
-    """The position of one archive fetch: the headers first seen and the bytes written."""
+    """The position of one archive fetch: the last headers seen and the bytes written."""
 
     def __init__(
         self,
@@ -200,8 +200,8 @@ async def fetch_into(
 ) -> Info:
     """Receives the archive into `part`, resuming a broken stream from the bytes already written
     (`fetch(offset, metadata)` opens the call of `rpc`; `what` names the download or batch, `subject`
-    its archive in messages). `same_archive(first, now)` compares the headers of a
-    resumed call with the first: False starts again from byte 0 (a few times at most); it raises
+    its archive in messages). `same_archive(before, now)` compares a resumed call's headers with the
+    previous call's: False starts again from byte 0 (`retry.attempts` times at most); it raises
     IntegrityError when resuming cannot be right. Returns the headers of the archive received."""
     state = _Fetch(transport, part, subject, rpc, fetch, read_headers, same_archive)
     chunks = resume(transport, state.open_call, what=what, opened=state.opened, complete=state.complete)
