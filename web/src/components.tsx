@@ -1,5 +1,6 @@
 // Small pieces used on every page.
 import type { ComponentChildren } from "preact";
+import { useState } from "preact/hooks";
 
 import type { Problem } from "./errors.js";
 
@@ -51,6 +52,17 @@ export function Pager(props: {
 }
 
 export function Preview({ url, title }: { url: string | undefined; title: string }) {
-  if (!url) return <span class="preview none" aria-hidden="true" />;
-  return <img class="preview" src={url} alt={`Preview of ${title}`} loading="lazy" referrerpolicy="no-referrer" />;
+  // Steam's image host may be out of reach (an offline server, a strict network): then a blank tile.
+  const [failed, setFailed] = useState(false);
+  if (!url || failed) return <span class="preview none" aria-hidden="true" />;
+  return (
+    <img
+      class="preview"
+      src={url}
+      alt={`Preview of ${title}`}
+      loading="lazy"
+      referrerpolicy="no-referrer"
+      onError={() => setFailed(true)}
+    />
+  );
 }
