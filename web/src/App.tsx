@@ -60,7 +60,7 @@ export function App() {
   const session = api.session;
   const path = usePath();
   const [, setVersion] = useState(0);
-  const [resuming, setResuming] = useState(true);
+  const [resuming, setResuming] = useState(() => session.canResume);
   useEffect(() => {
     const unsubscribe = session.subscribe(() => setVersion((v) => v + 1));
     void session.resume().finally(() => setResuming(false));

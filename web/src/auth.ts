@@ -83,6 +83,10 @@ export class Session {
     }
   }
 
+  get canResume(): boolean {
+    return !!this.storage?.getItem(REFRESH_KEY);
+  }
+
   /** On page load: a refresh token left by this tab signs in again without a password. */
   async resume(): Promise<boolean> {
     const refreshToken = this.storage?.getItem(REFRESH_KEY);

@@ -126,7 +126,7 @@ export function ApiKeys() {
       <section aria-labelledby="h-keys">
         <h2 id="h-keys">API keys</h2>
         <ErrorText error={keys.error ?? revoke.error} />
-        <div class="scroll">
+        <div class="scroll" tabIndex={0} role="region" aria-label="Table, scrolls sideways">
           <table>
             <thead>
               <tr>

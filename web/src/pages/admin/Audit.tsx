@@ -49,7 +49,7 @@ export function Audit() {
         <button type="submit">Filter</button>
       </form>
       <ErrorText error={events.error} />
-      <div class="scroll">
+      <div class="scroll" tabIndex={0} role="region" aria-label="Table, scrolls sideways">
         <table>
           <thead>
             <tr>

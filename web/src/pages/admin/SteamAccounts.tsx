@@ -7,7 +7,7 @@ import { useApi } from "../../context.js";
 import { problem, type Problem } from "../../errors.js";
 import * as f from "../../format.js";
 import { SteamAccountStatus, type SteamAccount } from "../../gen/wallwhale/v1/admin_pb.js";
-import { SteamGuardKind } from "../../gen/wallwhale/v1/download_pb.js";
+import { DownloadState, SteamGuardKind, type Download } from "../../gen/wallwhale/v1/download_pb.js";
 import { useAction, useLoad } from "../../hooks.js";
 
 function statusName(s: SteamAccountStatus): string {
@@ -59,7 +59,15 @@ function QrLogin({ account, onDone }: { account: SteamAccount; onDone: () => voi
   );
 }
 
-function AccountCard({ account, onChange }: { account: SteamAccount; onChange: () => void }) {
+function AccountCard({
+  account,
+  waiting,
+  onChange,
+}: {
+  account: SteamAccount;
+  waiting: Download[];
+  onChange: () => void;
+}) {
   const api = useApi();
   const action = useAction();
   const [code, setCode] = useState("");
@@ -71,7 +79,9 @@ function AccountCard({ account, onChange }: { account: SteamAccount; onChange: (
       await api.admin.updateSteamAccount({ steamAccount: { ...account, ...fields }, updateMask: { paths } });
       onChange();
     });
-  const guard = account.steamGuard;
+  // The challenge: on the account, or (the server fills only the job's) on the jobs that wait for it.
+  const guard = account.steamGuard ?? waiting.find((d) => d.steamGuard)?.steamGuard;
+  const asks = account.status === SteamAccountStatus.WAITING_FOR_STEAM_GUARD || waiting.length > 0;
   return (
     <li class="card account" aria-labelledby={`acct-${account.id}`}>
       <div>
@@ -84,7 +94,7 @@ function AccountCard({ account, onChange }: { account: SteamAccount; onChange: (
           {String(account.downloadsFailed)} failed
         </p>
         {account.notOwnedAppIds.length > 0 && <p class="muted">Does not own apps {account.notOwnedAppIds.join(", ")}</p>}
-        {guard && account.status === SteamAccountStatus.WAITING_FOR_STEAM_GUARD && (
+        {asks && (
           <form
             class="notice inline"
             onSubmit={(e) => {
@@ -97,14 +107,15 @@ function AccountCard({ account, onChange }: { account: SteamAccount; onChange: (
             }}
           >
             <p>
-              {guard.kind === SteamGuardKind.MOBILE_CONFIRMATION
+              {waiting.length > 0 && `Waiting: ${waiting.map((d) => d.item?.title || String(d.workshopId)).join(", ")}. `}
+              {guard?.kind === SteamGuardKind.MOBILE_CONFIRMATION
                 ? "Steam waits for the sign-in to be approved in the Steam mobile app."
-                : guard.kind === SteamGuardKind.EMAIL_CODE
+                : guard?.kind === SteamGuardKind.EMAIL_CODE
                   ? `Steam sent a code to ${guard.emailHint}.`
                   : "Steam asks for a code from the authenticator app."}
-              {guard.previousCodeRejected ? " The previous code was wrong." : ""}
+              {guard?.previousCodeRejected ? " The previous code was wrong." : ""}
             </p>
-            {guard.kind !== SteamGuardKind.MOBILE_CONFIRMATION && (
+            {guard?.kind !== SteamGuardKind.MOBILE_CONFIRMATION && (
               <>
                 <Field label={`Steam Guard code for ${account.username}`}>
                   <input
@@ -157,11 +168,22 @@ function AccountCard({ account, onChange }: { account: SteamAccount; onChange: (
 export function SteamAccounts() {
   const api = useApi();
   const accounts = useLoad(() => api.admin.listSteamAccounts({ pageSize: 500 }), []);
+  const waiting = useLoad(
+    () => api.downloads.listDownloads({ states: [DownloadState.WAITING_FOR_STEAM_GUARD], pageSize: 500 }),
+    [],
+  );
   // Status and Steam Guard prompts change on their own: look again every few seconds.
   useEffect(() => {
-    const timer = setInterval(accounts.reload, 3000);
+    const timer = setInterval(() => {
+      accounts.reload();
+      waiting.reload();
+    }, 3000);
     return () => clearInterval(timer);
   }, []);
+  const reload = (): void => {
+    accounts.reload();
+    waiting.reload();
+  };
   const create = useAction();
   const [username, setUsername] = useState("");
   const [password, setPassword] = useState("");
@@ -211,7 +233,12 @@ export function SteamAccounts() {
         <ErrorText error={accounts.error} />
         <ul class="cards">
           {accounts.value?.steamAccounts.map((a) => (
-            <AccountCard key={a.id} account={a} onChange={accounts.reload} />
+            <AccountCard
+              key={a.id}
+              account={a}
+              waiting={waiting.value?.downloads.filter((d) => d.steamAccountId === a.id) ?? []}
+              onChange={reload}
+            />
           ))}
         </ul>
         {accounts.value?.steamAccounts.length === 0 && <p>No Steam accounts yet.</p>}

@@ -120,7 +120,7 @@ export function Users() {
       <section aria-labelledby="h-users">
         <h2 id="h-users">Users</h2>
         <ErrorText error={users.error} />
-        <div class="scroll">
+        <div class="scroll" tabIndex={0} role="region" aria-label="Table, scrolls sideways">
           <table>
             <thead>
               <tr>
