@@ -2,8 +2,7 @@
 # Sets up and runs every check and the whole test suite (what CI runs): static checks, proto lint
 # and breaking-change check, generated-code drift (server, Python and TypeScript clients), migration
 # drift, the Envoy config, the TypeScript client's tests under Node, the web console's unit and browser
-# tests, then pytest on SQLite and
-# PostgreSQL (the Envoy tests run the real Envoy).
+# tests, then pytest on SQLite and PostgreSQL (the Envoy tests run the real Envoy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
