@@ -97,6 +97,7 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
       if (state === "running" && percent > 0 && percent < 100) seen.add(percent);
       return seen.size >= 2 ? true : undefined;
     }, "two progress values while running");
+    if (SHOTS) await page.screenshot({ path: `${SHOTS}/download-running.png` });
     await job.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
     const listed = (await rest(stack, "GET", "/v1/downloads?pageSize=1")).downloads[0];
     assert.equal(await job.getByTestId("sha256").textContent(), listed.archive.sha256);
@@ -240,6 +241,10 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await page.goto(`${stack.url}/downloads/${download.id}`);
     await page.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
     await accessible(page, "job");
+    // An admin's history holds everyone's downloads.
+    await page.getByRole("link", { name: "History" }).click();
+    await page.getByRole("link", { name: "Guarded dunes" }).first().waitFor();
+    await accessible(page, "history-admin");
     await context.close();
   });
 
