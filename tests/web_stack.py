@@ -4,7 +4,8 @@ and the fake Steam Web API, behind the real Envoy serving the built console (web
     .venv/bin/python -m tests.web_stack
 
 Prints one line `READY {json}` (the console's URL, the admin's and a USER's credentials, the items and
-collection of the fake Steam, a Steam account that asks for Steam Guard) once Envoy finds the server
+collection of the fake Steam, a Steam account that asks for Steam Guard, the fake Steam's folder) once
+Envoy finds the server
 healthy, and runs until its standard input is closed. Access tokens live 30 s (the shortest the server
 allows), so the console's renewal runs during the tests. The web tests (web/e2e) start it.
 """
@@ -99,6 +100,8 @@ async def main() -> None:
                             "title": "Calm evenings",
                         },
                         "guard": {"username": GUARD_ACCOUNT, "password": GUARD_PASSWORD, "code": GUARD_CODE},
+                        # Where a test "scans" a QR code (FakeSteam.scan_qr writes a file there).
+                        "steamDirectory": str(steam.directory),
                     }
                     print("READY " + json.dumps(ready), flush=True)
                     await asyncio.to_thread(sys.stdin.read)

@@ -1,6 +1,8 @@
 // The web console in Debian's Chromium against the real stack (see support.ts). Run with
 // `npm run e2e` (scripts/test.sh does); WALLWHALE_SCREENSHOTS=DIR also saves the main pages as PNGs.
 import assert from "node:assert/strict";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import AxeBuilder from "@axe-core/playwright";
@@ -245,6 +247,20 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await page.getByRole("link", { name: "History" }).click();
     await page.getByRole("link", { name: "Guarded dunes" }).first().waitFor();
     await accessible(page, "history-admin");
+    await context.close();
+  });
+
+  test("an admin logs a Steam account in by QR code: the server's code is shown until it is scanned", async () => {
+    const { page, context } = await asAdmin();
+    await page.getByRole("link", { name: "Admin" }).click();
+    await page.getByRole("link", { name: "Steam accounts" }).click();
+    await page.getByRole("button", { name: "QR login for alice_we" }).click();
+    const code = page.getByRole("img", { name: "QR code to sign in alice_we" });
+    await code.waitFor({ timeout: 30_000 });
+    assert.match((await code.getAttribute("src")) ?? "", /^data:image\/svg\+xml/);
+    await writeFile(join(stack.steamDirectory, "scan-qr"), "alice_we"); // the phone scans it
+    await page.getByText("Signed in: the account remembers its login.").waitFor({ timeout: 30_000 });
+    assert.equal(await code.count(), 0);
     await context.close();
   });
 

@@ -16,6 +16,7 @@ export interface Stack {
   items: { quick: number; slow: number; hanging: number; missing: number; guard: number };
   collection: { id: number; items: number[]; title: string };
   guard: { username: string; password: string; code: string };
+  steamDirectory: string;
 }
 
 export const ROOT = resolve(import.meta.dirname, "../..");
