@@ -100,7 +100,7 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
       return seen.size >= 2 ? true : undefined;
     }, "two progress values while running");
     if (SHOTS) await page.screenshot({ path: `${SHOTS}/download-running.png` });
-    await job.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
+    await job.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 60_000 });
     const listed = (await rest(stack, "GET", "/v1/downloads?pageSize=1")).downloads[0];
     assert.equal(await job.getByTestId("sha256").textContent(), listed.archive.sha256);
     assert.match((await job.getByTestId("size").textContent()) ?? "", /KB/);
@@ -138,9 +138,9 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await page.getByLabel("Workshop link or id").fill(String(stack.items.hanging));
     await page.getByRole("button", { name: "Download" }).click();
     const job = page.getByRole("article").filter({ hasText: "Endless tide" });
-    await job.getByTestId("state").filter({ hasText: "running" }).waitFor({ timeout: 30_000 });
+    await job.getByTestId("state").filter({ hasText: "running" }).waitFor({ timeout: 60_000 });
     await job.getByRole("button", { name: "Cancel" }).click();
-    await job.getByTestId("state").filter({ hasText: "cancelled" }).waitFor({ timeout: 30_000 });
+    await job.getByTestId("state").filter({ hasText: "cancelled" }).waitFor({ timeout: 60_000 });
     await job.getByRole("button", { name: "Retry" }).waitFor();
     // Delete removes it and opens the history.
     await job.getByRole("button", { name: "Delete" }).click();
@@ -213,8 +213,25 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     assert.ok(!((await page.content()).includes(plaintext)));
     await page.getByRole("link", { name: "Users" }).click();
     await page.getByRole("heading", { name: "Admin: Users" }).waitFor();
-    await page.getByRole("cell", { name: stack.user.email }).or(page.getByRole("rowheader", { name: stack.user.email })).first().waitFor();
+    await page.getByRole("rowheader", { name: stack.user.email }).waitFor();
     await accessible(page, "admin-users");
+    // A new user: created, made admin, disabled, given a new password.
+    const email = "newcomer@example.test";
+    await page.getByLabel("E-mail", { exact: true }).fill(email);
+    await page.getByLabel("Password", { exact: true }).fill("a first long password");
+    await page.getByRole("button", { name: "Create user" }).click();
+    const row = page.getByRole("row").filter({ has: page.getByRole("rowheader", { name: email }) });
+    await row.getByLabel(`Role of ${email}`).selectOption({ label: "admin" });
+    await row.getByRole("button", { name: `Disable ${email}` }).click();
+    await row.getByRole("button", { name: `Enable ${email}` }).waitFor();
+    await row.getByLabel(`New password for ${email}`).fill("a second long password");
+    await row.getByRole("button", { name: "Reset password" }).click();
+    await eventually(async () => ((await row.getByLabel(`New password for ${email}`).inputValue()) === "" ? true : undefined), "the reset");
+    const users = (await rest(stack, "GET", "/v1/admin/users")).users as { email: string; role: string; disabled: boolean }[];
+    assert.deepEqual(
+      users.filter((u) => u.email === email).map((u) => [u.role, u.disabled]),
+      [["USER_ROLE_ADMIN", true]],
+    );
     await page.getByRole("link", { name: "Audit log" }).click();
     await page.getByRole("cell", { name: "api_key.create" }).first().waitFor();
     await accessible(page, "admin-audit");
@@ -235,13 +252,13 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
       steamAccountId: account.id,
     });
     const code = page.getByLabel(`Steam Guard code for ${stack.guard.username}`);
-    await code.waitFor({ timeout: 30_000 });
+    await code.waitFor({ timeout: 60_000 });
     await accessible(page, "admin-steam-accounts");
     await code.fill(stack.guard.code);
     await page.getByRole("button", { name: "Submit code" }).click();
     await code.waitFor({ state: "hidden", timeout: 30_000 }); // the prompt is answered
     await page.goto(`${stack.url}/downloads/${download.id}`);
-    await page.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
+    await page.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 60_000 });
     await accessible(page, "job");
     // An admin's history holds everyone's downloads.
     await page.getByRole("link", { name: "History" }).click();
@@ -256,10 +273,10 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await page.getByRole("link", { name: "Steam accounts" }).click();
     await page.getByRole("button", { name: "QR login for alice_we" }).click();
     const code = page.getByRole("img", { name: "QR code to sign in alice_we" });
-    await code.waitFor({ timeout: 30_000 });
+    await code.waitFor({ timeout: 60_000 });
     assert.match((await code.getAttribute("src")) ?? "", /^data:image\/svg\+xml/);
     await writeFile(join(stack.steamDirectory, "scan-qr"), "alice_we"); // the phone scans it
-    await page.getByText("Signed in: the account remembers its login.").waitFor({ timeout: 30_000 });
+    await page.getByText("Signed in: the account remembers its login.").waitFor({ timeout: 60_000 });
     assert.equal(await code.count(), 0);
     await context.close();
   });
@@ -278,7 +295,7 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await page.keyboard.type(String(stack.items.quick));
     await page.keyboard.press("Tab");
     await page.keyboard.press("Enter");
-    await page.getByRole("article").getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 30_000 });
+    await page.getByRole("article").getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 60_000 });
     // Nothing wider than the screen.
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     await accessible(page, "phone-download");

@@ -67,6 +67,8 @@ export async function openConsole(browser: Browser, stack: Stack, options: { pho
     acceptDownloads: true,
     ...(options.phone ? { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true } : {}),
   });
+  // Generous: the machine running the tests is often shared (2 CPUs) and busy.
+  context.setDefaultTimeout(60_000);
   const page: Page = await context.newPage();
   const errors: string[] = [];
   page.on("pageerror", (error) => errors.push(error.message));
@@ -93,7 +95,7 @@ export async function rest(stack: Stack, method: string, path: string, body?: un
   return text ? JSON.parse(text) : undefined;
 }
 
-export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, seconds = 30): Promise<T> {
+export async function eventually<T>(probe: () => Promise<T | undefined>, what: string, seconds = 60): Promise<T> {
   const deadline = Date.now() + seconds * 1000;
   for (;;) {
     const value = await probe();
