@@ -27,7 +27,7 @@ from wallwhale.v1 import admin_pb2
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web" / "dist"
 ITEM = 2831234567  # quick: three files
-SLOW_ITEM = 2831234570  # 30 files, 0.2 s each: progress moves for about 6 s
+SLOW_ITEM = 2831234570  # 30 files, 0.3 s each: progress moves for about 9 s
 HANGING_ITEM = 2831234571  # stops mid-download until cancelled
 MISSING_ITEM = 2831234568
 GUARD_ITEM = 2831234572
@@ -52,7 +52,7 @@ async def main() -> None:
                 SLOW_ITEM,
                 title="Slow aurora",
                 files={f"f{i}.bin": 20_000 for i in range(30)},
-                behaviour={"file_delay": seconds(0.2)},
+                behaviour={"file_delay": seconds(0.3)},
             )
             steam.add_item(HANGING_ITEM, title="Endless tide", behaviour={"hang": "progress"})
             steam.add_item(MISSING_ITEM, behaviour={"missing": True}, web={"result": 9})
