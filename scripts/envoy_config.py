@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from envoy_web import web_routes
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
@@ -163,6 +164,7 @@ def render(
     stream_idle_timeout: float,
     health_check_interval: float,
     max_connections: int = 10000,
+    web_dir: Path | None = None,
 ) -> str:
     services, methods = read_services(descriptor_set)
     unary, idle = _seconds(unary_timeout), _seconds(stream_idle_timeout)
@@ -193,6 +195,7 @@ def render(
         health_check_interval=_seconds(health_check_interval),
         endpoints=json.dumps(endpoints),
         max_connections=max_connections,
+        web_routes=web_routes(web_dir),
     )
 
 
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--health-check-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--max-connections", type=int, default=10000, help="open client connections at most")
+    parser.add_argument(
+        "--web-dir", type=Path, help="the built web console (web/dist) to serve at /; none: API only"
+    )
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate on the result")
     args = parser.parse_args(argv)
 
@@ -257,6 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             stream_idle_timeout=args.stream_idle_timeout,
             health_check_interval=args.health_check_interval,
             max_connections=args.max_connections,
+            web_dir=args.web_dir,
         )
     )
     if args.validate:

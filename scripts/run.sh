@@ -42,6 +42,12 @@ if [ "$instances" -gt 1 ]; then
   fi
 fi
 
+# The web console, built again only when its sources changed since the last build.
+if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/package.json web/vite.config.ts \
+    -newer web/dist/index.html -print -quit)" ]; then
+  npm --prefix web run build >/dev/null
+fi
+
 .venv/bin/wallwhale migrate
 created=$(.venv/bin/wallwhale bootstrap --if-empty --json)
 api_key='<your admin API key>'
@@ -84,6 +90,7 @@ IFS=',' read -r -a cors <<<"${WALLWHALE_CORS_ORIGINS:-}"
 for origin in "${cors[@]}"; do origins+=(--cors-origin "$origin"); done
 .venv/bin/python scripts/envoy_config.py --out-dir "$envoy_dir" --listen "$envoy_host:$envoy_port" \
   --admin-port "$admin_port" --upstream-source-address "$envoy_source" "${upstreams[@]}" "${origins[@]}" \
+  --web-dir web/dist \
   --validate >/dev/null
 .venv/bin/envoy -c "$envoy_dir/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
   >"$envoy_dir/envoy.log" 2>&1 &
@@ -120,6 +127,7 @@ base="http://$envoy_host:$envoy_port"
 cat <<INFO
 
 WallWhale runs: $instances instance(s) (gRPC from $WALLWHALE_GRPC_HOST:$first_port) behind Envoy.
+  Web console:     $base/
   REST base URL:   $base/v1       (also gRPC-Web and gRPC on $base)
   Envoy admin:     http://127.0.0.1:$admin_port   (access log: $envoy_dir/envoy.log)
 Try it (another terminal, from this folder):

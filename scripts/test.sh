@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every check and the whole test suite (what CI runs): static checks, proto lint
 # and breaking-change check, generated-code drift (server, Python and TypeScript clients), migration
-# drift, the Envoy config, the TypeScript client's tests under Node, then pytest on SQLite and
-# PostgreSQL (the Envoy tests run the real Envoy).
+# drift, the Envoy config, the TypeScript client's tests under Node, the web console's unit and browser
+# tests, then pytest on SQLite and PostgreSQL (the Envoy tests run the real Envoy).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -41,6 +41,17 @@ if ! diff -r "$generated/src/gen" clients/typescript/src/gen; then
 fi
 rm -rf "$generated"
 npm --prefix clients/typescript test
+step "web console: generated code up to date, type check, unit tests, build, browser tests (Chromium) against the real stack"
+generated=$(mktemp -d)
+(cd web && npx --no-install buf generate --template buf.gen.yaml -o "$generated" ../proto)
+if ! diff -r "$generated/src/gen" web/src/gen; then
+  echo "the web console's generated code is out of date: (cd web && npm run generate)"
+  exit 1
+fi
+rm -rf "$generated"
+npm --prefix web test
+npm --prefix web run build
+npm --prefix web run e2e
 step "pytest"
 $PY -m pytest "$@"
 echo "all checks passed in $(( $(date +%s) - started ))s"

@@ -2,7 +2,8 @@
 
 DepotDownloader is run by the server's own runner (wallwhale.steam.runner: argv, private HOME with the
 remembered login, password only on its prompt, output parsing, every failure marker, limits), so the
-server package must be installed beside the client. The files land in OUT/<workshop id>/.
+server package must be installed beside the client (the client's `direct` extra,
+wallwhale-client[direct]). The files land in OUT/<workshop id>/.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ async def download_direct(args: argparse.Namespace, password: str | None, screen
     try:
         from wallwhale.errors import InvalidArgument
         from wallwhale.steam import output, runner, workshop
-    except ImportError:
+    except ModuleNotFoundError as missing:
+        if missing.name != "wallwhale":
+            raise  # the server package is there but broken: its own error says more
         raise WallWhaleError(
-            "direct mode runs DepotDownloader with the server's runner: install the wallwhale package too"
+            "direct mode runs DepotDownloader with the server's runner, and the server package (wallwhale) "
+            "is not installed: install it beside the client (the `direct` extra, wallwhale-client[direct])"
         ) from None
     try:
         workshop_id = workshop.parse_workshop_id(args.item, "URL")

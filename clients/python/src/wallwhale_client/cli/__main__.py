@@ -1,0 +1,5 @@
+import sys
+
+from wallwhale_client.cli.main import main
+
+sys.exit(main())
