@@ -1,8 +1,9 @@
 """Hostile input, case by case: path traversal towards the filesystem, SQL metacharacters, forged and
 replayed tokens, and control characters in everything that ends up in a log line or an audit row.
 
-The server is the one of tests/test_hostile_input.py (real gRPC, the fake DepotDownloader, a fresh
-database per backend), started here with a known JWT signing key so tokens can be forged.
+The server is the one of test_hostile_input.py (tests/support/hostile_server.py: real gRPC, the fake
+DepotDownloader, a fresh database per backend), started here with a known JWT signing key so tokens
+can be forged.
 """
 
 from __future__ import annotations
@@ -21,17 +22,14 @@ import grpc
 import jwt
 import pytest
 import pytest_asyncio
-import structlog
 from google.protobuf import field_mask_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PostgresDatabases, _fresh_database
-from tests.hostile_support import SPECIAL_STRINGS, decode_status
-from tests.test_hostile_input import KEEPER_ITEM, Target, start_target
-from tests.test_server import error_info
-from wallwhale import log
-from wallwhale.config import LogFormat
+from tests.support.database import PostgresDatabases, fresh_database
+from tests.support.hostile import SPECIAL_STRINGS, decode_status
+from tests.support.hostile_server import KEEPER_ITEM, Target, start_target
+from tests.support.server import error_info, server_log_to
 from wallwhale.db.types import utcnow
 from wallwhale.ids import is_valid_id
 from wallwhale.storage.archives import archive_filename
@@ -65,20 +63,8 @@ TRAVERSALS = (
 @pytest.fixture(scope="module")
 def server_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The server's logging as `wallwhale serve` sets it up (JSON), copied to a file."""
-    root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    log.configure("INFO", LogFormat.JSON)
-    path = tmp_path_factory.mktemp("log") / "server.log"
-    to_file = logging.FileHandler(path, encoding="utf-8")
-    to_file.setFormatter(root.handlers[0].formatter)
-    root.addHandler(to_file)
-    try:
+    with server_log_to(tmp_path_factory.mktemp("log") / "server.log") as path:
         yield path
-    finally:
-        to_file.close()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        structlog.reset_defaults()
 
 
 @pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -89,7 +75,7 @@ async def target(
     server_log: Path,
 ) -> AsyncIterator[Target]:
     directory = tmp_path_factory.mktemp(f"hostile-cases-{request.param}")
-    url = _fresh_database(request.param, postgres, directory)
+    url = fresh_database(request.param, postgres, directory)
     async for value in start_target(url, directory, jwt_secret=SECRET):
         yield value
 

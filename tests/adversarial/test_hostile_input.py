@@ -1,5 +1,5 @@
 """Hostile input, property-based: every request message of every RPC (from the descriptors, see
-tests/hostile_support.py) sent to a real server over gRPC with the admin's key, a plain user's key, a
+tests/support/hostile.py) sent to a real server over gRPC with the admin's key, a plain user's key, a
 junk bearer token or no credentials.
 
 For every answer: never INTERNAL, UNKNOWN, DATA_LOSS or a hang; every refusal carries the rich status
@@ -16,8 +16,6 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,10 +28,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import PostgresDatabases, _fresh_database, make_settings, prepare_database
-from tests.engine_support import ENGINE_SETTINGS, FINAL, TIME_SCALE
-from tests.fakes.steam import FakeSteam
-from tests.hostile_support import (
+from tests.support import REPO_ROOT
+from tests.support.database import PostgresDatabases, fresh_database
+from tests.support.hostile import (
     FORGED_PAGE_TOKENS,
     Generator,
     Rpc,
@@ -45,8 +42,7 @@ from tests.hostile_support import (
     strings_in,
     unpack_details,
 )
-from wallwhale.app import WallWhaleServer
-from wallwhale.core.bootstrap import BootstrapResult
+from tests.support.hostile_server import Target, start_target
 from wallwhale.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -60,7 +56,6 @@ from wallwhale.v1 import (
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
 EXAMPLES = int(os.environ.get("HOSTILE_EXAMPLES", "25"))
-ROOT = Path(__file__).resolve().parent.parent
 NEVER = {
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
@@ -69,7 +64,6 @@ NEVER = {
 }
 CALL_TIMEOUT = 30.0
 MAX_MESSAGE = 4 * 1024 * 1024  # the server's grpc.max_receive_message_length
-KEEPER_ITEM, VICTIM_ITEM = 3_000_000_001, 3_000_000_002
 
 hostile_settings = settings(
     max_examples=EXAMPLES,
@@ -81,31 +75,6 @@ hostile_settings = settings(
     phases=[p for p in Phase if p is not Phase.shrink or not os.environ.get("HOSTILE_NO_SHRINK")],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 )
-
-
-@dataclass
-class Target:
-    """A running server with the objects the properties aim at."""
-
-    server: WallWhaleServer
-    channel: aio.Channel
-    admin: BootstrapResult
-    plain_key: str
-    data_dir: Path
-    # Ids and names that reach deeper paths: `read` ones for any call, `victims` also for mutating calls
-    # (never the admin's or the plain user's own user and key, nor the kept download and account).
-    read: list[str] = field(default_factory=list)
-    victims: list[str] = field(default_factory=list)
-    keeper_download: str = ""  # a succeeded download of the plain user that no property deletes
-
-    def metadata(self, who: str, extra: tuple[tuple[str, str], ...] = ()) -> tuple[tuple[str, str], ...]:
-        credentials = {
-            "admin": (("x-api-key", self.admin.api_key),),
-            "plain": (("x-api-key", self.plain_key),),
-            "none": (),
-            "junk-bearer": (("authorization", "Bearer not.a.jwt"),),
-        }[who]
-        return (*credentials, *extra)
 
 
 async def _call(target: Target, rpc: Rpc, request: message.Message, metadata: Any) -> dict[str, Any]:
@@ -156,7 +125,7 @@ def check_answer(
     assert infos, f"no ErrorInfo for {where}: {status}"
     assert infos[0].domain == "wallwhale", f"no wallwhale ErrorInfo for {where}: {status}"
     echoed = strings_in(request) | {value for _, value in metadata}
-    forbidden = [str(ROOT), str(target.data_dir), sys.prefix, sys.base_prefix]
+    forbidden = [str(REPO_ROOT), str(target.data_dir), sys.prefix, sys.base_prefix]
     texts = [answer["details"] or "", status.message, *(str(d) for d in details)]
     texts += [value for key, value in trailing if isinstance(value, str)]
     for text in texts:
@@ -193,103 +162,12 @@ async def assert_serving(target: Target) -> None:
     assert mine is not None
 
 
-async def _succeeded(target: Target, stub: download_pb2_grpc.DownloadServiceStub, item: int, who: str) -> str:
-    created = await stub.CreateDownload(
-        download_pb2.CreateDownloadRequest(url_or_id=str(item)), metadata=target.metadata(who)
-    )
-    deadline = asyncio.get_running_loop().time() + 120  # generous: the CI machine may be busy
-    while asyncio.get_running_loop().time() < deadline:
-        got = await stub.GetDownload(
-            download_pb2.GetDownloadRequest(id=created.download.id), metadata=target.metadata("admin")
-        )
-        if got.download.state in FINAL:
-            assert got.download.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED, got
-            return str(created.download.id)
-        await asyncio.sleep(0.05)
-    raise AssertionError("the setup download did not finish")
-
-
-async def start_target(database_url: str, directory: Path, **overrides: Any) -> AsyncIterator[Target]:
-    admin = await prepare_database(database_url)
-    steam = FakeSteam(directory / "steam")
-    steam.set(time_scale=TIME_SCALE)
-    for item in (KEEPER_ITEM, VICTIM_ITEM):
-        steam.add_item(item, files={"project.json": b"{}", "nested/scene.pkg": 4096})
-    steam.add_account("keeper_account", "keeper-password")
-    data_dir = directory / "data"
-    server = WallWhaleServer(
-        make_settings(
-            database_url,
-            data_dir,
-            **{
-                **ENGINE_SETTINGS,
-                "depotdownloader_path": steam.executable,
-                "max_concurrent_downloads": 2,
-                **overrides,
-            },
-        )
-    )
-    await server.start()
-    channel = aio.insecure_channel(f"127.0.0.1:{server.port}")
-    try:
-        admin_api = admin_pb2_grpc.AdminServiceStub(channel)
-        as_admin = (("x-api-key", admin.api_key),)
-        people = {}
-        for name in ("plain", "victim"):
-            created = await admin_api.CreateUser(
-                admin_pb2.CreateUserRequest(
-                    user=admin_pb2.User(email=f"{name}@example.test", role=admin_pb2.USER_ROLE_USER),
-                    password=f"{name}-password-long",
-                ),
-                metadata=as_admin,
-            )
-            key = await admin_api.CreateApiKey(
-                admin_pb2.CreateApiKeyRequest(
-                    api_key=admin_pb2.ApiKey(name=name, scopes=["download:*"], owner_user_id=created.user.id)
-                ),
-                metadata=as_admin,
-            )
-            people[name] = (created.user.id, key.api_key.id, key.plaintext_key)
-        accounts = {}
-        for username in ("keeper_account", "victim_account"):
-            account = await admin_api.CreateSteamAccount(
-                admin_pb2.CreateSteamAccountRequest(
-                    steam_account=admin_pb2.SteamAccount(username=username, owned_app_ids=[431960]),
-                    password="keeper-password",
-                ),
-                metadata=as_admin,
-            )
-            accounts[username] = account.steam_account.id
-        target = Target(server, channel, admin, people["plain"][2], data_dir)
-        downloads = download_pb2_grpc.DownloadServiceStub(channel)
-        keeper = await _succeeded(target, downloads, KEEPER_ITEM, "plain")
-        victim = await _succeeded(target, downloads, VICTIM_ITEM, "admin")
-        target.keeper_download = keeper
-        target.victims = [*people["victim"][:2], accounts["victim_account"], victim, "victim_account"]
-        target.read = [
-            *target.victims,
-            admin.user_id,
-            admin.api_key_id,
-            admin.email,
-            admin.password,
-            *people["plain"][:2],
-            accounts["keeper_account"],
-            keeper,
-            "keeper_account",
-            str(KEEPER_ITEM),
-        ]
-        yield target
-    finally:
-        await channel.close()
-        await server.stop(grace=0)
-
-
 @pytest_asyncio.fixture(scope="module", params=["sqlite", "postgresql"])
 async def target(
     request: pytest.FixtureRequest, postgres: PostgresDatabases, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Target]:
     directory = tmp_path_factory.mktemp(f"hostile-{request.param}")
-    async for value in start_target(_fresh_database(request.param, postgres, directory), directory):
+    async for value in start_target(fresh_database(request.param, postgres, directory), directory):
         yield value
 
 

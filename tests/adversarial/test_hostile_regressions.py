@@ -1,4 +1,4 @@
-"""Defects the hostile-input properties found (tests/test_hostile_input.py), each pinned down by the
+"""Defects the hostile-input properties found (test_hostile_input.py), each pinned down by the
 smallest input that showed it, on both database backends."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from google.protobuf import timestamp_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
-from tests.conftest import PostgresDatabases, make_settings, prepare_database
-from tests.hostile_support import LEAKS
-from tests.test_server import Metadata
+from tests.support.database import PostgresDatabases, prepare_database, wait_for_audit_events
+from tests.support.hostile import LEAKS
+from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.v1 import (
@@ -208,8 +208,6 @@ async def test_a_hostile_request_does_not_stall_the_audit_trail(
     """Found on PostgreSQL: DeleteDownload(id="\\x00...") and an x-request-id of 65 to 128 characters
     made audit rows that did not fit their columns; the refused batch was retried forever, and no
     audit event was stored after it."""
-    from tests.test_audit import _wait_for_events
-
     downloads = download_pb2_grpc.DownloadServiceStub(channel)
     for bad_id, request_id in (("\x00" * 10, "n" * 10), ("d" * 5000, "r" * 64), ("x", "q" * 100)):
         await _refusal(
@@ -223,9 +221,9 @@ async def test_a_hostile_request_does_not_stall_the_audit_trail(
             download_pb2.DeleteDownloadRequest(id="x"), metadata=(*admin, ("x-request-id", marker))
         )
     )
-    [event] = await _wait_for_events(migrated_database_url, marker)
+    [event] = await wait_for_audit_events(migrated_database_url, marker)
     assert event.action == "download.delete"
-    [long_id] = await _wait_for_events(migrated_database_url, "r" * 64)
+    [long_id] = await wait_for_audit_events(migrated_database_url, "r" * 64)
     assert long_id.resource is not None
     assert len(long_id.resource) <= 128
 

@@ -24,9 +24,10 @@ from google.api import annotations_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import prepare_database
-from tests.envoy_support import Envoy, Reply, http, servers_behind_envoy
-from tests.hostile_support import SPECIAL_STRINGS, all_rpcs, forged_json_bodies, hostile_strings, leak_in
+from tests.support import REPO_ROOT
+from tests.support.database import prepare_database
+from tests.support.envoy import Envoy, Reply, http, servers_behind_envoy
+from tests.support.hostile import SPECIAL_STRINGS, all_rpcs, forged_json_bodies, hostile_strings, leak_in
 from wallwhale.config import to_async_url
 from wallwhale.core.bootstrap import BootstrapResult
 
@@ -34,7 +35,6 @@ from wallwhale.core.bootstrap import BootstrapResult
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
 EXAMPLES = int(os.environ.get("HOSTILE_REST_EXAMPLES", "150"))
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ def _check(stack: Stack, sent: Sent, reply: Reply) -> None:
     assert "code" in error, where
     echoed = {urllib.parse.unquote(part) for part in re.split(r"[/?&=:]", sent.target)}
     echoed |= {sent.target, (sent.body or b"").decode("utf-8", "replace"), *sent.headers.values()}
-    forbidden = [str(ROOT), str(stack.directory), sys.prefix]
+    forbidden = [str(REPO_ROOT), str(stack.directory), sys.prefix]
     leak = leak_in(reply.body.decode("utf-8", "replace"), echoed, forbidden)
     assert leak is None, f"{leak!r} leaked in {reply.body[:500]!r} for {where}"
 

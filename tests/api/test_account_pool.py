@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
-import pytest_asyncio
 
-from tests.engine_support import Harness, describe, harness_for, rpc_error
+from tests.support.harness import Harness, describe, rpc_error
 from wallwhale.v1 import admin_pb2, download_pb2
 
 D = download_pb2
 ITEMS = [2900000001, 2900000002, 2900000003]
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 async def account(harness: Harness, account_id: str) -> admin_pb2.SteamAccount:

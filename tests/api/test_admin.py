@@ -12,8 +12,8 @@ from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_status import rpc_status
 
-from tests.test_authentication import _add_key
-from tests.test_server import Metadata, error_info
+from tests.support.database import add_key
+from tests.support.server import Metadata, error_info
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, status_pb2, status_pb2_grpc
 
 
@@ -90,7 +90,7 @@ async def test_a_refused_caller_changes_nothing(
     channel: aio.Channel, admin: Metadata, migrated_database_url: str
 ) -> None:
     """The original answered 403 and created the admin anyway; here nothing is written."""
-    downloader = (("x-api-key", await _add_key(migrated_database_url, ["download:*"])),)
+    downloader = (("x-api-key", await add_key(migrated_database_url, ["download:*"])),)
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     email = _email()
     with pytest.raises(grpc.RpcError) as raised:

@@ -20,8 +20,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from grpc import aio
 from sqlalchemy import event
 
-from tests.conftest import make_settings
-from tests.test_server import Metadata, error_info
+from tests.support.server import Metadata, error_info, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core import api_keys
 from wallwhale.core.identity import Principal, PrincipalCache

@@ -8,34 +8,13 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc import aio
-from sqlalchemy import select
 
-from tests.conftest import make_settings, prepare_database
-from tests.test_authentication import _add_key
-from tests.test_server import Metadata
+from tests.support.database import add_key, audit_events, prepare_database, wait_for_audit_events
+from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core.audit import AuditRecord, AuditWriter, action_name
 from wallwhale.db.engine import create_engine, session_factory
-from wallwhale.db.models import AuditEvent
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
-
-
-async def _events(database_url: str, request_id: str) -> list[AuditEvent]:
-    engine = create_engine(database_url)
-    try:
-        async with session_factory(engine)() as session:
-            rows = await session.scalars(select(AuditEvent).where(AuditEvent.request_id == request_id))
-            return list(rows)
-    finally:
-        await engine.dispose()
-
-
-async def _wait_for_events(database_url: str, request_id: str) -> list[AuditEvent]:
-    for _ in range(50):
-        if events := await _events(database_url, request_id):
-            return events
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no audit event for request {request_id}")
 
 
 @pytest.mark.parametrize(
@@ -60,7 +39,7 @@ async def test_a_call_without_credentials_is_audited_as_denied(
             status_pb2.GetStatusRequest(),
             metadata=(("x-request-id", "audit-anon-1"), ("user-agent", "probe/1.0")),
         )
-    [event] = await _wait_for_events(migrated_database_url, "audit-anon-1")
+    [event] = await wait_for_audit_events(migrated_database_url, "audit-anon-1")
     assert (event.action, event.outcome, event.status_code) == ("status.get", "denied", "UNAUTHENTICATED")
     assert (event.actor_kind, event.actor_id) == ("anonymous", None)
     assert event.client_address == "127.0.0.1"
@@ -71,13 +50,13 @@ async def test_a_call_without_credentials_is_audited_as_denied(
 async def test_a_missing_scope_is_audited_with_the_key_and_without_its_secret(
     channel: aio.Channel, migrated_database_url: str
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"])
+    key = await add_key(migrated_database_url, ["download:read"])
     with pytest.raises(grpc.RpcError):
         await download_pb2_grpc.DownloadServiceStub(channel).CancelDownload(
             download_pb2.CancelDownloadRequest(id="job-1"),
             metadata=(("x-api-key", key), ("x-request-id", "audit-scope-1")),
         )
-    [event] = await _wait_for_events(migrated_database_url, "audit-scope-1")
+    [event] = await wait_for_audit_events(migrated_database_url, "audit-scope-1")
     assert (event.action, event.outcome, event.status_code) == (
         "download.cancel",
         "denied",
@@ -99,7 +78,7 @@ async def test_mutating_calls_are_audited_and_reads_are_not(
             download_pb2.RetryDownloadRequest(id="job-2"),
             metadata=(*admin, ("x-request-id", "audit-write-1")),
         )
-    [event] = await _wait_for_events(migrated_database_url, "audit-write-1")
+    [event] = await wait_for_audit_events(migrated_database_url, "audit-write-1")
     assert (event.action, event.outcome, event.status_code) == ("download.retry", "failure", "NOT_FOUND")
     assert event.resource == "downloads/job-2"
 
@@ -107,7 +86,7 @@ async def test_mutating_calls_are_audited_and_reads_are_not(
         status_pb2.GetStatusRequest(), metadata=(*admin, ("x-request-id", "audit-read-1"))
     )
     await asyncio.sleep(0.6)  # longer than the flush interval
-    assert await _events(migrated_database_url, "audit-read-1") == []
+    assert await audit_events(migrated_database_url, "audit-read-1") == []
 
 
 async def test_a_graceful_stop_stores_every_queued_event(migrated_database_url: str, tmp_path: Path) -> None:
@@ -123,10 +102,10 @@ async def test_a_graceful_stop_stores_every_queued_event(migrated_database_url: 
                 await stub.GetStatus(
                     status_pb2.GetStatusRequest(), metadata=(("x-request-id", f"audit-stop-{n}"),)
                 )
-    assert await _events(migrated_database_url, "audit-stop-0") == []
+    assert await audit_events(migrated_database_url, "audit-stop-0") == []
     await server.stop(grace=1)
     for n in range(20):
-        assert len(await _events(migrated_database_url, f"audit-stop-{n}")) == 1
+        assert len(await audit_events(migrated_database_url, f"audit-stop-{n}")) == 1
 
 
 @pytest.mark.postgres
@@ -151,5 +130,5 @@ async def test_a_row_the_database_refuses_is_logged_and_does_not_block_the_trail
     finally:
         await engine.dispose()
     for request_id in ("audit-row-0", "audit-row-1", "audit-row-2", "audit-row-after"):
-        assert len(await _events(database_url, request_id)) == 1
+        assert len(await audit_events(database_url, request_id)) == 1
     assert "audit event refused by the database" in capsys.readouterr().out

@@ -9,12 +9,10 @@ import grpc
 import pytest
 from grpc import aio
 
-from tests.conftest import make_settings
-from tests.test_server import Metadata, error_info
+from tests.support.database import add_key
+from tests.support.server import Metadata, error_info, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core import api_keys
-from wallwhale.db.engine import create_engine, session_factory
-from wallwhale.db.models import ApiKey, User, UserRole
 from wallwhale.db.types import utcnow
 from wallwhale.v1 import (
     admin_pb2,
@@ -24,33 +22,6 @@ from wallwhale.v1 import (
     status_pb2,
     status_pb2_grpc,
 )
-
-
-async def _add_key(database_url: str, scopes: list[str], **fields: object) -> str:
-    """A key of a new user, written straight to the database; returns the plaintext."""
-    user_fields = {"disabled": fields.pop("user_disabled", False)}
-    engine = create_engine(database_url)
-    key = api_keys.generate_key()
-    try:
-        async with session_factory(engine).begin() as session:
-            user = User(
-                email=f"{key[-10:]}@example.test", password_hash="-", role=UserRole.USER, **user_fields
-            )
-            session.add(user)
-            await session.flush()
-            session.add(
-                ApiKey(
-                    name="test",
-                    owner_user_id=user.id,
-                    prefix=api_keys.visible_prefix(key),
-                    key_hash=api_keys.hash_key(key),
-                    scopes=scopes,
-                    **fields,
-                )
-            )
-    finally:
-        await engine.dispose()
-    return key
 
 
 async def _status_error(channel: aio.Channel, metadata: Metadata) -> grpc.RpcError:
@@ -111,14 +82,14 @@ async def test_a_key_works_as_a_bearer_token(channel: aio.Channel, admin_key: st
 async def test_revoked_disabled_and_expired_keys_are_refused(
     channel: aio.Channel, migrated_database_url: str, fields: dict[str, object], reason: str
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:*"], **fields)
+    key = await add_key(migrated_database_url, ["download:*"], **fields)
     error = await _status_error(channel, (("x-api-key", key),))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_info(error).reason == reason
 
 
 async def test_expiry_follows_the_server_clock(migrated_database_url: str, tmp_path: Path) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], expire_time=utcnow() + timedelta(hours=1))
+    key = await add_key(migrated_database_url, ["download:read"], expire_time=utcnow() + timedelta(hours=1))
     later = WallWhaleServer(
         make_settings(migrated_database_url, tmp_path), clock=lambda: utcnow() + timedelta(hours=2)
     )
@@ -134,7 +105,7 @@ async def test_expiry_follows_the_server_clock(migrated_database_url: str, tmp_p
 async def test_a_missing_scope_is_refused_before_the_method_runs(
     channel: aio.Channel, migrated_database_url: str
 ) -> None:
-    reader = (("x-api-key", await _add_key(migrated_database_url, ["download:read"])),)
+    reader = (("x-api-key", await add_key(migrated_database_url, ["download:read"])),)
     stub = download_pb2_grpc.DownloadServiceStub(channel)
     # A valid request: only the missing scope can refuse it.
     with pytest.raises(grpc.RpcError) as raised:
@@ -151,7 +122,7 @@ async def test_a_missing_scope_is_refused_before_the_method_runs(
 async def test_wildcard_scopes_cover_their_family_only(
     channel: aio.Channel, migrated_database_url: str
 ) -> None:
-    downloader = (("x-api-key", await _add_key(migrated_database_url, ["download:*"])),)
+    downloader = (("x-api-key", await add_key(migrated_database_url, ["download:*"])),)
     created = await download_pb2_grpc.DownloadServiceStub(channel).CreateDownload(
         download_pb2.CreateDownloadRequest(url_or_id="1"), metadata=downloader
     )

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import zipfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,20 +15,14 @@ import structlog.testing
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from tests.engine_support import Harness, Metadata, harness_for, rpc_error, seconds
 from tests.fakes.webapi import COLLECTION_PATH, FakeWebApi
-from tests.test_server import error_info
+from tests.support.harness import Harness, alive, rpc_error, seconds
+from tests.support.server import Metadata, error_info
 from wallwhale.v1 import admin_pb2, download_pb2
 
 D = download_pb2
 COLLECTION = 3_000_000_001
 A, B, C = 2_900_000_001, 2_900_000_002, 2_900_000_003
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 @pytest_asyncio.fixture
@@ -69,14 +61,6 @@ async def _fetch(
 
 async def _workshop_ids(harness: Harness, batch: D.Batch) -> list[int]:
     return [(await harness.get(download_id)).workshop_id for download_id in batch.download_ids]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _field(error: grpc.RpcError) -> str:
@@ -255,7 +239,7 @@ async def test_cancel_batch_stops_running_jobs(harness: Harness, web: FakeWebApi
     assert cancelled.HasField("end_time")
     assert (await harness.get(running.id)).state == D.DOWNLOAD_STATE_CANCELLED
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])  # the running DepotDownloader was stopped
+    assert not alive(run["pid"])  # the running DepotDownloader was stopped
     again = (
         await harness.downloads.CancelBatch(D.CancelBatchRequest(id=batch.id), metadata=harness.admin)
     ).batch

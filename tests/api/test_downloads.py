@@ -11,19 +11,17 @@ import hashlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from google.protobuf import duration_pb2
 from grpc_status import rpc_status
 
-from tests.engine_support import Harness, describe, harness_for, rpc_error, seconds, unzip
-from tests.test_server import error_info
+from tests.support.harness import Harness, alive, describe, rpc_error, seconds, unzip
+from tests.support.server import error_info
 from wallwhale.v1 import (
     admin_pb2,
     download_pb2,
@@ -33,20 +31,6 @@ from wallwhale.v1 import (
 
 ITEM = 2831234567
 D = download_pb2
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def test_bad_workshop_references_are_invalid_argument_naming_the_field(harness: Harness) -> None:
@@ -247,7 +231,7 @@ async def test_a_hanging_downloader_is_stopped_by_the_inactivity_limit(harness: 
     done = await harness.wait_for((await harness.create(str(ITEM))).id)
     assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_STALLED"
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])
+    assert not alive(run["pid"])
 
 
 async def test_the_keys_runtime_limit_stops_a_slow_download(harness: Harness) -> None:
@@ -261,7 +245,7 @@ async def test_the_keys_runtime_limit_stops_a_slow_download(harness: Harness) ->
     done = await harness.wait_for(created.id)
     assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_TIMEOUT"
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])
+    assert not alive(run["pid"])
 
 
 async def test_cancel_works_queued_and_running_and_leaves_no_process(harness: Harness) -> None:
@@ -284,7 +268,7 @@ async def test_cancel_works_queued_and_running_and_leaves_no_process(harness: Ha
     )
     assert response.download.state == D.DOWNLOAD_STATE_CANCELLED
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])
+    assert not alive(run["pid"])
     assert run["exit_code"] in (143, -15, -9)
     # Cancelling again is harmless; a cancelled download can be retried.
     again = await harness.downloads.CancelDownload(
@@ -509,10 +493,10 @@ async def test_a_killed_server_loses_nothing_and_the_job_runs_once(harness: Harn
             await process.wait()
     [first] = harness.steam.runs()
     for _ in range(50):
-        if not _alive(first["pid"]):
+        if not alive(first["pid"]):
             break
         await asyncio.sleep(0.05)
-    assert not _alive(first["pid"]), "DepotDownloader outlived its server"
+    assert not alive(first["pid"]), "DepotDownloader outlived its server"
     await harness.start()  # a new instance: it takes the job once the lease has expired
     harness.steam.add_item(ITEM, files={f"f{i}.bin": 1000 for i in range(40)})  # same item, no delay
     done = await harness.wait_for(created.id, limit=30)
@@ -583,7 +567,7 @@ async def test_instances_on_postgresql_hear_each_other_at_once(harness: Harness)
     done = await harness.wait_for(created.id, limit=10)
     assert done.state == D.DOWNLOAD_STATE_CANCELLED
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])
+    assert not alive(run["pid"])
 
 
 async def test_steam_guard_codes_are_answered_through_the_api(harness: Harness) -> None:
@@ -635,7 +619,7 @@ async def test_an_unanswered_steam_guard_prompt_times_out(harness: Harness) -> N
     done = await harness.wait_for((await harness.create(str(ITEM))).id)
     assert D.FailureReason.Name(done.failure.reason) == "FAILURE_REASON_STEAM_GUARD_TIMEOUT"
     [run] = harness.steam.runs()
-    assert not _alive(run["pid"])
+    assert not alive(run["pid"])
 
 
 async def test_a_mobile_confirmation_waits_for_the_phone(harness: Harness) -> None:

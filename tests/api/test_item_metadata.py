@@ -13,23 +13,16 @@ from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from prometheus_client import REGISTRY
 
-from tests.engine_support import Harness, describe, harness_for, rpc_error, unzip
 from tests.fakes.webapi import FakeWebApi
-from tests.test_server import error_info
+from tests.support.harness import Harness, describe, rpc_error, unzip
+from tests.support.server import error_info
 from wallwhale.v1 import download_pb2, status_pb2, status_pb2_grpc
 
 D = download_pb2
 ITEM = 3001234567
 OTHER_APP = 250900  # The Binding of Isaac: Rebirth, an app with a workshop
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 @pytest.fixture

@@ -22,10 +22,8 @@ from grpc_status import rpc_status
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from tests.conftest import make_settings
-from tests.test_audit import _wait_for_events
-from tests.test_authentication import _add_key
-from tests.test_server import Metadata
+from tests.support.database import add_key, wait_for_audit_events
+from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core import api_keys, limits
 from wallwhale.core.errors import QuotaExceeded, QuotaViolation
@@ -122,7 +120,7 @@ def _budget(answer: Answer) -> tuple[str, str, str]:
 async def test_a_burst_passes_then_the_key_is_refused_until_the_clock_moves(
     limited: aio.Channel, migrated_database_url: str, clock: Clock
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=3)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=3)
     metadata = (("x-api-key", key),)
     answers = [await _get_caller(limited, metadata) for _ in range(3)]
     assert [a.code for a in answers] == [grpc.StatusCode.OK] * 3
@@ -154,7 +152,7 @@ async def test_the_budget_refills_at_the_rate_across_minutes(
     limited: aio.Channel, migrated_database_url: str, clock: Clock
 ) -> None:
     # Two a minute, no burst given: a minute's worth (two) at once, then one every 30 seconds.
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=2)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=2)
     metadata = (("x-api-key", key),)
     codes = [(await _get_caller(limited, metadata)).code for _ in range(3)]
     assert codes == [grpc.StatusCode.OK, grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
@@ -172,7 +170,7 @@ async def test_the_budget_refills_at_the_rate_across_minutes(
 async def test_two_instances_share_one_keys_budget(
     migrated_database_url: str, tmp_path: Path, clock: Clock
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=4)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=60, burst=4)
     metadata = (("x-api-key", key),)
     first = await _start(migrated_database_url, tmp_path, clock)
     second = await _start(migrated_database_url, tmp_path, clock)
@@ -192,14 +190,14 @@ async def test_two_instances_share_one_keys_budget(
 async def test_a_key_without_limits_is_never_limited(
     limited: aio.Channel, migrated_database_url: str
 ) -> None:
-    metadata = (("x-api-key", await _add_key(migrated_database_url, ["download:read"])),)
+    metadata = (("x-api-key", await add_key(migrated_database_url, ["download:read"])),)
     answers = await asyncio.gather(*(_get_caller(limited, metadata) for _ in range(100)))
     assert {a.code for a in answers} == {grpc.StatusCode.OK}
     assert not any(name.startswith("x-ratelimit") for a in answers for name in a.headers)
 
 
 async def test_a_limit_of_zero_refuses_every_call(limited: aio.Channel, migrated_database_url: str) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=0, burst=5)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=0, burst=5)
     refused = await _get_caller(limited, (("x-api-key", key),))
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert _budget(refused) == ("0", "0", "60")
@@ -208,7 +206,7 @@ async def test_a_limit_of_zero_refuses_every_call(limited: aio.Channel, migrated
 async def test_health_and_reflection_are_not_counted(
     limited: aio.Channel, migrated_database_url: str
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=1, burst=1)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=1, burst=1)
     metadata = (("x-api-key", key),)
     health = health_pb2_grpc.HealthStub(limited)
     for _ in range(5):
@@ -261,12 +259,12 @@ async def test_people_follow_the_per_user_setting_and_anonymous_calls_do_not_cou
 async def test_refusals_are_audited_as_denied(
     limited: aio.Channel, migrated_database_url: str, admin: Metadata
 ) -> None:
-    key = await _add_key(migrated_database_url, ["download:read"], requests_per_minute=10, burst=1)
+    key = await add_key(migrated_database_url, ["download:read"], requests_per_minute=10, burst=1)
     key_id = await _key_id(migrated_database_url, key)
     await _get_caller(limited, (("x-api-key", key),))
     refused = await _get_caller(limited, (("x-api-key", key), ("x-request-id", f"limited-{key_id}")))
     assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    [event] = await _wait_for_events(migrated_database_url, f"limited-{key_id}")
+    [event] = await wait_for_audit_events(migrated_database_url, f"limited-{key_id}")
     assert (event.action, event.outcome, event.status_code) == ("caller.get", "denied", "RESOURCE_EXHAUSTED")
     assert (event.actor_kind, event.actor_id) == ("api_key", key_id)
     assert event.details == {"reason": "RATE_LIMITED"}
@@ -292,7 +290,7 @@ async def engine(migrated_database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 async def _quota_key(engine: AsyncEngine, database_url: str, **quotas: int | None) -> ApiKey:
-    key = await _add_key(database_url, ["download:*"], **quotas)
+    key = await add_key(database_url, ["download:*"], **quotas)
     async with session_factory(engine)() as session:
         row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == api_keys.hash_key(key)))
     assert row is not None

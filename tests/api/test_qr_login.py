@@ -6,24 +6,20 @@ directory); and the QR reader and its SVG and PNG drawings.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
 import png
 import pytest
-import pytest_asyncio
 
-from tests.engine_support import Harness, describe, harness_for, rpc_error, seconds
 from tests.fakes import depotdownloader as dd
-from tests.test_server import error_info
+from tests.support.harness import Harness, alive, describe, rpc_error, seconds
+from tests.support.server import error_info
 from wallwhale.db.models import SteamAccount
 from wallwhale.steam.qr import CHANGED, HEADER, QrMatrix, QrReader
 from wallwhale.v1 import admin_pb2, download_pb2
@@ -32,23 +28,9 @@ ITEM = 2831234567
 A = admin_pb2
 
 
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
-
-
 def modules(rows: list[str]) -> list[str]:
     """The fake's printed rows (two characters a module) as '#'/' ' modules."""
     return ["".join("#" if row[i : i + 2] == "██" else " " for i in range(0, len(row), 2)) for row in rows]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def add_qr_account(harness: Harness, username: str) -> A.SteamAccount:
@@ -87,7 +69,7 @@ def qr_runs(harness: Harness) -> list[dict[str, Any]]:
 
 async def wait_until_gone(harness: Harness, limit: float = 10.0) -> None:
     deadline = time.monotonic() + limit
-    while any(_alive(run["pid"]) for run in harness.steam.runs()):
+    while any(alive(run["pid"]) for run in harness.steam.runs()):
         assert time.monotonic() < deadline, "DepotDownloader is still running"
         await asyncio.sleep(0.05)
 
@@ -263,7 +245,7 @@ async def test_a_caller_going_away_stops_depotdownloader_and_frees_the_account(h
     login = Login(harness, account_id)
     assert (await login.next()).WhichOneof("event") == "qr_code"
     [run] = qr_runs(harness)
-    assert _alive(run["pid"])
+    assert alive(run["pid"])
     # While the login waits, the scheduler leaves the account alone, past the 2 s lease too, whose
     # renewals other instances see.
     harness.steam.add_item(ITEM)
@@ -281,7 +263,7 @@ async def test_a_caller_going_away_stops_depotdownloader_and_frees_the_account(h
 
     login.call.cancel()
     deadline = time.monotonic() + 10
-    while _alive(run["pid"]):
+    while alive(run["pid"]):
         assert time.monotonic() < deadline, "DepotDownloader is still running"
         await asyncio.sleep(0.05)
     # Free again: the waiting download runs.

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 from sqlalchemy import func, select
 
-from tests.conftest import PostgresDatabases, make_settings
+from tests.support.database import PostgresDatabases
+from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.db import migrate
 from wallwhale.db.engine import create_engine
@@ -27,20 +26,8 @@ from wallwhale.v1 import (
     status_pb2_grpc,
 )
 
-Metadata = tuple[tuple[str, str], ...]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status details"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo in the status details")
 
 
 async def test_health_is_serving_for_the_server_and_each_service(channel: aio.Channel) -> None:

@@ -12,8 +12,7 @@ import jwt
 import pytest
 from grpc import aio
 
-from tests.conftest import make_settings
-from tests.test_server import error_info
+from tests.support.server import error_info, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.db.types import utcnow

@@ -14,7 +14,8 @@ import grpc
 import pytest
 from grpc import aio
 
-from tests.conftest import make_settings, prepare_database
+from tests.support.database import prepare_database
+from tests.support.server import make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 

@@ -16,8 +16,8 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy import select
 
-from tests.test_cli import _env, _wallwhale
-from tests.test_server import Metadata
+from tests.support.cli import run_wallwhale, wallwhale_env
+from tests.support.server import Metadata
 from wallwhale.core import secretbox, steam_accounts
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import SteamAccount
@@ -130,8 +130,8 @@ def test_keys_rotate_reseals_every_password_under_the_new_key(tmp_path: Path) ->
     old_key, new_key = secretbox.generate_key(), secretbox.generate_key()
     key_file = tmp_path / "keys"
     key_file.write_text(f"{old_key}\n")
-    env = _env(tmp_path, WALLWHALE_SECRET_KEY_FILE=str(key_file))
-    assert _wallwhale("migrate", env=env).returncode == 0
+    env = wallwhale_env(tmp_path, WALLWHALE_SECRET_KEY_FILE=str(key_file))
+    assert run_wallwhale("migrate", env=env).returncode == 0
 
     async def add() -> str:
         engine = create_engine(f"sqlite:///{tmp_path / 'wallwhale.sqlite3'}")
@@ -149,7 +149,7 @@ def test_keys_rotate_reseals_every_password_under_the_new_key(tmp_path: Path) ->
 
     account_id = asyncio.run(add())
     key_file.write_text(f"{new_key}\n{old_key}\n")  # the new key first; the old one still opens
-    rotated = _wallwhale("keys", "rotate", env=env)
+    rotated = run_wallwhale("keys", "rotate", env=env)
     assert rotated.returncode == 0, rotated.stderr
     assert "re-encrypted 1" in rotated.stdout
 

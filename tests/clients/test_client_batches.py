@@ -15,10 +15,9 @@ import pytest
 import pytest_asyncio
 from google.protobuf.message import Message
 
-from tests.engine_support import Harness, harness_for, seconds
 from tests.fakes.webapi import FakeWebApi
-from tests.test_client import FAST_RETRY, CutProxy, Recorder, key_of
-from wallwhale.config import to_async_url
+from tests.support.client import FAST_RETRY, CutProxy, Recorder, key_of
+from tests.support.harness import Harness, seconds
 from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK
 from wallwhale_client import (
     AsyncClient,
@@ -33,13 +32,6 @@ from wallwhale_client.v1 import download_pb2
 D = download_pb2
 COLLECTION = 3_000_000_001
 A, B, C = 2_900_000_001, 2_900_000_002, 2_900_000_003
-
-
-@pytest_asyncio.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    url = to_async_url(f"sqlite:///{tmp_path / 'wallwhale.sqlite3'}")
-    async for value in harness_for(url, tmp_path):
-        yield value
 
 
 @pytest_asyncio.fixture

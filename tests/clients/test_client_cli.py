@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import zipfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.engine_support import TIME_SCALE, Harness, harness_for, seconds, unzip
 from tests.fakes.steam import FakeSteam
-from wallwhale.config import to_async_url
+from tests.support.harness import TIME_SCALE, Harness, seconds, unzip
 
 CLI = Path(sys.executable).parent / "wallwhale-cli"
 ITEM = 2831234567
@@ -62,12 +60,6 @@ class Cli:
         out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
         assert process.returncode is not None
         return Run(process.returncode, out.decode(), err.decode())
-
-
-@pytest_asyncio.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(to_async_url(f"sqlite:///{tmp_path / 'wallwhale.sqlite3'}"), tmp_path):
-        yield value
 
 
 @pytest_asyncio.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -15,32 +14,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import FAKE_DEPOTDOWNLOADER, PostgresDatabases
+from tests.support import REPO_ROOT
+from tests.support.cli import run_wallwhale, wallwhale_env
+from tests.support.database import PostgresDatabases
 from wallwhale.db import migrate
 from wallwhale.v1 import status_pb2, status_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BUF = REPO_ROOT / "node_modules" / ".bin" / "buf"
-
-
-def _env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLWHALE_")}
-    env.update(
-        WALLWHALE_DATA_DIR=str(data_dir),
-        WALLWHALE_METRICS_PORT="0",
-        WALLWHALE_DEPOTDOWNLOADER_PATH=str(FAKE_DEPOTDOWNLOADER),
-        WALLWHALE_STEAM_WEB_API_URL="",
-        **extra,
-    )
-    return env
-
-
-def _wallwhale(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "wallwhale.cli", *args], env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 def _start_serving(data_dir: Path, stdout: int = subprocess.PIPE) -> tuple[subprocess.Popen[str], int]:
@@ -48,7 +30,7 @@ def _start_serving(data_dir: Path, stdout: int = subprocess.PIPE) -> tuple[subpr
     port_file = data_dir / "port"
     process = subprocess.Popen(
         [sys.executable, "-m", "wallwhale.cli", "serve", "--port", "0", "--port-file", str(port_file)],
-        env=_env(data_dir),
+        env=wallwhale_env(data_dir),
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
@@ -65,17 +47,17 @@ def _start_serving(data_dir: Path, stdout: int = subprocess.PIPE) -> tuple[subpr
 
 
 def test_bootstrap_creates_the_first_admin_once(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    first = _wallwhale("bootstrap", "--json", env=env)
+    env = wallwhale_env(tmp_path)
+    first = run_wallwhale("bootstrap", "--json", env=env)
     assert first.returncode == 0, first.stderr
     created = json.loads(first.stdout)
     assert created["api_key"].startswith("ww_")
     assert created["email"] == "admin@localhost"
 
-    again = _wallwhale("bootstrap", env=env)
+    again = run_wallwhale("bootstrap", env=env)
     assert again.returncode == 1
     assert "already has users" in again.stderr
-    assert _wallwhale("bootstrap", "--if-empty", env=env).returncode == 0
+    assert run_wallwhale("bootstrap", "--if-empty", env=env).returncode == 0
 
     # Only hashes are stored: neither secret appears anywhere in the database file.
     database = (tmp_path / "wallwhale.sqlite3").read_bytes()
@@ -89,13 +71,13 @@ def test_bootstrap_creates_the_first_admin_once(tmp_path: Path) -> None:
 
 
 def test_bad_configuration_exits_2_naming_the_variable(tmp_path: Path) -> None:
-    result = _wallwhale("migrate", env=_env(tmp_path, WALLWHALE_GRPC_PORT="http"))
+    result = run_wallwhale("migrate", env=wallwhale_env(tmp_path, WALLWHALE_GRPC_PORT="http"))
     assert result.returncode == 2
     assert "WALLWHALE_GRPC_PORT" in result.stderr
 
 
 def test_serve_migrates_answers_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    bootstrapped = _wallwhale("bootstrap", "--json", env=_env(tmp_path))
+    bootstrapped = run_wallwhale("bootstrap", "--json", env=wallwhale_env(tmp_path))
     assert bootstrapped.returncode == 0, bootstrapped.stderr
     key = json.loads(bootstrapped.stdout)["api_key"]
     process, port = _start_serving(tmp_path)
@@ -130,8 +112,8 @@ def test_migrate_on_empty_postgresql_leaves_no_drift_for_alembic_check(
     postgres: PostgresDatabases, tmp_path: Path
 ) -> None:
     url = postgres.create().replace("postgresql+psycopg://", "postgresql://")
-    env = _env(tmp_path, WALLWHALE_DATABASE_URL=url)
-    migrated = _wallwhale("migrate", env=env)
+    env = wallwhale_env(tmp_path, WALLWHALE_DATABASE_URL=url)
+    migrated = run_wallwhale("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
     check = subprocess.run(
         [str(Path(sys.executable).parent / "alembic"), "check"],

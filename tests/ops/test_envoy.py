@@ -3,7 +3,7 @@ balancing, gRPC and gRPC-Web, called with a plain HTTP client.
 
 Most tests share one server on SQLite behind one Envoy (the proxy does not care about the database);
 load balancing runs two instances on one PostgreSQL database, as in production. Downloads run the
-real engine with the test DepotDownloader (tests/engine_support.py). Stream timing and the unary
+real engine with the test DepotDownloader (tests/support/harness.py). Stream timing and the unary
 timeout are pinned down against a small stand-in server whose timing is exact.
 """
 
@@ -31,9 +31,8 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from tests.conftest import PostgresDatabases, prepare_database
-from tests.engine_support import Harness, harness_for, seconds, unzip
-from tests.envoy_support import (
+from tests.support.database import PostgresDatabases, prepare_database
+from tests.support.envoy import (
     ENVOY_ADDRESS,
     ENVOY_BINARY,
     Envoy,
@@ -47,6 +46,7 @@ from tests.envoy_support import (
     running_envoy,
     servers_behind_envoy,
 )
+from tests.support.harness import Harness, harness_for, seconds, unzip
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import to_async_url
 from wallwhale.core import errors
@@ -598,7 +598,7 @@ FINAL_STATES = {"DOWNLOAD_STATE_SUCCEEDED", "DOWNLOAD_STATE_FAILED", "DOWNLOAD_S
 
 @pytest_asyncio.fixture
 async def engine_behind_envoy(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy]]:
-    """A server with the test DepotDownloader (tests/engine_support.py) behind Envoy."""
+    """A server with the test DepotDownloader (tests/support/harness.py) behind Envoy."""
     url = to_async_url(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
     async for harness in harness_for(url, tmp_path):
         server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])

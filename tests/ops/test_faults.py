@@ -12,19 +12,17 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from grpc_health.v1 import health_pb2
 
-from tests.engine_support import TIME_SCALE, Harness, describe, harness_for, rpc_error, seconds, unzip
 from tests.fakes.steam import FakeSteam
-from tests.fault_support import fill, health_of, private_postgres, serve_process, tmpfs
-from tests.test_server import error_info
+from tests.support.faults import fill, health_of, private_postgres, serve_process, tmpfs
+from tests.support.harness import TIME_SCALE, Harness, describe, rpc_error, seconds, unzip
+from tests.support.server import error_info
 from wallwhale.core.events import WATCHER_QUEUE_SIZE, EventHub, EventKind, StoredEvent, Watcher
 from wallwhale.v1 import download_pb2, download_pb2_grpc
 
@@ -33,12 +31,6 @@ D = download_pb2
 MIB = 1024 * 1024
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 def _states(events: list[D.WatchDownloadResponse]) -> list[str]:

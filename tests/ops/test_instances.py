@@ -1,7 +1,7 @@
 """Several server instances on one PostgreSQL database, behind the real Envoy (issue 8).
 
 Three instances of the real server share one database; Envoy spreads calls over them per request.
-Jobs run with the test DepotDownloader (tests/engine_support.py), whose run log says what ran,
+Jobs run with the test DepotDownloader (tests/support/harness.py), whose run log says what ran,
 when, and as which account. Each test says what could only be explained by the database being
 the one place the instances agree through (claims, LISTEN/NOTIFY, rate-limit buckets, key rows).
 """
@@ -13,17 +13,15 @@ import contextlib
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from grpc import aio
 
-from tests.engine_support import FINAL, Harness, harness_for, rpc_error, seconds
-from tests.envoy_support import ENVOY_ADDRESS, Envoy, running_envoy
-from tests.test_server import error_info
+from tests.support.envoy import ENVOY_ADDRESS, Envoy, running_envoy
+from tests.support.harness import FINAL, Harness, rpc_error, seconds
+from tests.support.server import error_info
 from wallwhale.app import WallWhaleServer
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
@@ -34,12 +32,6 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 @contextlib.asynccontextmanager

@@ -7,21 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import sqlalchemy as sa
-import structlog
 from google.protobuf import field_mask_pb2
 from grpc import aio
 
-from tests.conftest import make_settings
+from tests.support.server import make_settings, server_log_to
 from wallwhale import log
 from wallwhale.app import WallWhaleServer
-from wallwhale.config import LogFormat
 from wallwhale.core import api_keys, secretbox
 from wallwhale.core.bootstrap import bootstrap_admin
 from wallwhale.db import migrate
@@ -34,23 +31,10 @@ JWT_SECRET = "jwt-signing-secret-" + "s3cr3t" * 6
 
 @pytest.fixture
 def server_log(tmp_path: Path) -> Iterator[Path]:
-    """The server's logging as `wallwhale serve` sets it up (JSON, here at DEBUG), copied to a file."""
-    root, statements = logging.getLogger(), logging.getLogger("sqlalchemy.engine")
-    saved_handlers, saved_level, saved_statements = root.handlers[:], root.level, statements.level
-    log.configure("DEBUG", LogFormat.JSON)
-    statements.setLevel(logging.INFO)  # as with echo=True: every SQL statement with its parameters
-    path = tmp_path / "server.log"
-    to_file = logging.FileHandler(path, encoding="utf-8")
-    to_file.setFormatter(root.handlers[0].formatter)
-    root.addHandler(to_file)
-    try:
+    """The server's logging as `wallwhale serve` sets it up (JSON, here at DEBUG), copied to a file,
+    with every SQL statement and its parameters (as with echo=True)."""
+    with server_log_to(tmp_path / "server.log", "DEBUG", sql_statements=True) as path:
         yield path
-    finally:
-        to_file.close()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        statements.setLevel(saved_statements)
-        structlog.reset_defaults()
 
 
 def encodings(secret: str) -> set[str]:

@@ -1,6 +1,6 @@
 """The real server with the test DepotDownloader, for the client test suites of other languages.
 
-    .venv/bin/python -m tests.client_server
+    .venv/bin/python -m tests.support.client_server
 
 Prints one line `READY {json}` (address, admin API key, the items the fake Steam has, and each item's
 files with their sha256) once the server serves, and runs until its standard input is closed. The server's
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.engine_support import harness_for
+from tests.support.harness import harness_for
 from wallwhale.config import to_async_url
 
 ITEM = 2831234567

@@ -34,12 +34,12 @@ from http import client as http_client
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import make_settings
+from tests.support import REPO_ROOT
+from tests.support.server import make_settings
 from wallwhale.app import WallWhaleServer
 
-ROOT = Path(__file__).resolve().parent.parent
 ENVOY_BINARY = Path(sys.executable).parent / "envoy"
-RENDER_SCRIPT = ROOT / "scripts" / "envoy_config.py"
+RENDER_SCRIPT = REPO_ROOT / "scripts" / "envoy_config.py"
 # Envoy's source address towards the servers: give it to the servers as trusted_proxies.
 ENVOY_ADDRESS = "127.0.0.2"
 

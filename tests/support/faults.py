@@ -1,4 +1,4 @@
-"""Fault injection for the tests of tests/test_faults.py: real processes, a real PostgreSQL cluster of
+"""Fault injection for the tests of tests/ops/test_faults.py: real processes, a real PostgreSQL cluster of
 the test's own, a real small filesystem.
 
     async with serve_process(harness, tmp_path) as served:   # `wallwhale serve` as a child process
@@ -29,8 +29,8 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.engine_support import ENGINE_SETTINGS, Harness
-from tests.envoy_support import free_port
+from tests.support.envoy import free_port
+from tests.support.harness import ENGINE_SETTINGS, Harness
 
 
 def _tool(name: str) -> str:

@@ -1,4 +1,4 @@
-"""A running server with a fresh database and the test DepotDownloader, for the engine's tests.
+"""A running server with a fresh database and the test DepotDownloader, for the tests of downloads.
 
 Every test gets its own database: jobs and Steam accounts left behind by one test must not be claimed
 by the next test's server (which speaks to another fake Steam).
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -19,13 +20,13 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from tests.conftest import make_settings, prepare_database
 from tests.fakes.steam import FakeSteam
+from tests.support.database import prepare_database
+from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.db.types import utcnow
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2, download_pb2_grpc
 
-Metadata = tuple[tuple[str, str], ...]
 FINAL = {
     download_pb2.DOWNLOAD_STATE_SUCCEEDED,
     download_pb2.DOWNLOAD_STATE_FAILED,
@@ -201,6 +202,15 @@ async def rpc_error(call: Any) -> grpc.RpcError:
     except grpc.RpcError as error:
         return error
     raise AssertionError(f"expected an error, got {result}")
+
+
+def alive(pid: int) -> bool:
+    """Whether the process (a DepotDownloader the server started) still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def harness_for(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:

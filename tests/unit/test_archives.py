@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fault_support import fill, tmpfs
+from tests.support.faults import fill, tmpfs
 from wallwhale.ids import new_id
 from wallwhale.storage import archives
 from wallwhale.storage.archives import Storage, StorageError

@@ -9,9 +9,8 @@ import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import make_settings
-from tests.test_audit import _wait_for_events
-from tests.test_server import Metadata, error_info
+from tests.support.database import wait_for_audit_events
+from tests.support.server import Metadata, error_info, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import ConfigError, load_settings
 from wallwhale.core.network import IpRules, parse_networks
@@ -80,7 +79,7 @@ async def test_the_server_applies_the_rules_before_credentials(
         async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # probes still answered
             health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-        [event] = await _wait_for_events(migrated_database_url, "ip-denied-1")
+        [event] = await wait_for_audit_events(migrated_database_url, "ip-denied-1")
         assert (event.outcome, event.client_address) == ("denied", "127.0.0.1")  # the spoofed header ignored
     finally:
         await server.stop(grace=0)
