@@ -1,6 +1,6 @@
 """The Python client's batch helpers against the real server, the test DepotDownloader and the fake of
-Steam's Web API (for collections). Streams are cut with test_client's CutProxy; its Recorder shows what
-the client asked for after each cut."""
+Steam's Web API (for collections). Streams are cut with the CutProxy of tests/support/client.py; its
+Recorder shows what the client asked for after each cut."""
 
 from __future__ import annotations
 
