@@ -1,36 +1,26 @@
 """QR logins (AdminService.StartQrLogin) end to end: real server and database, the test
 DepotDownloader (which draws the QR code the way the real one does and takes a "scan" from the world
-directory); and the QR reader and its SVG and PNG drawings.
+directory). The reader and the drawings alone: tests/unit/test_qr_reader.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import struct
 import time
-import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-import png
 import pytest
 
-from tests.fakes import depotdownloader as dd
 from tests.support.harness import Harness, alive, describe, rpc_error, seconds
+from tests.support.qr import decoded_png, drawn_svg, modules
 from tests.support.server import error_info
 from wallwhale.db.models import SteamAccount
-from wallwhale.steam.qr import CHANGED, HEADER, QrMatrix, QrReader
 from wallwhale.v1 import admin_pb2, download_pb2
 
 ITEM = 2831234567
 A = admin_pb2
-
-
-def modules(rows: list[str]) -> list[str]:
-    """The fake's printed rows (two characters a module) as '#'/' ' modules."""
-    return ["".join("#" if row[i : i + 2] == "██" else " " for i in range(0, len(row), 2)) for row in rows]
 
 
 async def add_qr_account(harness: Harness, username: str) -> A.SteamAccount:
@@ -282,85 +272,3 @@ async def test_a_stopping_server_ends_the_login(harness: Harness) -> None:
     assert (await login.next()).WhichOneof("event") == "qr_code"
     await server.stop(grace=5)
     await wait_until_gone(harness)
-
-
-# --- the reader and the drawings ----------------------------------------------------------------
-
-
-def drawn_svg(svg: str) -> list[str]:
-    """The modules an SVG of QrMatrix.svg() paints dark (its one path of unit-high runs)."""
-    size = int(re.search(r'viewBox="0 0 (\d+) \1"', svg).group(1))  # type: ignore[union-attr]
-    assert svg.count("<path") == 1
-    grid = [[" "] * size for _ in range(size)]
-    path = re.search(r'<path fill="#000" d="([^"]*)"', svg).group(1)  # type: ignore[union-attr]
-    for x, y, width in re.findall(r"M(\d+) (\d+)h(\d+)v1h-\3z", path):
-        for column in range(int(x), int(x) + int(width)):
-            grid[int(y)][column] = "#"
-    assert re.sub(r"M(\d+) (\d+)h(\d+)v1h-\3z", "", path) == ""
-    return ["".join(row) for row in grid]
-
-
-def decoded_png(data: bytes, scale: int = 8) -> list[str]:
-    """The modules of a PNG, read with pypng and checked against a plain zlib read of its IDAT."""
-    width, height, pixels, info = png.Reader(bytes=data).read()
-    assert width == height
-    assert info["bitdepth"] == 1
-    assert info["greyscale"]
-    rows = [list(row) for row in pixels]
-    assert rows == _inflated(data, width)
-    assert all(rows[y] == rows[y - y % scale] for y in range(height))  # square modules
-    return ["".join("#" if row[x] == 0 else " " for x in range(0, width, scale)) for row in rows[::scale]]
-
-
-def _inflated(data: bytes, width: int) -> list[list[int]]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, offset = b"", 8
-    while offset < len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        assert struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])[0] == zlib.crc32(
-            kind + body
-        )
-        if kind == b"IDAT":
-            chunks += body
-        offset += 12 + length
-    raw = zlib.decompress(chunks)
-    stride = 1 + (width + 7) // 8
-    rows = []
-    for start in range(0, len(raw), stride):
-        assert raw[start] == 0  # filter "none"
-        bits = "".join(f"{byte:08b}" for byte in raw[start + 1 : start + stride])
-        rows.append([int(bit) for bit in bits[:width]])
-    return rows
-
-
-def test_the_reader_returns_each_code_once_its_last_row_arrived() -> None:
-    reader = QrReader()
-    first, second = dd.qr_rows("seed", 0), dd.qr_rows("seed", 1)
-    lines = ["Logging in with QR code...", HEADER, *first, "", CHANGED, HEADER, *second]
-    found = [matrix for line in lines if (matrix := reader.feed(line)) is not None]
-    assert [list(matrix.rows) for matrix in found] == [modules(first), modules(second)]
-    assert reader.malformed == 0
-
-
-def test_the_reader_skips_blocks_that_are_not_a_square_of_modules() -> None:
-    reader = QrReader()
-    rows = dd.qr_rows("seed", 0)
-    broken = [
-        HEADER,
-        *rows[:10],
-        "Failed to authenticate with Steam: Failed to poll status with result Expired.",
-    ]
-    odd = [HEADER, rows[0] + " ", *rows]
-    assert all(reader.feed(line) is None for line in [*broken, *odd])
-    assert reader.malformed == 2
-    assert reader.feed(rows[0]) is None  # rows outside a block are not a code
-
-
-def test_drawings_match_the_modules() -> None:
-    matrix = QrMatrix(tuple(modules(dd.qr_rows("seed", 3))))
-    assert drawn_svg(matrix.svg()) == list(matrix.rows)
-    assert decoded_png(matrix.png(scale=3), scale=3) == list(matrix.rows)
-    tiny = QrMatrix(("# ", " #"))
-    assert decoded_png(tiny.png(scale=1), scale=1) == ["# ", " #"]
