@@ -1,4 +1,4 @@
-// The TypeScript client against the real server with the test DepotDownloader (tests/client_server.py,
+// The TypeScript client against the real server with the test DepotDownloader (tests/support/client_server.py,
 // started here with the repository's .venv, or WALLWHALE_PYTHON).
 
 import assert from "node:assert/strict";
@@ -43,7 +43,7 @@ let out: string;
 
 before(async () => {
   const python = process.env.WALLWHALE_PYTHON ?? join(ROOT, ".venv", "bin", "python");
-  server = spawn(python, ["-m", "tests.client_server"], { cwd: ROOT });
+  server = spawn(python, ["-m", "tests.support.client_server"], { cwd: ROOT });
   server.stderr.pipe(process.stderr);
   for await (const line of createInterface({ input: server.stdout })) {
     if (line.startsWith("READY ")) {

@@ -12,7 +12,7 @@ Conventions:
   refer to them by name on both databases.
 
 Any change here needs a migration: `alembic revision --autogenerate --rev-id NNNN -m "..."`, reviewed
-by hand; `tests/test_migrations.py` fails when models and migrations drift.
+by hand; `tests/ops/test_migrations.py` fails when models and migrations drift.
 """
 
 from __future__ import annotations
