@@ -489,6 +489,15 @@ async def cmd_keys(client: AsyncClient, args: argparse.Namespace, output: Output
             monthly_download_quota=args.monthly_quota,
         )
         created = await client.create_api_key(args.name, args.scope, limits=limits)
+        if created.repeated_request:
+            # A retry met the key that the first attempt made, whose answer (with the key) was lost.
+            output.err.print(
+                f"the key {created.api_key.id} was made by an earlier attempt whose answer was lost; the "
+                f"key itself cannot be shown again: revoke it (keys revoke {created.api_key.id}) and create "
+                "another",
+                markup=False,
+            )
+            return EXIT_FAILURE
         if output.json:
             output.data({"apiKey": as_dict(created.api_key), "plaintextKey": created.plaintext_key})
         else:
