@@ -124,6 +124,17 @@ async def test_a_repeated_create_api_key_answers_the_first_key_without_its_plain
         await stub.CreateApiKey(_key(name, rid, ("download:*",)), metadata=admin)
     _assert_reused(raised.value)
 
+    audited: list[admin_pb2.AuditEvent] = []
+    for _ in range(50):  # the writer stores events in batches, every half second
+        listed = await stub.ListAuditEvents(
+            admin_pb2.ListAuditEventsRequest(resource=f"api-keys/{first.api_key.id}"), metadata=admin
+        )
+        audited = list(listed.audit_events)
+        if len(audited) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [dict(event.details).get("repeated_request") for event in audited] == [True, None]  # newest first
+
 
 async def test_a_repeated_create_steam_account_answers_the_first_account(
     channel: aio.Channel, admin: Metadata

@@ -92,6 +92,10 @@ class Created:
     # made is answered, and its plaintext cannot be shown again.
     plaintext: str | None
 
+    @property
+    def repeated(self) -> bool:
+        return self.plaintext is None
+
 
 async def create_api_key(
     session: AsyncSession,

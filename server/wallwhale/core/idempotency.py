@@ -61,7 +61,7 @@ def gone(resource_type: str, resource_id: str) -> NotFound:
 
 @dataclass(frozen=True)
 class RequestKey:
-    """The caller's scope (Principal.request_scope) and the request_id it sent; empty: no replay."""
+    """The caller's scope (Principal.request_scope) and the request_id it sent (empty: none)."""
 
     scope: str
     request_id: str

@@ -160,12 +160,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 session, _key_input(request.api_key, owner), self._clock(), _request_key(request.request_id)
             )
         row = created.row
-        _audit_created(f"api-keys/{row.id}", created.plaintext is None)
+        _audit_created(f"api-keys/{row.id}", created.repeated)
         current_call().audit_details.update(prefix=row.prefix, scopes=row.scopes, owner_user_id=owner)
         return admin_pb2.CreateApiKeyResponse(
             api_key=convert.api_key(row),
             plaintext_key=created.plaintext or "",
-            repeated_request=created.plaintext is None,
+            repeated_request=created.repeated,
         )
 
     async def GetApiKey(
