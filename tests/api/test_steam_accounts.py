@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -137,13 +138,14 @@ def test_keys_rotate_reseals_every_password_under_the_new_key(tmp_path: Path) ->
         engine = create_engine(f"sqlite:///{tmp_path / 'wallwhale.sqlite3'}")
         try:
             async with session_factory(engine).begin() as session:
-                account = await steam_accounts.create_account(
+                created = await steam_accounts.create_account(
                     session,
                     steam_accounts.AccountInput(username="rotating"),
                     PASSWORD,
                     secretbox.Keyring.from_file(key_file),
+                    datetime.now(UTC),
                 )
-                return account.id
+                return created.account.id
         finally:
             await engine.dispose()
 
