@@ -1,5 +1,5 @@
 // The web console's first load, measured in Debian's Chromium against the real stack
-// (tests/web_stack.py: server, test DepotDownloader, Envoy serving web/dist):
+// (tests/support/web_stack.py: server, test DepotDownloader, Envoy serving web/dist):
 //   - the JavaScript and CSS bytes the browser received (compressed, as Envoy sent them) on a cold
 //     load, against the budget of 200 KB;
 //   - the time from navigation start until the app is interactive: the sign-in form rendered with
@@ -17,7 +17,7 @@ const ROOT = resolve(import.meta.dirname, "..");
 const { chromium } = createRequire(join(ROOT, "web", "package.json"))("playwright-core");
 const rounds = Number(process.argv[process.argv.indexOf("--rounds") + 1] || 15) || 15;
 
-const stack = spawn(join(ROOT, ".venv", "bin", "python"), ["-m", "tests.web_stack"], { cwd: ROOT });
+const stack = spawn(join(ROOT, ".venv", "bin", "python"), ["-m", "tests.support.web_stack"], { cwd: ROOT });
 let ready;
 for await (const line of createInterface({ input: stack.stdout })) {
   if (line.startsWith("READY ")) {

@@ -1,4 +1,4 @@
-// The stack (tests/web_stack.py: the real server, the test DepotDownloader, the fake Steam Web API,
+// The stack (tests/support/web_stack.py: the real server, the test DepotDownloader, the fake Steam Web API,
 // the real Envoy serving the built console) and Debian's Chromium driven by Playwright.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
@@ -27,7 +27,7 @@ let process_: ChildProcessWithoutNullStreams | undefined;
 
 export async function startStack(): Promise<Stack> {
   const python = process.env.WALLWHALE_PYTHON ?? join(ROOT, ".venv", "bin", "python");
-  const child = spawn(python, ["-m", "tests.web_stack"], { cwd: ROOT });
+  const child = spawn(python, ["-m", "tests.support.web_stack"], { cwd: ROOT });
   process_ = child;
   let log = "";
   child.stderr.on("data", (chunk: Buffer) => (log = (log + chunk.toString()).slice(-5000)));

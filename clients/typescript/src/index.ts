@@ -185,10 +185,19 @@ export class WallWhaleClient {
     return (await this.call((o) => this.downloads.getDownload({ id }, o))).download!;
   }
 
-  async createApiKey(name: string, scopes: string[], limits?: Partial<ApiKeyLimits>): Promise<CreateApiKeyResponse> {
-    return this.call((o) =>
-      this.admin.createApiKey({ apiKey: { name, scopes, limits }, requestId: randomUUID() }, o),
-    );
+  /**
+   * A new API key; `plaintextKey` is the key itself, shown only this once. Retries send the same
+   * requestId: one that meets the key its lost first answer made gets that key with
+   * `repeatedRequest` set and no `plaintextKey` (never stored): revoke it and create another.
+   */
+  async createApiKey(
+    name: string,
+    scopes: string[],
+    limits?: Partial<ApiKeyLimits>,
+    options: { requestId?: string } = {},
+  ): Promise<CreateApiKeyResponse> {
+    const request = { apiKey: { name, scopes, limits }, requestId: options.requestId ?? randomUUID() };
+    return this.call((o) => this.admin.createApiKey(request, o));
   }
 
   async revokeApiKey(id: string): Promise<ApiKey> {

@@ -1,9 +1,9 @@
-// The TypeScript client against the real server with the test DepotDownloader (tests/client_server.py,
+// The TypeScript client against the real server with the test DepotDownloader (tests/support/client_server.py,
 // started here with the repository's .venv, or WALLWHALE_PYTHON).
 
 import assert from "node:assert/strict";
 import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -43,7 +43,7 @@ let out: string;
 
 before(async () => {
   const python = process.env.WALLWHALE_PYTHON ?? join(ROOT, ".venv", "bin", "python");
-  server = spawn(python, ["-m", "tests.client_server"], { cwd: ROOT });
+  server = spawn(python, ["-m", "tests.support.client_server"], { cwd: ROOT });
   server.stderr.pipe(process.stderr);
   for await (const line of createInterface({ input: server.stdout })) {
     if (line.startsWith("READY ")) {
@@ -178,6 +178,31 @@ test("an admin creates an API key that works at once, and revokes it", async () 
   await expectError(keyed.createDownload(String(ready.item)), Code.PermissionDenied, "SCOPE_MISSING");
   await client.revokeApiKey(created.apiKey!.id);
   await expectError(keyed.getDownload("x"), Code.Unauthenticated, "API_KEY_REVOKED");
+});
+
+test("a createApiKey whose answer is lost is retried with its requestId: one key, no second plaintext", async () => {
+  const requestIds: string[] = [];
+  let lost = false;
+  const loseFirstAnswer: Interceptor = (next) => async (request) => {
+    if (request.stream || request.method.name !== "CreateApiKey") return next(request);
+    requestIds.push((request.message as unknown as { requestId: string }).requestId);
+    const response = await next(request); // the server made the key...
+    if (lost) return response;
+    lost = true;
+    throw new ConnectError("connection reset", Code.Unavailable); // ...but its answer never arrives
+  };
+  const flaky = new WallWhaleClient({ baseUrl: `http://${ready.address}`, apiKey: ready.apiKey, interceptors: [loseFirstAnswer] });
+  const name = `lost-answer-${randomUUID()}`;
+  const created = await flaky.createApiKey(name, ["download:read"]);
+  assert.equal(requestIds.length, 2);
+  assert.equal(requestIds[0], requestIds[1]);
+  assert.equal(created.repeatedRequest, true);
+  assert.equal(created.plaintextKey, "");
+  const keys = (await client.admin.listApiKeys({ pageSize: 500 })).apiKeys.filter((key) => key.name === name);
+  assert.deepEqual(
+    keys.map((key) => key.id),
+    [created.apiKey!.id],
+  );
 });
 
 test("downloadBatch() follows a partly failing batch and saves the zip of what succeeded", async () => {

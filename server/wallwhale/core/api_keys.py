@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wallwhale.core import idempotency
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.core.tokens import is_token, new_token, token_hash
@@ -85,8 +86,32 @@ def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldVi
     return found
 
 
-async def create_api_key(session: AsyncSession, data: KeyInput, now: datetime) -> tuple[ApiKey, str]:
-    """Creates a key; returns the row and the plaintext, which is never stored."""
+@dataclass(frozen=True)
+class Created:
+    row: ApiKey
+    # The key itself, never stored; None when the request_id was seen before: the key the first call
+    # made is answered, and its plaintext cannot be shown again.
+    plaintext: str | None
+
+    @property
+    def repeated(self) -> bool:
+        return self.plaintext is None
+
+
+async def create_api_key(
+    session: AsyncSession,
+    data: KeyInput,
+    now: datetime,
+    request: idempotency.RequestKey = idempotency.NO_REQUEST_ID,
+) -> Created:
+    """Creates a key, or answers a repeated request_id with the key the first call made."""
+    fingerprint = idempotency.fingerprint(asdict(data))
+    claim = await idempotency.claim(session, request, "CreateApiKey", fingerprint, now)
+    if claim.earlier is not None:
+        row = await session.get(ApiKey, claim.earlier)
+        if row is None:
+            raise idempotency.gone("api key", claim.earlier)
+        return Created(row, None)
     violations = _violations(data, {"name", "scopes", "limits", "expire_time"}, now)
     if violations:
         raise InvalidArgument(violations)
@@ -105,7 +130,8 @@ async def create_api_key(session: AsyncSession, data: KeyInput, now: datetime) -
     )
     session.add(row)
     await session.flush()
-    return row, key
+    claim.settle(row.id)
+    return Created(row, key)
 
 
 async def get_api_key(session: AsyncSession, key_id: str) -> ApiKey:

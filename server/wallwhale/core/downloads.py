@@ -12,21 +12,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import archives, batch_state, events, ownership, paging
+from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
 from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.core.states import ACTIVE_STATES, FINAL_STATES, check_move
-from wallwhale.db.models import ApiKey, Download, DownloadState, IdempotencyRecord, SteamAccount
+from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount
 from wallwhale.db.notify import Channel, announce
 from wallwhale.db.types import to_signed64
 from wallwhale.errors import (
@@ -42,9 +42,8 @@ from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 
 PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH = 1, 2, 3
-MAX_REQUEST_ID = 64
+MAX_REQUEST_ID = idempotency.MAX_REQUEST_ID
 _RETRY_METHOD = "RetryDownload"
-_IDEMPOTENCY_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -162,8 +161,7 @@ def request_scope(principal: Principal) -> str:
 
 
 def _scope(principal: Principal) -> str:
-    # request_ids are the caller's: a key's and its owner's never collide.
-    return principal.api_key_id or principal.user_id
+    return principal.request_scope
 
 
 def _fingerprint(values: dict[str, Any]) -> str:
@@ -442,30 +440,13 @@ async def retry(
     now: datetime,
 ) -> Download:
     """Queues a failed or cancelled download again, with a fresh allowance of automatic attempts."""
-    if len(request_id) > MAX_REQUEST_ID:
-        raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    idempotency.check_request_id(request_id)
     download = await get_visible(session, principal, download_id, lock=True)
-    if request_id:
-        record = await session.get(IdempotencyRecord, (_scope(principal), request_id))
-        request_hash = _fingerprint({"retry": download.id})
-        if record is not None:
-            if record.request_hash != request_hash:
-                raise AlreadyExists(
-                    "request_id was used before for another request", reason="REQUEST_ID_REUSED"
-                )
-            return download
-        session.add(
-            IdempotencyRecord(
-                scope=_scope(principal),
-                request_id=request_id,
-                method=_RETRY_METHOD,
-                request_hash=request_hash,
-                response=download.id.encode(),
-                status_code=0,
-                create_time=now,
-                expire_time=now + timedelta(days=_IDEMPOTENCY_DAYS),
-            )
-        )
+    key = idempotency.RequestKey(_scope(principal), request_id)
+    claim = await idempotency.claim(session, key, _RETRY_METHOD, _fingerprint({"retry": download.id}), now)
+    if claim.earlier is not None:
+        return download
+    claim.settle(download.id)
     if download.state not in (DownloadState.FAILED, DownloadState.CANCELLED):
         raise FailedPrecondition(
             f"only failed or cancelled downloads can be retried; this one is {download.state.value.lower()}"

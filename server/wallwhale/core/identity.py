@@ -40,6 +40,11 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN and grants(self.scopes, "admin:read")
 
+    @property
+    def request_scope(self) -> str:
+        """Whose request_ids these are: a key's own, else the person's, so the two never collide."""
+        return self.api_key_id or self.user_id
+
 
 async def caller_records(session: AsyncSession, principal: Principal) -> tuple[User | None, ApiKey | None]:
     """The caller's user and API key as stored now (either may have gone since the call began)."""

@@ -3,14 +3,15 @@ keyring and never leave this module in clear except towards DepotDownloader's pa
 
 from __future__ import annotations
 
+import hmac
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import paging
+from wallwhale.core import idempotency, paging
 from wallwhale.core.paging import Page
 from wallwhale.core.secretbox import Keyring, Sealed
 from wallwhale.db.models import Download, SteamAccount, SteamAccountStatus
@@ -43,9 +44,27 @@ def password_of(account: SteamAccount, keyring: Keyring) -> str | None:
     return keyring.open(Sealed(account.encrypted_password, account.encryption_key_id), bound_to=account.id)
 
 
+@dataclass(frozen=True)
+class Created:
+    account: SteamAccount
+    # The request_id was seen before: this is the account the first call made, nothing new was made.
+    repeated: bool = False
+
+
 async def create_account(
-    session: AsyncSession, data: AccountInput, password: str, keyring: Keyring
-) -> SteamAccount:
+    session: AsyncSession,
+    data: AccountInput,
+    password: str,
+    keyring: Keyring,
+    now: datetime,
+    request: idempotency.RequestKey = idempotency.NO_REQUEST_ID,
+) -> Created:
+    """Adds an account, or answers a repeated request_id with the account the first call made. The
+    password stays out of the request's fingerprint: a repeat is checked against the sealed one."""
+    fingerprint = idempotency.fingerprint(asdict(data))
+    claim = await idempotency.claim(session, request, "CreateSteamAccount", fingerprint, now)
+    if claim.earlier is not None:
+        return Created(await _made_earlier(session, claim.earlier, password, keyring), repeated=True)
     if not _USERNAME.match(data.username):
         raise InvalidArgument.field(
             "steam_account.username", "must be 2 to 64 letters, digits or underscores"
@@ -70,6 +89,18 @@ async def create_account(
         _seal(account, password, keyring)
     session.add(account)
     await session.flush()
+    claim.settle(account.id)
+    return Created(account)
+
+
+async def _made_earlier(
+    session: AsyncSession, account_id: str, password: str, keyring: Keyring
+) -> SteamAccount:
+    account = await session.get(SteamAccount, account_id)
+    if account is None:
+        raise idempotency.gone("steam account", account_id)
+    if not hmac.compare_digest((password_of(account, keyring) or "").encode(), password.encode()):
+        raise idempotency.refused()  # another password (or the account's was changed since)
     return account
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import passwords
+from wallwhale.core import idempotency, passwords
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
@@ -40,7 +41,26 @@ def _check_password(password: str, field: str) -> None:
         raise InvalidArgument.field(field, f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters")
 
 
-async def create_user(session: AsyncSession, data: UserInput, password: str) -> User:
+@dataclass(frozen=True)
+class Created:
+    user: User
+    # The request_id was seen before: this is the user the first call made, nothing new was made.
+    repeated: bool = False
+
+
+async def create_user(
+    session: AsyncSession,
+    data: UserInput,
+    password: str,
+    now: datetime,
+    request: idempotency.RequestKey = idempotency.NO_REQUEST_ID,
+) -> Created:
+    """Creates a user, or answers a repeated request_id with the user the first call made. The
+    password stays out of the request's fingerprint: a repeat is checked against the stored hash."""
+    fingerprint = idempotency.fingerprint(asdict(replace(data, email=data.email.strip().lower())))
+    claim = await idempotency.claim(session, request, "CreateUser", fingerprint, now)
+    if claim.earlier is not None:
+        return Created(await _made_earlier(session, claim.earlier, password), repeated=True)
     violations = []
     try:
         email = _check_email(data.email, "user.email")
@@ -68,6 +88,16 @@ async def create_user(session: AsyncSession, data: UserInput, password: str) -> 
         await session.flush()
     except IntegrityError:  # a concurrent create won the race for the e-mail
         raise AlreadyExists(f"a user with the e-mail {email!r} exists already") from None
+    claim.settle(user.id)
+    return Created(user)
+
+
+async def _made_earlier(session: AsyncSession, user_id: str, password: str) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise idempotency.gone("user", user_id)
+    if not passwords.verify_password(user.password_hash, password):
+        raise idempotency.refused()  # another password (or the user's was changed since)
     return user
 
 

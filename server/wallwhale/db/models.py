@@ -12,7 +12,7 @@ Conventions:
   refer to them by name on both databases.
 
 Any change here needs a migration: `alembic revision --autogenerate --rev-id NNNN -m "..."`, reviewed
-by hand; `tests/test_migrations.py` fails when models and migrations drift.
+by hand; `tests/ops/test_migrations.py` fails when models and migrations drift.
 """
 
 from __future__ import annotations
@@ -472,21 +472,21 @@ class AuditEvent(Base):
 
 
 class IdempotencyRecord(Base):
-    """The stored response of a mutating RPC, replayed when the same request_id comes again (AIP-155).
-
-    Downloads and batches keep their request_id on their own rows; this table serves the other RPCs.
-    Expired rows are deleted by a periodic sweep.
+    """What the first call with a request_id made, answered again when the id comes again (AIP-155;
+    core.idempotency). Downloads and batches keep their request_id on their own rows; this table
+    serves RetryDownload, CreateUser, CreateApiKey and CreateSteamAccount. An expired row is deleted
+    when its id comes again (nothing sweeps the others yet).
     """
 
     __tablename__ = "idempotency_records"
 
     scope: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     request_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    # The full RPC method name, e.g. '/wallwhale.v1.ApiKeyService/CreateApiKey'.
+    # The RPC, e.g. 'CreateApiKey': the same id for another RPC is an error.
     method: Mapped[str] = mapped_column(sa.String(128))
-    # sha256 hex of the serialized request: the same id with a different request is an error.
+    # sha256 hex of the canonical request, secrets left out: the same id with another request is an error.
     request_hash: Mapped[str] = mapped_column(sa.String(64))
-    # The serialized response message, and the status it was returned with.
+    # The id of what the first call made (UTF-8; never a secret), and its status (0: OK).
     response: Mapped[bytes] = mapped_column(sa.LargeBinary)
     status_code: Mapped[int]
     create_time: Mapped[datetime] = _create_time()

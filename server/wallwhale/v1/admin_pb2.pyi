@@ -174,6 +174,10 @@ class CreateUserRequest(_message.Message):
     password: _builtins.str
     """At least 12 characters. Stored only as an argon2 hash."""
     request_id: _builtins.str
+    """Idempotency key (up to 64 characters): the same key from the same caller returns the user
+    created first (as it is now), and a different request with a used key (another password too)
+    is ALREADY_EXISTS with reason REQUEST_ID_REUSED. Kept for 7 days.
+    """
     @_builtins.property
     def user(self) -> Global___User: ...
     def __init__(
@@ -557,6 +561,10 @@ class CreateApiKeyRequest(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """Idempotency key (up to 64 characters): the same key from the same caller returns the API key
+    created first, without its plaintext (see repeated_request), and a different request with a
+    used key is ALREADY_EXISTS with reason REQUEST_ID_REUSED. Kept for 7 days.
+    """
     @_builtins.property
     def api_key(self) -> Global___ApiKey: ...
     def __init__(
@@ -579,8 +587,14 @@ class CreateApiKeyResponse(_message.Message):
 
     API_KEY_FIELD_NUMBER: _builtins.int
     PLAINTEXT_KEY_FIELD_NUMBER: _builtins.int
+    REPEATED_REQUEST_FIELD_NUMBER: _builtins.int
     plaintext_key: _builtins.str
-    """The key itself. Shown only here: store it now."""
+    """The key itself. Shown only here: store it now. Empty when repeated_request is set."""
+    repeated_request: _builtins.bool
+    """This answers a request_id seen before: api_key was created by the first call, and its
+    plaintext is not stored anywhere, so it cannot be shown again. If that first answer was lost,
+    revoke api_key and create another key with a new request_id.
+    """
     @_builtins.property
     def api_key(self) -> Global___ApiKey: ...
     def __init__(
@@ -588,10 +602,11 @@ class CreateApiKeyResponse(_message.Message):
         *,
         api_key: Global___ApiKey | None = ...,
         plaintext_key: _builtins.str = ...,
+        repeated_request: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "plaintext_key", b"plaintext_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "plaintext_key", b"plaintext_key", "repeated_request", b"repeated_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -864,6 +879,10 @@ class CreateSteamAccountRequest(_message.Message):
     password: _builtins.str
     """May be empty for an account that will log in by QR code only."""
     request_id: _builtins.str
+    """Idempotency key (up to 64 characters): the same key from the same caller returns the account
+    created first (as it is now), and a different request with a used key (another password too)
+    is ALREADY_EXISTS with reason REQUEST_ID_REUSED. Kept for 7 days.
+    """
     @_builtins.property
     def steam_account(self) -> Global___SteamAccount: ...
     def __init__(

@@ -42,7 +42,10 @@ class AdminApi:
         limits: admin_pb2.ApiKeyLimits | None = None,
         request_id: str | None = None,
     ) -> admin_pb2.CreateApiKeyResponse:
-        """A new API key; `plaintext_key` in the response is the key itself, shown only this once."""
+        """A new API key; `plaintext_key` in the response is the key itself, shown only this once.
+
+        A retry after a lost answer (same request_id) gets the key the first attempt made, with
+        `repeated_request` set and no `plaintext_key`: revoke that key and create another."""
         request = admin_pb2.CreateApiKeyRequest(
             api_key=admin_pb2.ApiKey(name=name, scopes=scopes, owner_user_id=owner_user_id, limits=limits),
             request_id=request_id or new_request_id(),

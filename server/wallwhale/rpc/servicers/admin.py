@@ -13,7 +13,7 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, limits, reports, steam_accounts, users
+from wallwhale.core import api_keys, idempotency, limits, reports, steam_accounts, users
 from wallwhale.core.paging import page
 from wallwhale.core.secretbox import Keyring
 from wallwhale.db.models import UserRole
@@ -27,6 +27,10 @@ from wallwhale.worker.dispatcher import Dispatcher
 from wallwhale.worker.qr_login import QrCode, QrEvent, QrSucceeded
 
 _ROLES = {admin_pb2.USER_ROLE_ADMIN: UserRole.ADMIN, admin_pb2.USER_ROLE_USER: UserRole.USER}
+
+
+def _request_key(request_id: str) -> idempotency.RequestKey:
+    return idempotency.RequestKey(current_call().caller().request_scope, request_id)
 
 
 def _mask(mask: field_mask_pb2.FieldMask, allowed: frozenset[str]) -> set[str]:
@@ -94,9 +98,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.CreateUserResponse:
         async with self._sessions.begin() as session:
-            user = await users.create_user(session, _user_input(request.user), request.password)
-        current_call().audit_resource = f"users/{user.id}"
-        return admin_pb2.CreateUserResponse(user=convert.user(user))
+            created = await users.create_user(
+                session,
+                _user_input(request.user),
+                request.password,
+                self._clock(),
+                _request_key(request.request_id),
+            )
+        _audit_created(f"users/{created.user.id}", created.repeated)
+        return admin_pb2.CreateUserResponse(user=convert.user(created.user))
 
     async def GetUser(
         self, request: admin_pb2.GetUserRequest, context: aio.ServicerContext[Any, Any]
@@ -141,12 +151,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         principal = current_call().principal
         owner = request.api_key.owner_user_id or (principal.user_id if principal else "")
         async with self._sessions.begin() as session:
-            row, plaintext = await api_keys.create_api_key(
-                session, _key_input(request.api_key, owner), self._clock()
+            created = await api_keys.create_api_key(
+                session, _key_input(request.api_key, owner), self._clock(), _request_key(request.request_id)
             )
-        current_call().audit_resource = f"api-keys/{row.id}"
+        row = created.row
+        _audit_created(f"api-keys/{row.id}", created.repeated)
         current_call().audit_details.update(prefix=row.prefix, scopes=row.scopes, owner_user_id=owner)
-        return admin_pb2.CreateApiKeyResponse(api_key=convert.api_key(row), plaintext_key=plaintext)
+        return admin_pb2.CreateApiKeyResponse(
+            api_key=convert.api_key(row),
+            plaintext_key=created.plaintext or "",
+            repeated_request=created.repeated,
+        )
 
     async def GetApiKey(
         self, request: admin_pb2.GetApiKeyRequest, context: aio.ServicerContext[Any, Any]
@@ -243,10 +258,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: admin_pb2.CreateSteamAccountRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.CreateSteamAccountResponse:
         async with self._sessions.begin() as session:
-            account = await steam_accounts.create_account(
-                session, _account_input(request.steam_account), request.password, self._keyring
+            created = await steam_accounts.create_account(
+                session,
+                _account_input(request.steam_account),
+                request.password,
+                self._keyring,
+                self._clock(),
+                _request_key(request.request_id),
             )
-        current_call().audit_resource = f"steam-accounts/{account.id}"
+        account = created.account
+        _audit_created(f"steam-accounts/{account.id}", created.repeated)
         current_call().audit_details["username"] = account.username
         return admin_pb2.CreateSteamAccountResponse(steam_account=convert.steam_account(account))
 
@@ -328,6 +349,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         async with self._sessions.begin() as session:
             await steam_accounts.delete_account(session, request.id)
         return admin_pb2.DeleteSteamAccountResponse()
+
+
+def _audit_created(resource: str, repeated: bool) -> None:
+    current_call().audit_resource = resource
+    if repeated:  # the request_id was seen before: nothing new was made
+        current_call().audit_details["repeated_request"] = True
 
 
 def _qr_response(event: QrEvent) -> admin_pb2.StartQrLoginResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from wallwhale_client.aio import AsyncClient
-from wallwhale_client.cli.exits import EXIT_OK
+from wallwhale_client.cli.exits import EXIT_FAILURE, EXIT_OK
 from wallwhale_client.cli.output import Output, as_dict, when
 from wallwhale_client.v1 import admin_pb2
 
@@ -32,6 +32,15 @@ async def run(client: AsyncClient, args: argparse.Namespace, output: Output) -> 
             monthly_download_quota=args.monthly_quota,
         )
         created = await client.create_api_key(args.name, args.scope, limits=limits)
+        if created.repeated_request:
+            # A retry met the key that the first attempt made, whose answer (with the key) was lost.
+            output.err.print(
+                f"the key {created.api_key.id} was made by an earlier attempt whose answer was lost; the "
+                f"key itself cannot be shown again: revoke it (keys revoke {created.api_key.id}) and create "
+                "another",
+                markup=False,
+            )
+            return EXIT_FAILURE
         if output.json:
             output.data({"apiKey": as_dict(created.api_key), "plaintextKey": created.plaintext_key})
         else:
