@@ -47,9 +47,9 @@ from tests.support.envoy import (
     servers_behind_envoy,
 )
 from tests.support.harness import Harness, harness_for, seconds, unzip
+from wallwhale import errors
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import to_async_url
-from wallwhale.core import errors
 from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.rpc.errors import status_for, to_grpc_status
 from wallwhale.v1 import (
