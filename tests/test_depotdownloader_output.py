@@ -1,13 +1,13 @@
 """The workshop reference parser and the reading of DepotDownloader's output (pure functions).
 
-Transcripts are the reference's (../shared/reference/depotdownloader.md §2.3, §4, §7).
+Transcripts are the reference's (docs/depotdownloader-reference.md §2.3, §4, §7).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 from wallwhale.steam.output import (
     AccountEffect,
     Line,

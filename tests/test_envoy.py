@@ -47,9 +47,9 @@ from tests.envoy_support import (
     running_envoy,
     servers_behind_envoy,
 )
+from wallwhale import errors
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import to_async_url
-from wallwhale.core import errors
 from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.rpc.errors import status_for, to_grpc_status
 from wallwhale.v1 import (

@@ -14,7 +14,7 @@ from tests.test_audit import _wait_for_events
 from tests.test_server import Metadata, error_info
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import ConfigError, load_settings
-from wallwhale.core.network import IpRules, parse_networks
+from wallwhale.network import IpRules, parse_networks
 from wallwhale.v1 import status_pb2, status_pb2_grpc
 
 PROXY = "ipv4:127.0.0.1:40000"

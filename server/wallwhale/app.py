@@ -18,20 +18,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from wallwhale import metrics
 from wallwhale.config import Settings
 from wallwhale.core import secretbox
+from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
-from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
-from wallwhale.core.network import IpRules, parse_networks
+from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.retention import Policy
-from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
+from wallwhale.network import IpRules, parse_networks
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
@@ -45,6 +45,8 @@ from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale.worker.context import WorkerSettings
+from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.server")
 
@@ -61,9 +63,9 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
     )
 
 
-def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> EngineSettings:
+def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> WorkerSettings:
     budget = settings.archive_disk_budget_mb * 1024 * 1024
-    return EngineSettings(
+    return WorkerSettings(
         instance_id=instance_id,
         executable=settings.depotdownloader_path,
         storage=storage,
@@ -116,11 +118,11 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
-        self.quick = db_engine.QuickWork(self.engine)
+        self.connections = db_engine.ConnectionRunner(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
-        logins = SessionService(
+        logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
             clock,
@@ -151,7 +153,7 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.quick, self.engine.dialect.name, clock),
+                            RateLimiter(self.connections, self.engine.dialect.name, clock),
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                         ),
@@ -177,20 +179,21 @@ class WallWhaleServer:
             else None,
             retry_seconds=settings.steam_web_api_retry_seconds,
         )
-        self.downloads = Engine(
+        self.worker = Dispatcher(
             self.sessions,
-            self.hub,
             keyring,
-            engine_settings(settings, self.instance_id, self.storage),
+            worker_settings(settings, self.instance_id, self.storage),
             clock,
             self.catalog,
         )
+        # Every committed transaction's side effects reach these (core.after_commit).
+        install(self.sessions, Targets(self.hub, self.worker.wake, self.principals, self.storage))
         self.listener = self._listener(settings)
         downloads = DownloadServicer(
             self.sessions,
             readers,
             clock,
-            self.downloads,
+            self.worker,
             self.hub,
             self.storage,
             DownloadOptions(
@@ -199,12 +202,10 @@ class WallWhaleServer:
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
             self.catalog,
-            self.quick,
+            self.connections,
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(
-            self.sessions, clock, keyring, self.downloads, self.principals, settings.watch_heartbeat_seconds
-        )
+        admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -231,16 +232,16 @@ class WallWhaleServer:
 
         def reconnected() -> None:
             self.principals.clear()  # a change announced while away went unheard
-            self.hub.notify_all()
-            self.downloads.wake()
+            self.hub.mark_all_behind()
+            self.worker.wake()
 
         return Listener(
             libpq_url(settings.resolved_database_url),
             {
                 Channel.EVENTS: events,
-                Channel.QUEUE: lambda _: self.downloads.wake(),
-                Channel.CANCEL: self.downloads.cancel_requested,
-                Channel.GUARD: self.downloads.guard_code_announced,
+                Channel.QUEUE: lambda _: self.worker.wake(),
+                Channel.CANCEL: self.worker.cancel_requested,
+                Channel.GUARD: self.worker.guard_code_announced,
                 Channel.CREDENTIALS: lambda _: self.principals.clear(),
             },
             reconnected,
@@ -262,7 +263,7 @@ class WallWhaleServer:
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
-        self.downloads.start()
+        self.worker.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -278,7 +279,7 @@ class WallWhaleServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
-        await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
+        await self.worker.stop()  # claims nothing more; running jobs go back to the queue
         if self.listener is not None:
             await self.listener.stop()
         self._stopping.set()
@@ -289,7 +290,7 @@ class WallWhaleServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()
-        await self.quick.close()
+        await self.connections.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from wallwhale.core.network import parse_networks
+from wallwhale.network import parse_networks
 
 ENV_PREFIX = "WALLWHALE_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     # After a failed lookup, jobs are queued without asking for this long (metadata comes later).
     steam_web_api_retry_seconds: float = Field(default=60.0, ge=0)
 
-    # The download engine. Concurrency is per instance; per key and per Steam account limits hold
+    # The download worker. Concurrency is per instance; per key and per Steam account limits hold
     # across instances (they are counted in the database).
     max_concurrent_downloads: int = Field(default=4, ge=0, le=256)
     # A running job's lease: renewed every third of it; a dead instance's jobs return after it.

@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
-from wallwhale.core.errors import PermissionDenied, Unauthenticated
 from wallwhale.core.limits import RateLimit
-from wallwhale.db.models import ApiKey, UserRole
+from wallwhale.db.models import ApiKey, User, UserRole
+from wallwhale.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,13 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN and grants(self.scopes, "admin:read")
+
+
+async def caller_records(session: AsyncSession, principal: Principal) -> tuple[User | None, ApiKey | None]:
+    """The caller's user and API key as stored now (either may have gone since the call began)."""
+    user = await session.get(User, principal.user_id)
+    key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+    return user, key
 
 
 def role_scopes(role: UserRole) -> frozenset[str]:

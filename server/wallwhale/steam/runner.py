@@ -1,4 +1,4 @@
-"""Runs DepotDownloader for one workshop item, as ../shared/reference/depotdownloader.md prescribes.
+"""Runs DepotDownloader for one workshop item, as docs/depotdownloader-reference.md prescribes.
 
 * argv is a list (no shell) with validated numbers; the password never goes on it: it is written to
   stdin when the prompt appears, and only then (a pre-written answer would be read as a Steam Guard code).
@@ -101,12 +101,13 @@ class RunRequest:
     chunk_error_limit: int = 50
     # Log in by QR code (-qr, no -username) instead of as `username` with its remembered login.
     qr: bool = False
-    # Fetch the item's file list only (reference §1.2), no content.
+    # Fetch the item's file list only (docs/depotdownloader-reference.md §1.2), no content.
     manifest_only: bool = False
 
     def argv(self) -> list[str]:
         # Values are validated numbers and a username the admin API checked; -dir is ours, absolute.
-        # -remember-password with -qr asks Steam for a long-lived token (reference §5.2).
+        # -remember-password with -qr asks Steam for a long-lived token
+        # (docs/depotdownloader-reference.md §5.2).
         login = ["-qr"] if self.qr else ["-username", self.username]
         return [
             str(self.executable),
@@ -137,7 +138,7 @@ class RunRequest:
 
 
 class RunHooks:
-    """What the runner tells its job, and asks it. Subclassed by the engine."""
+    """What the runner tells its job, and asks it. Subclassed by the worker (worker.job, worker.qr_login)."""
 
     async def line(self, line: Line) -> None:
         """A cleaned line of output (secrets removed, job directory shown relative)."""
@@ -310,7 +311,8 @@ class Runner:
         if stdin is None or stdin.is_closing():
             return
         if not answer:
-            # EOF aborts the login (reference §3): DepotDownloader reports it and exits.
+            # EOF aborts the login (docs/depotdownloader-reference.md §3): DepotDownloader reports it
+            # and exits.
             if prompt.kind is PromptKind.PASSWORD:
                 run.override = Failure(
                     Reason.INVALID_CREDENTIALS,

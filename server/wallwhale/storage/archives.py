@@ -193,8 +193,9 @@ class _ArchiveWriter:
     Deflated entries are compressed here, then hashed the same way. A source that changes while it
     is copied fails the build.
 
-    (copy_file_range was measured as the copy: on ext4, at the unaligned offsets of zip entries, it
-    spent 1.5x the CPU of the read + pwrite that the CRC-32 needs anyway, and was no faster.)
+    (copy_file_range is not used: at the unaligned offsets of zip entries it cost more CPU than the
+    read + pwrite the CRC-32 needs anyway, and was no faster: docs/benchmarks.md, "Archive build
+    and FetchArchive".)
     """
 
     def __init__(self, path: Path, zip64_limit: int):

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from wallwhale.core.downloads import FINAL_STATES
-from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import StoredEvent
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 
 # Bytes per archive message. Each costs a thread hop for the read, a protobuf and gRPC framing, but
-# larger ones were slower: on an idle machine (bench/archive_throughput.py, 300 MB, 5 rounds) 256 KiB
-# chunks streamed 1,100-1,300 MB/s to h2load and a discarding grpc.aio client, 512 KiB and 1 MiB
-# ones 670-840, 128 KiB ones 640-670. (Under heavy load 1 MiB came out ahead: the figures swing.)
+# larger ones were slower on an idle machine (figures: docs/benchmarks.md, "Archive build and FetchArchive").
 ARCHIVE_CHUNK = 256 * 1024
-FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
 # The same event goes to every watcher of a download (and of its batch): it is converted and
 # encoded once, and the streams send these bytes as they are (calls.wrap_handler lets them through).
