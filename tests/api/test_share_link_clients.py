@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.engine_support import Harness, harness_for
+from tests.engine_support import Harness, harness_for, unzip
 from tests.envoy_support import ENVOY_ADDRESS, Envoy, http, running_envoy
 from wallwhale.config import to_async_url
 from wallwhale.v1 import download_pb2
@@ -108,3 +108,24 @@ async def test_the_python_clients_create_list_and_revoke_links(stack: tuple[Harn
     assert made.link.single_use
     assert links[0].id == made.link.id
     assert len(links) == 2
+
+
+async def test_a_batch_is_shared_as_one_zip(stack: tuple[Harness, Envoy, str]) -> None:
+    harness, envoy, _ = stack
+    key = dict(harness.admin)["x-api-key"]
+    async with AsyncClient(envoy.base_url.removeprefix("http://"), api_key=key) as client:
+        batch = await client.create_batch([str(ITEM)])
+        async for _ in client.watch_batch(batch.id, exclude_logs=True):
+            pass
+    code, out, err = await _cli(envoy, key, "share", batch.id, "--batch", "--expires", "10m")
+    assert code == 0, err
+    whole = await http("GET", out.strip())
+    assert whole.status == 200, whole
+    assert (
+        whole.headers["content-disposition"]
+        == f'attachment; filename="{whole.headers["x-archive-filename"]}"'
+    )
+    assert unzip(whole.body).keys() == {f"{ITEM}/{name}" for name in harness.steam.expected_files(ITEM)}
+    rest = await http("GET", out.strip(), headers={"range": "bytes=100-"})
+    assert rest.status == 206
+    assert rest.body == whole.body[100:]
