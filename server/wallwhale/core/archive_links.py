@@ -168,6 +168,6 @@ async def record_use(session: AsyncSession, link_id: str, now: datetime) -> None
         )
         .values(use_count=ArchiveLink.use_count + 1, last_use_time=now)
     )
-    if counted.rowcount == 0:  # type: ignore[attr-defined]
+    if not getattr(counted, "rowcount", 0):
         link = await session.get(ArchiveLink, link_id, populate_existing=True)
         raise _unusable(link, now) or NotFound("link", link_id, "this share link cannot be used")
