@@ -41,6 +41,7 @@ from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
+from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
@@ -136,6 +137,7 @@ class WallWhaleServer:
             usable=lambda: self.listener is None or self.listener.connected.is_set(),
         )
         self.listener: Listener | None = None
+        limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
         self.server = aio.server(
             interceptors=[
                 CallChain(
@@ -153,7 +155,7 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.connections, self.engine.dialect.name, clock),
+                            limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                         ),
@@ -203,6 +205,13 @@ class WallWhaleServer:
             ),
             self.catalog,
             self.connections,
+            LinkOptions(
+                max_ttl=timedelta(seconds=settings.archive_link_max_seconds),
+                rate_limit=RateLimit.of(
+                    settings.archive_link_requests_per_minute, settings.archive_link_burst
+                ),
+                limiter=limiter,
+            ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
         admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)

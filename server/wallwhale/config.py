@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     # (API keys carry their own limits). Unset: people are not limited.
     user_requests_per_minute: int | None = Field(default=None, ge=0)
     user_burst: int | None = Field(default=None, ge=0)
+    # Share links to archives: the longest lifetime a link may be given, and each link's own rate
+    # limit (fetches per minute, burst); a link is passed around, so it gets a budget of its own.
+    archive_link_max_seconds: int = Field(default=86400, ge=60)
+    archive_link_requests_per_minute: int | None = Field(default=60, ge=0)
+    archive_link_burst: int | None = Field(default=20, ge=0)
     # An API key that passed its check is trusted this long without reading it again (0: read at
     # every call). Changes made through the API reach every instance at once; this bounds what a
     # change made behind the server's back (or a lost notification) leaves in effect.

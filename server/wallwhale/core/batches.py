@@ -19,7 +19,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -381,8 +381,30 @@ async def plan_archive(
     readers: async_sessionmaker[AsyncSession], principal: Principal, batch_id: str, storage: Storage
 ) -> BatchArchive:
     """The batch's archive, or why there is none: everything that can go wrong is found here."""
+    return await _plan_archive(readers, storage, lambda session: get_visible(session, principal, batch_id))
+
+
+async def plan_linked_archive(
+    readers: async_sessionmaker[AsyncSession], batch_id: str, storage: Storage
+) -> BatchArchive:
+    """plan_archive for a share link: the link's creator was checked when it was made."""
+
+    async def load(session: AsyncSession) -> Batch:
+        row = await session.get(Batch, batch_id)
+        if row is None:
+            raise NotFound("batch", batch_id)
+        return row
+
+    return await _plan_archive(readers, storage, load)
+
+
+async def _plan_archive(
+    readers: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    load: Callable[[AsyncSession], Awaitable[Batch]],
+) -> BatchArchive:
     async with readers() as session:
-        row = await get_visible(session, principal, batch_id)
+        row = await load(session)
         succeeded = list(
             await session.scalars(
                 select(Download)

@@ -491,3 +491,26 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int]
     create_time: Mapped[datetime] = _create_time()
     expire_time: Mapped[datetime] = mapped_column(index=True)
+
+
+class ArchiveLink(Base):
+    """A share link to the archive of a download or a batch: fetched with no credentials until
+    `expire_time`, a revoke, or (single use) its one request. Only the token's SHA-256 is stored."""
+
+    __tablename__ = "archive_links"
+
+    id: Mapped[str] = _id()
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Exactly one is set; the link goes with what it names.
+    download_id: Mapped[str | None] = mapped_column(
+        sa.String(26), sa.ForeignKey("downloads.id", ondelete="CASCADE"), index=True
+    )
+    batch_id: Mapped[str | None] = mapped_column(
+        sa.String(26), sa.ForeignKey("batches.id", ondelete="CASCADE"), index=True
+    )
+    expire_time: Mapped[datetime]
+    single_use: Mapped[bool] = _flag()
+    use_count: Mapped[int] = _counter()
+    revoke_time: Mapped[datetime | None]
+    last_use_time: Mapped[datetime | None]
+    create_time: Mapped[datetime] = _create_time()

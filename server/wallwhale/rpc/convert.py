@@ -16,6 +16,7 @@ from wallwhale.core.limits import QuotaUsage
 from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.db.models import (
     ApiKey,
+    ArchiveLink,
     AuditEvent,
     Batch,
     BatchState,
@@ -328,4 +329,19 @@ def batch(row: Batch, members: Sequence[Member]) -> download_pb2.Batch:
         api_key_id=row.api_key_id or "",
         create_time=timestamp(row.create_time),
         end_time=timestamp(row.end_time),
+    )
+
+
+def archive_link(row: ArchiveLink) -> download_pb2.ArchiveLink:
+    return download_pb2.ArchiveLink(
+        name=f"archive-links/{row.id}",
+        id=row.id,
+        download_id=row.download_id or "",
+        batch_id=row.batch_id or "",
+        expire_time=timestamp(row.expire_time),
+        single_use=row.single_use,
+        use_count=row.use_count,
+        revoked=row.revoke_time is not None,
+        create_time=timestamp(row.create_time),
+        last_use_time=timestamp(row.last_use_time),
     )

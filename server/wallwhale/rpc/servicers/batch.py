@@ -15,7 +15,7 @@ item archives, and a client resuming checks that it did not change. There is no 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -31,13 +31,11 @@ from wallwhale.core.events import EventHub, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.watching import Heartbeat
 from wallwhale.db.models import Batch
-from wallwhale.errors import InvalidArgument, NotFound
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, check_range, encoded_in_batch
+from wallwhale.rpc.servicers.streams import check_range, encoded_in_batch, range_end, send_batch_archive
 from wallwhale.storage.archives import Storage
-from wallwhale.storage.bundle import BundleError
 from wallwhale.v1 import download_pb2
 from wallwhale.worker.dispatcher import Dispatcher
 
@@ -167,47 +165,6 @@ class BatchMethods:
         check_range(request.offset, request.length)
         # Everything that can go wrong is found before the first byte (HTTP clients see no trailers).
         plan = await batches.plan_archive(self._readers, current_call().caller(), request.id, self._storage)
-        bundle = plan.bundle
-        size = bundle.size
-        if request.offset > size:
-            raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
-        end = size if request.length == 0 else min(size, request.offset + request.length)
-        version, filename, missing = plan.version, plan.filename, plan.missing
-        call = current_call()
-        for key, value in (
-            ("x-archive-size", str(size)),
-            ("x-archive-version", version),
-            ("x-archive-filename", filename),
-            ("content-disposition", f'attachment; filename="{filename}"'),
-            ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
-        ):
-            call.add_header(key, value)
-        if missing:
-            call.add_header("x-archive-missing", ",".join(missing))
-        chunks = bundle.chunks(request.offset, end, ARCHIVE_CHUNK)
-        reading: asyncio.Future[bytes | None] | None = None
-        try:
-            while True:
-                # Shielded: a client that leaves cancels this wait, but the read goes on in its
-                # thread, and the generator cannot be closed until it ends (see finally).
-                reading = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
-                if (data := await asyncio.shield(reading)) is None:
-                    break
-                yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
-        except BundleError as exc:
-            # Removed or damaged while it was being sent: the client sees a short body and a size
-            # that does not match; the reason is in the server's log.
-            _log.warning("batch archive stream broken", batch_id=request.id, error=str(exc))
-            raise NotFound(
-                "archive", request.id, "an item's archive changed while it was being sent"
-            ) from None
-        finally:
-            if reading is not None:
-                await asyncio.wait([reading])
-            await asyncio.to_thread(chunks.close)
-        if request.offset == end:  # nothing to send: an empty body still tells the headers
-            yield httpbody_pb2.HttpBody(content_type="application/zip")
-
-
-def _next_chunk(chunks: Generator[bytes]) -> bytes | None:
-    return next(chunks, None)
+        end = range_end(request.offset, request.length, plan.bundle.size)
+        async for body in send_batch_archive(plan, request.id, request.offset, end):
+            yield body

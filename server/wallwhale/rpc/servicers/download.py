@@ -1,11 +1,11 @@
 """DownloadService: jobs (core.downloads), their event streams (core.events) and archives (storage).
 
-The batch RPCs are in servicers/batch.py, mixed into the same servicer.
+The batch RPCs are in servicers/batch.py, the share links in servicers/links.py, mixed into the same
+servicer.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +28,8 @@ from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers.batch import BatchMethods
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, check_range, encoded
+from wallwhale.rpc.servicers.links import LinkMethods, LinkOptions
+from wallwhale.rpc.servicers.streams import check_range, encoded, range_end, send_archive
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import download_pb2, download_pb2_grpc
@@ -58,7 +59,7 @@ def _audit(download_id: str) -> None:
 
 
 # WatchBatch, like WatchDownload, yields events encoded once (streams.encoded): unlike the stub says.
-class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):  # type: ignore[misc]
+class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -70,6 +71,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         options: DownloadOptions,
         catalog: Catalog,
         connections: ConnectionRunner,
+        links: LinkOptions,
     ):
         self._sessions = sessions
         self._readers = readers
@@ -80,6 +82,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         self._options = options
         self._catalog = catalog
         self._connections = connections
+        self._links = links
 
     async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
         return await downloads.job_limits(session, principal, self._options.max_attempts)
@@ -217,28 +220,10 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
         opened = archives.open_for_fetch(row, self._storage)
-        archive, size = opened.file, opened.size
-        if request.offset > size:
-            archive.close()
-            raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
-        end = size if request.length == 0 else min(size, request.offset + request.length)
-        call = current_call()
-        for key, value in (
-            ("x-archive-size", str(size)),
-            ("x-archive-sha256", opened.sha256),
-            ("x-archive-filename", opened.filename),
-            ("content-disposition", f'attachment; filename="{row.archive_filename or row.workshop_id}"'),
-            ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
-        ):
-            call.add_header(key, value)
-        with archive:
-            archive.seek(request.offset)
-            position = request.offset
-            while position < end:
-                data = await asyncio.to_thread(archive.read, min(ARCHIVE_CHUNK, end - position))
-                if not data:
-                    break  # the file shrank under us: the client sees a short body and a size mismatch
-                position += len(data)
-                yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
-        if request.offset == end:  # nothing to send: an empty body still tells the headers
-            yield httpbody_pb2.HttpBody(content_type="application/zip")
+        try:
+            end = range_end(request.offset, request.length, opened.size)
+        except InvalidArgument:
+            opened.file.close()
+            raise
+        async for body in send_archive(opened, request.offset, end):
+            yield body
