@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.engine_support import Harness, harness_for, unzip
-from tests.envoy_support import ENVOY_ADDRESS, Envoy, http, running_envoy
+from tests.support.envoy import ENVOY_ADDRESS, Envoy, http, running_envoy
+from tests.support.harness import Harness, harness_for, unzip
 from wallwhale.config import to_async_url
 from wallwhale.v1 import download_pb2
 from wallwhale_client import AsyncClient, Client

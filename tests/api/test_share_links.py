@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, text
 
-from tests.engine_support import Harness, harness_for
-from tests.envoy_support import ENVOY_ADDRESS, Envoy, Reply, http, running_envoy
+from tests.support.envoy import ENVOY_ADDRESS, Envoy, Reply, http, running_envoy
+from tests.support.harness import Harness, harness_for
 from wallwhale.db.models import ArchiveLink, AuditEvent
 from wallwhale.v1 import admin_pb2, download_pb2
 

@@ -18,7 +18,7 @@ let item = 0;
 
 before(async () => {
   const python = process.env.WALLWHALE_PYTHON ?? join(ROOT, ".venv", "bin", "python");
-  server = spawn(python, ["-m", "tests.client_server"], { cwd: ROOT });
+  server = spawn(python, ["-m", "tests.support.client_server"], { cwd: ROOT });
   server.stderr.pipe(process.stderr);
   for await (const line of createInterface({ input: server.stdout })) {
     if (line.startsWith("READY ")) {
