@@ -32,6 +32,14 @@ POSTGRES_ADMIN_URL = os.environ.get(
 BACKENDS = ["sqlite", "postgresql"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fake_steam_writable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The test DepotDownloader plays Steam through files in the tests' folders (the real one talks
+    to Steam over the network), so its sandbox lets it write there; the data and storage
+    directories inside stay hidden (steam/sandbox.py)."""
+    os.environ["WALLWHALE_DEPOTDOWNLOADER_WRITABLE"] = str(tmp_path_factory.getbasetemp())
+
+
 class PostgresDatabases:
     """Creates and drops scratch databases on the test PostgreSQL server."""
 
