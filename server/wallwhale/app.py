@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,6 +43,7 @@ from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
+from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
@@ -137,7 +138,7 @@ class WallWhaleServer:
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
         self._owns_engine = engine is None
         self.sessions = db_engine.session_factory(self.engine)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
