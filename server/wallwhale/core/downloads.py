@@ -231,7 +231,7 @@ async def create(
     note: list[NewEvent] = []
     if cached is not None:
         archives.serve_from(download, cached, now)
-        note = [_server_note(f"served from the cache: the archive of download {cached.id} has this content")]
+        note = [_server_note(archives.CACHE_NOTE)]
     try:
         async with session.begin_nested():
             session.add(download)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import queue, retries, steam_accounts
 from wallwhale.core.after_commit import after_commit
-from wallwhale.core.archives import cache_columns, cached_archive
+from wallwhale.core.archives import CACHE_NOTE, cache_columns, cached_archive
 from wallwhale.core.catalog import check_downloadable
 from wallwhale.core.downloads import item_columns, transition
 from wallwhale.db.models import ArchiveState, Download, DownloadState, GuardKind, SteamAccountStatus
@@ -124,7 +124,7 @@ class JobRun(RunHooks):
                 download,
                 DownloadState.SUCCEEDED,
                 now,
-                note=f"served from the cache: the archive of download {cached.id} has this content",
+                note=CACHE_NOTE,
                 **cache_columns(cached),
                 **queue.released(),
             )
