@@ -486,6 +486,10 @@ async def retry(
         percent=0.0,
         phase=Phase.STARTING,
     )
+    if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
+        # A retry is another run: it costs a unit of the caller's quota like a new download (a
+        # refused quota rolls the retry back).
+        await reserve_downloads(session, key, 1, now)
     return download
 
 
