@@ -45,6 +45,7 @@ from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.rpc.streams_limit import StreamLimitInterceptor
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
@@ -184,6 +185,9 @@ class WallWhaleServer:
                             RateLimiter(self.connections, self.engine.dialect.name, clock),
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                        ),
+                        StreamLimitInterceptor(
+                            self.audit, settings.max_streams_per_caller, settings.max_streams_total
                         ),
                         AuditInterceptor(rules, self.audit),
                         ErrorMappingInterceptor(),

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     steam_throttle_cooldown_seconds: float = Field(default=6 * 3600.0, ge=0)
     # Consecutive chunk errors after which a run is given up (DepotDownloader retries forever).
     chunk_error_limit: int = Field(default=50, ge=1)
+    # Archive downloads and watches (FetchArchive, FetchBatchArchive, WatchDownload, WatchBatch) open
+    # at once on one instance: per API key or person, and in total; more are RESOURCE_EXHAUSTED.
+    max_streams_per_caller: int = Field(default=16, ge=1)
+    max_streams_total: int = Field(default=1024, ge=1)
     # Heartbeats on quiet WatchDownload streams, so that idle proxies keep them open.
     watch_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Retention: archives older than this (0 keeps them), and a disk budget for all of them (0: none).
