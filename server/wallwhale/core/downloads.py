@@ -185,6 +185,7 @@ async def create(
     already on the server answers at once (unless `skip_cache`)."""
     workshop_id = parse_workshop_id(data.url_or_id)
     check_priority(data.priority)
+    check_priority_allowed(principal, data.priority)
     app_id = _app_id(data.app_id, item, workshop_id)
     if len(data.request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -264,6 +265,14 @@ def check_priority(priority: int, field: str = "priority") -> int:
     if priority not in (PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH):
         raise InvalidArgument.field(field, f"unknown priority {priority}: LOW, NORMAL or HIGH")
     return priority
+
+
+def check_priority_allowed(principal: Principal, priority: int) -> None:
+    """HIGH jumps the shared queue: admins only, so that no caller can push everyone else back."""
+    if priority == PRIORITY_HIGH and not principal.is_admin:
+        raise PermissionDenied(
+            "priority HIGH is reserved for admins; use NORMAL or LOW", reason="SCOPE_MISSING"
+        )
 
 
 def _app_id(requested: int | None, item: ItemDetails | None, workshop_id: int) -> int:
