@@ -127,17 +127,26 @@ async def _stalled(
     )
 
 
+async def _watch(harness: Harness, key: Any, download_id: str) -> tuple[Any, grpc.StatusCode | None, str]:
+    """A WatchDownload stream of a queued job (it stays open), or its refusal."""
+    call = harness.downloads.WatchDownload(D.WatchDownloadRequest(id=download_id), metadata=key)
+    try:
+        await call.read()
+    except grpc.RpcError as error:
+        return call, error.code(), error.details() or ""
+    return call, None, ""
+
+
 async def test_the_total_bounds_all_keys_together(harness: Harness) -> None:
-    await harness.start(max_streams_per_caller=PER_CALLER, max_streams_total=TOTAL)
-    await harness.add_account("dave_we", "pw-dave")
-    harness.steam.add_item(ITEM, files={"video.mp4": ARCHIVE_BYTES})
+    await harness.start(
+        max_streams_per_caller=PER_CALLER, max_streams_total=TOTAL, max_concurrent_downloads=0
+    )
+    harness.steam.add_item(ITEM, files={"a.bin": 100})
     keys = [await harness.add_key(["download:read", "download:write"]) for _ in range(2)]
-    done = [
-        await harness.wait_for((await harness.create(str(ITEM), key, skip_cache=True)).id) for key in keys
-    ]
+    queued = [await harness.create(str(ITEM), key) for key in keys]  # nothing runs: the watches stay open
     results = [
-        await _open(harness, key, item.id)
-        for key, item in zip(keys, done, strict=True)
+        await _watch(harness, key, item.id)
+        for key, item in zip(keys, queued, strict=True)
         for _ in range(PER_CALLER)
     ]
     refused = [details for _, code, details in results if code is not None]
