@@ -9,14 +9,16 @@ import secrets
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
-from wallwhale.config import Settings
+from wallwhale.config import ConfigError, Settings
 from wallwhale.core import secretbox
 from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
@@ -41,8 +43,11 @@ from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
+from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.rpc.streams_limit import StreamLimitInterceptor
+from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
@@ -71,6 +76,7 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
         executable=settings.depotdownloader_path,
         storage=storage,
         homes=(settings.data_dir / "steam-homes").resolve(),
+        sandbox=downloader_sandbox(settings, storage),
         max_concurrent=settings.max_concurrent_downloads,
         lease=timedelta(seconds=settings.job_lease_seconds),
         poll_interval=settings.queue_poll_interval_seconds,
@@ -93,6 +99,29 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
     )
 
 
+def downloader_sandbox(settings: Settings, storage: Storage) -> Sandbox:
+    """DepotDownloader's confinement: its folder and home writable, the server's places hidden."""
+    mode = settings.depotdownloader_sandbox
+    usable = bwrap_executable() is not None
+    if mode == "bwrap" and not usable:
+        raise ConfigError(
+            "WALLWHALE_DEPOTDOWNLOADER_SANDBOX=bwrap, but bubblewrap cannot make a sandbox here"
+            " (install bubblewrap and allow unprivileged user namespaces)"
+        )
+    if mode == "none" or not usable:
+        _log.warning(
+            "DepotDownloader runs UNCONFINED: a hostile file name can write anywhere this server can"
+            " (install bubblewrap; see WALLWHALE_DEPOTDOWNLOADER_SANDBOX)"
+        )
+        return Sandbox(SandboxMode.NONE)
+    hidden = [settings.data_dir.resolve(), storage.root]
+    database = make_url(settings.resolved_database_url)
+    if database.get_backend_name() == "sqlite" and database.database:
+        file = Path(database.database).resolve()
+        hidden += [file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")]
+    return Sandbox(SandboxMode.BWRAP, tuple(hidden), tuple(settings.depotdownloader_writable))
+
+
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -111,7 +140,7 @@ class WallWhaleServer:
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
         self._owns_engine = engine is None
         self.sessions = db_engine.session_factory(self.engine)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -158,6 +187,9 @@ class WallWhaleServer:
                             limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                        ),
+                        StreamLimitInterceptor(
+                            self.audit, settings.max_streams_per_caller, settings.max_streams_total
                         ),
                         AuditInterceptor(rules, self.audit),
                         ErrorMappingInterceptor(),

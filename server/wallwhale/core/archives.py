@@ -25,6 +25,9 @@ from wallwhale.storage.archives import Storage, StorageError
 
 # What a download served from the cache copies from the download whose archive it shares. The
 # archive's times are copied too, so that retention removes both rows' claim on the file together.
+# The note of a download served from the cache. It names no other download: that one may be
+# another user's, and its id is theirs to share.
+CACHE_NOTE = "served from the cache: an earlier download of the same content has its archive"
 ARCHIVE_COLUMNS = (
     "archive_state",
     "archive_path",

@@ -212,6 +212,7 @@ async def create(
     now: datetime,
 ) -> Created:
     """The batch and its jobs, in the caller's transaction (or the batch made first with the request_id)."""
+    downloads.check_priority_allowed(principal, request.priority)
     scope = downloads.request_scope(principal)
     batch = Batch(
         owner_user_id=principal.user_id,

@@ -183,6 +183,7 @@ async def create(
     already on the server answers at once (unless `skip_cache`)."""
     workshop_id = parse_workshop_id(data.url_or_id)
     check_priority(data.priority)
+    check_priority_allowed(principal, data.priority)
     app_id = _app_id(data.app_id, item, workshop_id)
     if len(data.request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -229,7 +230,7 @@ async def create(
     note: list[NewEvent] = []
     if cached is not None:
         archives.serve_from(download, cached, now)
-        note = [_server_note(f"served from the cache: the archive of download {cached.id} has this content")]
+        note = [_server_note(archives.CACHE_NOTE)]
     try:
         async with session.begin_nested():
             session.add(download)
@@ -262,6 +263,14 @@ def check_priority(priority: int, field: str = "priority") -> int:
     if priority not in (PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH):
         raise InvalidArgument.field(field, f"unknown priority {priority}: LOW, NORMAL or HIGH")
     return priority
+
+
+def check_priority_allowed(principal: Principal, priority: int) -> None:
+    """HIGH jumps the shared queue: admins only, so that no caller can push everyone else back."""
+    if priority == PRIORITY_HIGH and not principal.is_admin:
+        raise PermissionDenied(
+            "priority HIGH is reserved for admins; use NORMAL or LOW", reason="SCOPE_MISSING"
+        )
 
 
 def _app_id(requested: int | None, item: ItemDetails | None, workshop_id: int) -> int:
@@ -467,6 +476,10 @@ async def retry(
         percent=0.0,
         phase=Phase.STARTING,
     )
+    if principal.api_key_id and (api_key := await session.get(ApiKey, principal.api_key_id)) is not None:
+        # A retry is another run: it costs a unit of the caller's quota like a new download (a
+        # refused quota rolls the retry back).
+        await reserve_downloads(session, api_key, 1, now)
     return download
 
 

@@ -26,23 +26,10 @@ from pathlib import Path
 
 from wallwhale.log import get_logger
 from wallwhale.steam import output
-from wallwhale.steam.depotdownloader import resolve
+from wallwhale.steam.depotdownloader import minimal_environment, resolve
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
+from wallwhale.steam.sandbox import UNCONFINED, Sandbox
 
-# Passed through to DepotDownloader when set; everything else in our environment stays ours.
-_INHERITED_ENV = (
-    "PATH",
-    "TZ",
-    "DOTNET_ROOT",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-)
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
 # Clients see this; the configured path (a server detail) is in the status service for admins.
@@ -103,6 +90,8 @@ class RunRequest:
     qr: bool = False
     # Fetch the item's file list only (docs/depotdownloader-reference.md §1.2), no content.
     manifest_only: bool = False
+    # Where the run may write: its directory and home only (steam.sandbox).
+    sandbox: Sandbox = UNCONFINED
 
     def argv(self) -> list[str]:
         # Values are validated numbers and a username the admin API checked; -dir is ours, absolute.
@@ -125,16 +114,7 @@ class RunRequest:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
-        env.update(
-            HOME=str(self.home),
-            # .NET's LocalApplicationData, where the isolated storage with account.config lives.
-            XDG_DATA_HOME=str(self.home / ".local" / "share"),
-            TMPDIR=str(self.home / "tmp"),
-            LANG="C.UTF-8",
-            DOTNET_CLI_TELEMETRY_OPTOUT="1",
-        )
-        return env
+        return minimal_environment(self.home)
 
 
 class RunHooks:
@@ -209,9 +189,12 @@ class Runner:
         if self._stop.is_set():
             return RunResult(None, None, transcript, self._stop_reason)
         try:
+            argv = self.request.sandbox.wrap(
+                [str(executable), *self.request.argv()[1:]], self.request.directory, self.request.home
+            )
             process = await asyncio.create_subprocess_exec(
                 *_death_pact(),
-                *self.request.argv(),
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -13,6 +13,7 @@ from wallwhale.core import retention
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.retries import Backoff
 from wallwhale.core.secretbox import Keyring
+from wallwhale.steam.sandbox import UNCONFINED, Sandbox
 from wallwhale.storage.archives import Storage
 from wallwhale.worker.steam_guard import GuardCodes
 
@@ -24,6 +25,8 @@ class WorkerSettings:
     storage: Storage
     # One private HOME per Steam account (DepotDownloader keeps its remembered login there).
     homes: Path
+    # How DepotDownloader runs are confined (steam.sandbox); unconfined unless app.py says otherwise.
+    sandbox: Sandbox = UNCONFINED
     max_concurrent: int = 4
     lease: timedelta = timedelta(seconds=30)
     poll_interval: float = 1.0

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import queue, retries, steam_accounts
 from wallwhale.core.after_commit import after_commit
-from wallwhale.core.archives import cache_columns, cached_archive
+from wallwhale.core.archives import CACHE_NOTE, cache_columns, cached_archive
 from wallwhale.core.catalog import check_downloadable
 from wallwhale.core.downloads import item_columns, transition
 from wallwhale.db.models import ArchiveState, Download, DownloadState, GuardKind, SteamAccountStatus
@@ -124,7 +124,7 @@ class JobRun(RunHooks):
                 download,
                 DownloadState.SUCCEEDED,
                 now,
-                note=f"served from the cache: the archive of download {cached.id} has this content",
+                note=CACHE_NOTE,
                 **cache_columns(cached),
                 **queue.released(),
             )
@@ -165,6 +165,7 @@ class JobRun(RunHooks):
             username=self.claim.account_username,
             login_id=self.claim.login_id,
             directory=self._directory,
+            sandbox=settings.sandbox,
             home=settings.homes / self.claim.account_id,
             time_limit=float(runtime),
             inactivity_limit=settings.inactivity_limit,
@@ -194,6 +195,11 @@ class JobRun(RunHooks):
         failure = result.failure
         # Depot downloads name each file they complete; pack those only (a web-file item names none).
         files = result.transcript.completed_files or None
+        if failure is None and files is not None:
+            try:  # a name that left the folder fails the job, whatever else it wrote
+                storage.verify_reported(self._directory, files)
+            except StorageError as exc:
+                failure = Failure(Reason.STORAGE_ERROR, str(exc))
         if failure is None and not storage.content_files(self._directory, files):
             failure = Failure(Reason.NO_FILES, "DepotDownloader reported success but wrote no files")
         if failure is not None:

@@ -149,6 +149,7 @@ class QrLogin(RunHooks):
             username=self.username,
             login_id=self._login_id,
             directory=self._scratch(),
+            sandbox=settings.sandbox,
             home=settings.homes / self.account_id,
             # The scan is a person's; no output meanwhile is normal.
             time_limit=limit if qr else settings.inactivity_limit,
