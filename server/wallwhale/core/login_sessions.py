@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import functools
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,15 +31,6 @@ ALGORITHM = "HS256"
 ISSUER = "wallwhale"
 AUDIENCE = "wallwhale-api"
 REFRESH_PREFIX = "wwr_"
-
-
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified when the e-mail is unknown, so that a wrong e-mail costs the same time as a wrong password.
-
-    Made on the first unknown e-mail, not at import, where it cost about 0.3 s of every start-up.
-    """
-    return passwords.hash_password(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -79,17 +68,29 @@ class LoginSessions:
         if not password:
             raise InvalidArgument.field("password", "is required")
         wrong = Unauthenticated("the e-mail or the password is wrong", reason="CREDENTIALS_INVALID")
-        async with self._sessions.begin() as session:
+        # The hash is verified outside any transaction, on the hash pool (core.passwords): a
+        # short read, the verification, then a short write that rechecks what was read.
+        async with self._sessions() as session:
             user = await session.scalar(select(User).where(User.email == email.strip().lower()))
-            if user is None:
-                passwords.verify_password(_dummy_hash(), password)
-                raise wrong
-            if not passwords.verify_password(user.password_hash, password):
+        verified_hash = user.password_hash if user is not None else None
+        if not await passwords.verify_password_async(verified_hash, password) or user is None:
+            raise wrong
+        if user.disabled:
+            raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
+        rehashed = (
+            await passwords.hash_password_async(password)
+            if passwords.needs_rehash(user.password_hash)
+            else None
+        )
+        async with self._sessions.begin() as session:
+            user = await session.get(User, user.id)
+            # Changed, disabled or deleted while the hash was verified: the verification is stale.
+            if user is None or user.password_hash != verified_hash:
                 raise wrong
             if user.disabled:
                 raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
-            if passwords.needs_rehash(user.password_hash):
-                user.password_hash = passwords.hash_password(password)
+            if rehashed is not None:
+                user.password_hash = rehashed
             user.last_login_time = self._clock()
             tokens = await self._issue(session, user, new_id(), client)
         return tokens, user
@@ -150,11 +151,17 @@ class LoginSessions:
             raise InvalidArgument.field(
                 "new_password", f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters"
             )
+        async with self._sessions() as session:
+            user = await session.get(User, principal.user_id)
+        verified_hash = user.password_hash if user is not None else None
+        if not await passwords.verify_password_async(verified_hash, current):
+            raise InvalidArgument.field("current_password", "is wrong")
+        new_hash = await passwords.hash_password_async(new)
         async with self._sessions.begin() as session:
             user = await session.get(User, principal.user_id)
-            if user is None or not passwords.verify_password(user.password_hash, current):
+            if user is None or user.password_hash != verified_hash:
                 raise InvalidArgument.field("current_password", "is wrong")
-            user.password_hash = passwords.hash_password(new)
+            user.password_hash = new_hash
             # Every other session ends; the one making the change goes on.
             await self._revoke(
                 session,
