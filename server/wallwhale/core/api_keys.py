@@ -3,6 +3,7 @@ first characters kept in clear so people can tell keys apart in a list) and thei
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
+from wallwhale.core.scopes import check_grantable
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 from wallwhale.db.notify import Channel, announce
@@ -85,13 +87,18 @@ def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldVi
     return found
 
 
-async def create_api_key(session: AsyncSession, data: KeyInput, now: datetime) -> tuple[ApiKey, str]:
-    """Creates a key; returns the row and the plaintext, which is never stored."""
+async def create_api_key(
+    session: AsyncSession, data: KeyInput, now: datetime, granter_scopes: Iterable[str]
+) -> tuple[ApiKey, str]:
+    """Creates a key; returns the row and the plaintext, which is never stored. `granter_scopes`:
+    the caller's own, which the key's scopes may not exceed (nor its owner's role)."""
     violations = _violations(data, {"name", "scopes", "limits", "expire_time"}, now)
     if violations:
         raise InvalidArgument(violations)
-    if await session.get(User, data.owner_user_id) is None:
+    owner = await session.get(User, data.owner_user_id)
+    if owner is None:
         raise InvalidArgument.field("api_key.owner_user_id", "no such user")
+    check_grantable(data.scopes, owner.role, granter_scopes)
     key = generate_key()
     row = ApiKey(
         name=data.name.strip(),
@@ -131,7 +138,12 @@ async def list_api_keys(
 
 
 async def update_api_key(
-    session: AsyncSession, key_id: str, data: KeyInput, fields: set[str], now: datetime
+    session: AsyncSession,
+    key_id: str,
+    data: KeyInput,
+    fields: set[str],
+    now: datetime,
+    granter_scopes: Iterable[str],
 ) -> ApiKey:
     unknown = fields - UPDATABLE
     if unknown:
@@ -145,6 +157,7 @@ async def update_api_key(
     if "name" in fields:
         row.name = data.name.strip()
     if "scopes" in fields:
+        check_grantable(data.scopes, row.owner.role, granter_scopes)
         row.scopes = sorted(set(data.scopes))
     if "limits" in fields:
         for name, value in asdict(data.limits).items():

@@ -21,7 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
-from wallwhale.core.identity import Principal, role_scopes
+from wallwhale.core.identity import Principal
+from wallwhale.core.scopes import role_scopes
 from wallwhale.core.tokens import new_token, token_hash
 from wallwhale.db.models import RefreshToken, User
 from wallwhale.errors import InvalidArgument, Unauthenticated
