@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
@@ -32,6 +32,12 @@ ALGORITHM = "HS256"
 ISSUER = "wallwhale"
 AUDIENCE = "wallwhale-api"
 REFRESH_PREFIX = "wwr_"
+
+
+def _issued_before(claims: dict[str, Any], changed: datetime | None) -> bool:
+    # iat has whole seconds: a token of the same second as the change is let through (its session,
+    # if it predates the change, was revoked with it).
+    return changed is not None and int(claims["iat"]) < int(changed.timestamp())
 
 
 @dataclass(frozen=True)
@@ -174,12 +180,16 @@ class LoginSessions:
         claims = self._decode(token)
         async with self._sessions() as session:
             user = await session.get(User, claims["sub"])
-            revoked = await session.scalar(
-                select(RefreshToken.id)
-                .where(RefreshToken.family_id == claims["sid"], RefreshToken.revoke_time.is_not(None))
-                .limit(1)
-            )
-        if user is None or revoked is not None:
+            rows, revoked = (
+                await session.execute(
+                    select(func.count(), func.count(RefreshToken.revoke_time)).where(
+                        RefreshToken.family_id == claims["sid"], RefreshToken.user_id == claims["sub"]
+                    )
+                )
+            ).one()
+        # A session must exist and be live; a token from before the last credential change
+        # (password reset, disable) is refused even if its session were somehow live.
+        if user is None or rows == 0 or revoked > 0 or _issued_before(claims, user.credentials_changed_time):
             raise Unauthenticated("this session has ended; log in again", reason="CREDENTIALS_INVALID")
         if user.disabled:
             raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
@@ -206,7 +216,7 @@ class LoginSessions:
             )
         except jwt.PyJWTError:
             raise invalid from None
-        if not isinstance(claims.get("exp"), int | float):
+        if not isinstance(claims.get("exp"), int | float) or not isinstance(claims.get("iat"), int | float):
             raise invalid
         # Ids go into queries as they are: only strings, as _issue writes them.
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("sid"), str):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +13,7 @@ from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
 from wallwhale.db.notify import Channel, announce
+from wallwhale.db.types import utcnow
 from wallwhale.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _EMAIL_MAX = 320
@@ -113,7 +114,14 @@ async def update_user(
     if password:
         user.password_hash = passwords.hash_password(password)
     if password or ("disabled" in fields and data.disabled):
-        await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
+        # Every session ends (kept, marked revoked), and access tokens issued until now are refused.
+        now = utcnow()
+        user.credentials_changed_time = now
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id, RefreshToken.revoke_time.is_(None))
+            .values(revoke_time=now)
+        )
     await session.flush()
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     after_commit(session).forget_principals()
