@@ -105,12 +105,12 @@ async def test_admin_write_grants_only_the_scopes_it_holds(channel: aio.Channel,
         with pytest.raises(grpc.RpcError) as create:
             await _key(api, caller, me.id, scopes)
         assert create.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert error_info(create.value).reason == "SCOPE_NOT_HELD"
+        assert error_info(create.value).reason == "SCOPE_MISSING"
     # Not to itself either.
     with pytest.raises(grpc.RpcError) as widen:
         await _widen(api, caller, limited.api_key.id, ["admin:*"])
     assert widen.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert error_info(widen.value).reason == "SCOPE_NOT_HELD"
+    assert error_info(widen.value).reason == "SCOPE_MISSING"
     # What it holds, it may grant.
     granted = await _key(api, caller, me.id, ["admin:read"])
     assert list(granted.api_key.scopes) == ["admin:read"]

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.core.scopes import check_grantable
+from wallwhale.core.text import display_text_violations
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 from wallwhale.db.notify import Channel, announce
@@ -69,6 +70,8 @@ def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldVi
     found = []
     if "name" in fields and not 1 <= len(data.name.strip()) <= 128:
         found.append(FieldViolation("api_key.name", "must be 1 to 128 characters"))
+    if "name" in fields:
+        found += display_text_violations(data.name, "api_key.name")
     if "scopes" in fields:
         if not data.scopes:
             found.append(FieldViolation("api_key.scopes", "must name at least one scope"))

@@ -80,10 +80,14 @@ class LoginSessions:
         async with self._sessions() as session:
             user = await session.scalar(select(User).where(User.email == email.strip().lower()))
         verified_hash = user.password_hash if user is not None else None
-        if not await passwords.verify_password_async(verified_hash, password) or user is None:
+        # A disabled user gets the same answer as a wrong password, whether the password is right
+        # or not: a distinct answer would tell a guesser that the password was right.
+        if (
+            not await passwords.verify_password_async(verified_hash, password)
+            or user is None
+            or user.disabled
+        ):
             raise wrong
-        if user.disabled:
-            raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
         rehashed = (
             await passwords.hash_password_async(password)
             if passwords.needs_rehash(user.password_hash)
@@ -92,10 +96,8 @@ class LoginSessions:
         async with self._sessions.begin() as session:
             user = await session.get(User, user.id)
             # Changed, disabled or deleted while the hash was verified: the verification is stale.
-            if user is None or user.password_hash != verified_hash:
+            if user is None or user.password_hash != verified_hash or user.disabled:
                 raise wrong
-            if user.disabled:
-                raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
             if rehashed is not None:
                 user.password_hash = rehashed
             user.last_login_time = self._clock()

@@ -49,6 +49,5 @@ def check_grantable(scopes: Iterable[str], owner_role: UserRole, granter_scopes:
         )
     not_held = [scope for scope in wanted if not grants(held, scope)]
     if not_held:
-        raise PermissionDenied(
-            f"you cannot grant scopes you do not hold: {', '.join(not_held)}", reason="SCOPE_NOT_HELD"
-        )
+        # SCOPE_MISSING: the caller lacks the scope it tried to hand out (the message says which).
+        raise PermissionDenied(f"you cannot grant scopes you do not hold: {', '.join(not_held)}")
