@@ -25,6 +25,7 @@ from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
+from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
@@ -87,6 +88,9 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
             if settings.archive_max_age_hours
             else None,
             budget_bytes=budget or None,
+            audit_max_age=timedelta(days=settings.audit_retention_days)
+            if settings.audit_retention_days
+            else None,
         ),
         retention_interval=settings.retention_interval_seconds,
     )
@@ -122,12 +126,18 @@ class WallWhaleServer:
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
+        limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
         logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
             clock,
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            throttle=LoginThrottle(
+                limiter,
+                per_account=RateLimit.of(settings.login_failures_per_account_per_minute, None),
+                per_address=RateLimit.of(settings.login_failures_per_address_per_minute, None),
+            ),
         )
 
         # On PostgreSQL the cache serves only while this instance hears other instances' changes.
@@ -153,7 +163,7 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.connections, self.engine.dialect.name, clock),
+                            limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
                         ),

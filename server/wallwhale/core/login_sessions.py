@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
 from wallwhale.core.identity import Principal
+from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.scopes import role_scopes
 from wallwhale.core.tokens import new_token, token_hash
 from wallwhale.db.models import RefreshToken, User
@@ -62,8 +63,10 @@ class LoginSessions:
         clock: Callable[[], datetime],
         access_ttl: timedelta,
         refresh_ttl: timedelta,
+        throttle: LoginThrottle | None = None,
     ):
         self._sessions = sessions
+        self._throttle = throttle
         self._secret = secret
         self._clock = clock
         self._access_ttl = access_ttl
@@ -75,10 +78,13 @@ class LoginSessions:
         if not password:
             raise InvalidArgument.field("password", "is required")
         wrong = Unauthenticated("the e-mail or the password is wrong", reason="CREDENTIALS_INVALID")
+        email = email.strip().lower()
+        if self._throttle is not None:
+            await self._throttle.check(email, client.address)
         # The hash is verified outside any transaction, on the hash pool (core.passwords): a
         # short read, the verification, then a short write that rechecks what was read.
         async with self._sessions() as session:
-            user = await session.scalar(select(User).where(User.email == email.strip().lower()))
+            user = await session.scalar(select(User).where(User.email == email))
         verified_hash = user.password_hash if user is not None else None
         # A disabled user gets the same answer as a wrong password, whether the password is right
         # or not: a distinct answer would tell a guesser that the password was right.
@@ -87,6 +93,8 @@ class LoginSessions:
             or user is None
             or user.disabled
         ):
+            if self._throttle is not None:
+                await self._throttle.failed(email, client.address)
             raise wrong
         rehashed = (
             await passwords.hash_password_async(password)
