@@ -38,7 +38,7 @@ from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.calls import CallChain
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
-from wallwhale.rpc.limits import RateLimitInterceptor
+from wallwhale.rpc.limits import RateLimitInterceptor, address_refusal
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
@@ -127,6 +127,7 @@ class WallWhaleServer:
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
+        by_address = RateLimit.of(settings.anonymous_requests_per_minute, None)
         logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
@@ -161,11 +162,20 @@ class WallWhaleServer:
                             self.audit,
                         ),
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                        AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
+                        AuthenticationInterceptor(
+                            rules,
+                            readers,
+                            clock,
+                            self.audit,
+                            logins,
+                            self.principals,
+                            refusals=lambda address: address_refusal(limiter, by_address, address),
+                        ),
                         RateLimitInterceptor(
                             limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                            address_limit=by_address,
                         ),
                         AuditInterceptor(rules, self.audit),
                         ErrorMappingInterceptor(),

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # (API keys carry their own limits). Unset: people are not limited.
     user_requests_per_minute: int | None = Field(default=None, ge=0)
     user_burst: int | None = Field(default=None, ge=0)
+    # Calls without credentials (Login, Refresh, Logout) and calls refused by authentication, per
+    # client address and minute (bursts as large); health and reflection are not counted. Unset: none.
+    anonymous_requests_per_minute: int | None = Field(default=300, ge=0)
     # Failed logins allowed per minute (and at once) for one e-mail and from one client address;
     # past that, logins for it or from it are refused until the budget refills (0: none pass).
     login_failures_per_account_per_minute: int = Field(default=10, ge=0)

@@ -41,6 +41,7 @@ async def channel(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[aio.
             tmp_path,
             login_failures_per_account_per_minute=wide,
             login_failures_per_address_per_minute=wide,
+            anonymous_requests_per_minute=wide,
         )
     )
     await instance.start()
