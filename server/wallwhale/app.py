@@ -27,6 +27,7 @@ from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
+from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
@@ -39,7 +40,7 @@ from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
 from wallwhale.rpc.calls import CallChain
 from wallwhale.rpc.interceptors import ErrorMappingInterceptor, MetricsInterceptor, RequestContextInterceptor
-from wallwhale.rpc.limits import RateLimitInterceptor
+from wallwhale.rpc.limits import RateLimitInterceptor, address_refusal
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
@@ -94,6 +95,9 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
             if settings.archive_max_age_hours
             else None,
             budget_bytes=budget or None,
+            audit_max_age=timedelta(days=settings.audit_retention_days)
+            if settings.audit_retention_days
+            else None,
         ),
         retention_interval=settings.retention_interval_seconds,
     )
@@ -152,12 +156,19 @@ class WallWhaleServer:
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
+        limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
+        by_address = RateLimit.of(settings.anonymous_requests_per_minute, None)
         logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
             clock,
             access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
             refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+            throttle=LoginThrottle(
+                limiter,
+                per_account=RateLimit.of(settings.login_failures_per_account_per_minute, None),
+                per_address=RateLimit.of(settings.login_failures_per_address_per_minute, None),
+            ),
         )
 
         # On PostgreSQL the cache serves only while this instance hears other instances' changes.
@@ -182,11 +193,20 @@ class WallWhaleServer:
                             self.audit,
                         ),
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                        AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
+                        AuthenticationInterceptor(
+                            rules,
+                            readers,
+                            clock,
+                            self.audit,
+                            logins,
+                            self.principals,
+                            refusals=lambda address: address_refusal(limiter, by_address, address),
+                        ),
                         RateLimitInterceptor(
                             limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                            address_limit=by_address,
                         ),
                         StreamLimitInterceptor(
                             self.audit, settings.max_streams_per_caller, settings.max_streams_total

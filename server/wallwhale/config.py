@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     archive_max_age_hours: float = Field(default=0.0, ge=0)
     archive_disk_budget_mb: int = Field(default=0, ge=0)
     retention_interval_seconds: float = Field(default=300.0, gt=0)
+    # Audit events older than this many days are deleted by the same loop (0 keeps them all).
+    audit_retention_days: float = Field(default=0.0, ge=0)
 
     # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
     ip_allow: Annotated[list[str], NoDecode] = []
@@ -149,6 +151,13 @@ class Settings(BaseSettings):
     archive_link_max_seconds: int = Field(default=86400, ge=60)
     archive_link_requests_per_minute: int | None = Field(default=60, ge=0)
     archive_link_burst: int | None = Field(default=20, ge=0)
+    # Calls without credentials (Login, Refresh, Logout) and calls refused by authentication, per
+    # client address and minute (bursts as large); health and reflection are not counted. Unset: none.
+    anonymous_requests_per_minute: int | None = Field(default=300, ge=0)
+    # Failed logins allowed per minute (and at once) for one e-mail and from one client address;
+    # past that, logins for it or from it are refused until the budget refills (0: none pass).
+    login_failures_per_account_per_minute: int = Field(default=10, ge=0)
+    login_failures_per_address_per_minute: int = Field(default=30, ge=0)
     # An API key that passed its check is trusted this long without reading it again (0: read at
     # every call). Changes made through the API reach every instance at once; this bounds what a
     # change made behind the server's back (or a lost notification) leaves in effect.

@@ -80,9 +80,10 @@ async def _accounts_named(stub: admin_pb2_grpc.AdminServiceStub, username: str, 
 
 
 async def _second_admin(stub: admin_pb2_grpc.AdminServiceStub, admin: Metadata) -> Metadata:
-    """Another caller: a second key of the same admin (a key's request_ids are its own)."""
+    """Another caller: a second key of the same admin (a key's request_ids are its own), holding
+    what the keys it makes are given (nobody grants a scope it does not hold)."""
     created = await stub.CreateApiKey(
-        _key(f"second-{secrets.token_hex(3)}", "", ("admin:*",)), metadata=admin
+        _key(f"second-{secrets.token_hex(3)}", "", ("admin:*", "download:*")), metadata=admin
     )
     return (("x-api-key", created.plaintext_key),)
 

@@ -3,6 +3,7 @@ first characters kept in clear so people can tell keys apart in a list) and thei
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -12,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from wallwhale.core import idempotency
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
+from wallwhale.core.scopes import check_grantable
+from wallwhale.core.text import display_text_violations
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 from wallwhale.db.notify import Channel, announce
@@ -68,6 +71,8 @@ def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldVi
     found = []
     if "name" in fields and not 1 <= len(data.name.strip()) <= 128:
         found.append(FieldViolation("api_key.name", "must be 1 to 128 characters"))
+    if "name" in fields:
+        found += display_text_violations(data.name, "api_key.name")
     if "scopes" in fields:
         if not data.scopes:
             found.append(FieldViolation("api_key.scopes", "must name at least one scope"))
@@ -102,9 +107,11 @@ async def create_api_key(
     session: AsyncSession,
     data: KeyInput,
     now: datetime,
+    granter_scopes: Iterable[str],
     request: idempotency.RequestKey = idempotency.NO_REQUEST_ID,
 ) -> Created:
-    """Creates a key, or answers a repeated request_id with the key the first call made."""
+    """Creates a key, or answers a repeated request_id with the key the first call made.
+    `granter_scopes`: the caller's own, which the key's scopes may not exceed (nor its owner's role)."""
     fingerprint = idempotency.fingerprint(asdict(data))
     claim = await idempotency.claim(session, request, "CreateApiKey", fingerprint, now)
     if claim.earlier is not None:
@@ -115,8 +122,10 @@ async def create_api_key(
     violations = _violations(data, {"name", "scopes", "limits", "expire_time"}, now)
     if violations:
         raise InvalidArgument(violations)
-    if await session.get(User, data.owner_user_id) is None:
+    owner = await session.get(User, data.owner_user_id)
+    if owner is None:
         raise InvalidArgument.field("api_key.owner_user_id", "no such user")
+    check_grantable(data.scopes, owner.role, granter_scopes)
     key = generate_key()
     row = ApiKey(
         name=data.name.strip(),
@@ -157,7 +166,12 @@ async def list_api_keys(
 
 
 async def update_api_key(
-    session: AsyncSession, key_id: str, data: KeyInput, fields: set[str], now: datetime
+    session: AsyncSession,
+    key_id: str,
+    data: KeyInput,
+    fields: set[str],
+    now: datetime,
+    granter_scopes: Iterable[str],
 ) -> ApiKey:
     unknown = fields - UPDATABLE
     if unknown:
@@ -171,6 +185,7 @@ async def update_api_key(
     if "name" in fields:
         row.name = data.name.strip()
     if "scopes" in fields:
+        check_grantable(data.scopes, row.owner.role, granter_scopes)
         row.scopes = sorted(set(data.scopes))
     if "limits" in fields:
         for name, value in asdict(data.limits).items():

@@ -20,6 +20,7 @@ from sqlalchemy import insert
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale.core.text import escaped
 from wallwhale.db.models import AuditEvent
 from wallwhale.db.types import utcnow
 from wallwhale.ids import new_id
@@ -132,18 +133,23 @@ class AuditWriter:
 
 
 def _storable(record: AuditRecord) -> AuditRecord:
-    """The record cut to its columns' sizes and without NUL characters. Texts come from the client
-    (an id in the request, a request id); PostgreSQL refuses a row that does not fit, and a refused
-    row would hold back its whole batch, and every record after it, until the server stops."""
-    changes: dict[str, str] = {}
+    """The record cut to its columns' sizes, control and bidi-override characters escaped (core.text:
+    a reader of the trail sees them, they do not reorder or hide what is shown). Texts come from the
+    client (an id in the request, a user agent, details); PostgreSQL refuses a row that does not fit,
+    and a refused row would hold back its whole batch, and every record after it, until the server
+    stops."""
+    changes: dict[str, Any] = {}
     for item in fields(record):
         value = getattr(record, item.name)
         length = _LENGTHS.get(item.name)
         if isinstance(value, str) and length is not None:
-            clean = value.replace("\0", "")[:length]
+            clean = escaped(value)[:length]
             if clean != value:
                 changes[item.name] = clean
-    return replace(record, **changes) if changes else record  # type: ignore[arg-type]
+    details = escaped(record.details)
+    if details != record.details:
+        changes["details"] = details
+    return replace(record, **changes) if changes else record
 
 
 _LENGTHS: dict[str, int] = {

@@ -10,7 +10,7 @@ a revoked, disabled or unknown key is read again at every call.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
 from wallwhale.core.limits import RateLimit
+from wallwhale.core.scopes import capped_by_role, grants
 from wallwhale.db.models import ApiKey, User, UserRole
 from wallwhale.errors import PermissionDenied, Unauthenticated
 
@@ -51,21 +52,6 @@ async def caller_records(session: AsyncSession, principal: Principal) -> tuple[U
     user = await session.get(User, principal.user_id)
     key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
     return user, key
-
-
-def role_scopes(role: UserRole) -> frozenset[str]:
-    """What a logged-in person may do: admins everything, users their own downloads."""
-    if role is UserRole.ADMIN:
-        return frozenset({"admin:*", "download:*"})
-    return frozenset({"download:*"})
-
-
-def grants(granted: Iterable[str], required: str) -> bool:
-    """True when `granted` holds `required` itself or the wildcard of its family ("download:*")."""
-    if not required:
-        return True
-    family = required.split(":", 1)[0]
-    return any(scope in (required, f"{family}:*") for scope in granted)
 
 
 def require_scope(principal: Principal, scope: str) -> None:
@@ -162,7 +148,8 @@ async def authenticate_api_key(
         kind="api_key",
         user_id=key.owner_user_id,
         role=key.owner.role,
-        scopes=frozenset(key.scopes),
+        # Capped by the owner's role now: a demoted admin's admin:* key loses admin:*.
+        scopes=capped_by_role(key.scopes, key.owner.role),
         api_key_id=key.id,
         display=f"{key.prefix} ({key.name})",
         rate_limit=RateLimit.of(key.requests_per_minute, key.burst),

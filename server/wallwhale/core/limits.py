@@ -122,6 +122,30 @@ class RateLimiter:
         async with self._one_writer or contextlib.nullcontext():
             return await self._connections.write(lambda connection: self._acquire(connection, subject, limit))
 
+    async def peek(self, subject: str, limit: RateLimit) -> RateDecision:
+        """Whether a request would pass now, taking nothing (a plain read)."""
+        if limit.requests_per_minute <= 0:
+            return RateDecision(False, 0, 0, _BLOCKED_RETRY_SECONDS, _BLOCKED_RETRY_SECONDS)
+        return await self._connections.read(lambda connection: self._peek(connection, subject, limit))
+
+    def _peek(self, connection: Connection, subject: str, limit: RateLimit) -> RateDecision:
+        now = self._clock()
+        _require_aware(now)
+        now_us = (now - _EPOCH) // _MICROSECOND
+        interval = -(-_MINUTE_US // limit.requests_per_minute)
+        window = limit.burst * interval
+        tat = self._table.c.theoretical_arrival_us
+        current = connection.scalar(sa.select(tat).where(self._table.c.subject == subject))
+        full_at = max(int(current or now_us), now_us)
+        allowed = full_at + interval <= now_us + window
+        return RateDecision(
+            allowed=allowed,
+            limit=limit.burst,
+            remaining=max(0, (now_us + window - full_at) // interval),
+            reset_after=(full_at - now_us) / 1e6,
+            retry_after=0.0 if allowed else max(0, full_at + interval - window - now_us) / 1e6,
+        )
+
     def _acquire(self, connection: Connection, subject: str, limit: RateLimit) -> RateDecision:
         now = self._clock()
         _require_aware(now)

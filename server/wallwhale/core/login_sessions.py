@@ -11,19 +11,19 @@
 
 from __future__ import annotations
 
-import functools
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
-from wallwhale.core.identity import Principal, role_scopes
+from wallwhale.core.identity import Principal
+from wallwhale.core.login_throttle import LoginThrottle
+from wallwhale.core.scopes import role_scopes
 from wallwhale.core.tokens import new_token, token_hash
 from wallwhale.db.models import RefreshToken, User
 from wallwhale.errors import InvalidArgument, Unauthenticated
@@ -35,13 +35,10 @@ AUDIENCE = "wallwhale-api"
 REFRESH_PREFIX = "wwr_"
 
 
-@functools.cache
-def _dummy_hash() -> str:
-    """Verified when the e-mail is unknown, so that a wrong e-mail costs the same time as a wrong password.
-
-    Made on the first unknown e-mail, not at import, where it cost about 0.3 s of every start-up.
-    """
-    return passwords.hash_password(secrets.token_urlsafe(16))
+def _issued_before(claims: dict[str, Any], changed: datetime | None) -> bool:
+    # iat has whole seconds: a token of the same second as the change is let through (its session,
+    # if it predates the change, was revoked with it).
+    return changed is not None and int(claims["iat"]) < int(changed.timestamp())
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,10 @@ class LoginSessions:
         clock: Callable[[], datetime],
         access_ttl: timedelta,
         refresh_ttl: timedelta,
+        throttle: LoginThrottle | None = None,
     ):
         self._sessions = sessions
+        self._throttle = throttle
         self._secret = secret
         self._clock = clock
         self._access_ttl = access_ttl
@@ -79,17 +78,36 @@ class LoginSessions:
         if not password:
             raise InvalidArgument.field("password", "is required")
         wrong = Unauthenticated("the e-mail or the password is wrong", reason="CREDENTIALS_INVALID")
+        email = email.strip().lower()
+        if self._throttle is not None:
+            await self._throttle.check(email, client.address)
+        # The hash is verified outside any transaction, on the hash pool (core.passwords): a
+        # short read, the verification, then a short write that rechecks what was read.
+        async with self._sessions() as session:
+            user = await session.scalar(select(User).where(User.email == email))
+        verified_hash = user.password_hash if user is not None else None
+        # A disabled user gets the same answer as a wrong password, whether the password is right
+        # or not: a distinct answer would tell a guesser that the password was right.
+        if (
+            not await passwords.verify_password_async(verified_hash, password)
+            or user is None
+            or user.disabled
+        ):
+            if self._throttle is not None:
+                await self._throttle.failed(email, client.address)
+            raise wrong
+        rehashed = (
+            await passwords.hash_password_async(password)
+            if passwords.needs_rehash(user.password_hash)
+            else None
+        )
         async with self._sessions.begin() as session:
-            user = await session.scalar(select(User).where(User.email == email.strip().lower()))
-            if user is None:
-                passwords.verify_password(_dummy_hash(), password)
+            user = await session.get(User, user.id)
+            # Changed, disabled or deleted while the hash was verified: the verification is stale.
+            if user is None or user.password_hash != verified_hash or user.disabled:
                 raise wrong
-            if not passwords.verify_password(user.password_hash, password):
-                raise wrong
-            if user.disabled:
-                raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
-            if passwords.needs_rehash(user.password_hash):
-                user.password_hash = passwords.hash_password(password)
+            if rehashed is not None:
+                user.password_hash = rehashed
             user.last_login_time = self._clock()
             tokens = await self._issue(session, user, new_id(), client)
         return tokens, user
@@ -150,11 +168,17 @@ class LoginSessions:
             raise InvalidArgument.field(
                 "new_password", f"must be at least {passwords.MIN_PASSWORD_LENGTH} characters"
             )
+        async with self._sessions() as session:
+            user = await session.get(User, principal.user_id)
+        verified_hash = user.password_hash if user is not None else None
+        if not await passwords.verify_password_async(verified_hash, current):
+            raise InvalidArgument.field("current_password", "is wrong")
+        new_hash = await passwords.hash_password_async(new)
         async with self._sessions.begin() as session:
             user = await session.get(User, principal.user_id)
-            if user is None or not passwords.verify_password(user.password_hash, current):
+            if user is None or user.password_hash != verified_hash:
                 raise InvalidArgument.field("current_password", "is wrong")
-            user.password_hash = passwords.hash_password(new)
+            user.password_hash = new_hash
             # Every other session ends; the one making the change goes on.
             await self._revoke(
                 session,
@@ -166,12 +190,16 @@ class LoginSessions:
         claims = self._decode(token)
         async with self._sessions() as session:
             user = await session.get(User, claims["sub"])
-            revoked = await session.scalar(
-                select(RefreshToken.id)
-                .where(RefreshToken.family_id == claims["sid"], RefreshToken.revoke_time.is_not(None))
-                .limit(1)
-            )
-        if user is None or revoked is not None:
+            rows, revoked = (
+                await session.execute(
+                    select(func.count(), func.count(RefreshToken.revoke_time)).where(
+                        RefreshToken.family_id == claims["sid"], RefreshToken.user_id == claims["sub"]
+                    )
+                )
+            ).one()
+        # A session must exist and be live; a token from before the last credential change
+        # (password reset, disable) is refused even if its session were somehow live.
+        if user is None or rows == 0 or revoked > 0 or _issued_before(claims, user.credentials_changed_time):
             raise Unauthenticated("this session has ended; log in again", reason="CREDENTIALS_INVALID")
         if user.disabled:
             raise Unauthenticated("this user is disabled", reason="USER_DISABLED")
@@ -198,7 +226,7 @@ class LoginSessions:
             )
         except jwt.PyJWTError:
             raise invalid from None
-        if not isinstance(claims.get("exp"), int | float):
+        if not isinstance(claims.get("exp"), int | float) or not isinstance(claims.get("iat"), int | float):
             raise invalid
         # Ids go into queries as they are: only strings, as _issue writes them.
         if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("sid"), str):

@@ -1,4 +1,5 @@
-"""Retention: archives past their age, or beyond the disk budget (oldest first), are removed.
+"""Retention: archives past their age, or beyond the disk budget (oldest first), are removed; audit
+events past their age are deleted (prune_audit).
 
 The rows are marked EXPIRED (with a log event on the job) and committed before the files go (they are
 deleted after the commit, core.after_commit), so a crash in between leaves a file without a row
@@ -10,20 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import events
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.archives import item_in_use, shares_archive
 from wallwhale.core.events import EventKind, NewEvent
-from wallwhale.db.models import ArchiveState, Download
+from wallwhale.db.models import ArchiveState, AuditEvent, Download
 
 
 @dataclass(frozen=True)
 class Policy:
     max_age: timedelta | None
     budget_bytes: int | None
+    audit_max_age: timedelta | None = None
+
+    @property
+    def active(self) -> bool:
+        return any(value is not None for value in (self.max_age, self.budget_bytes, self.audit_max_age))
 
 
 async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> int:
@@ -88,3 +94,13 @@ async def _expire(session: AsyncSession, rows: list[Download], why: str, now: da
 def _hours(age: timedelta) -> str:
     hours = age.total_seconds() / 3600
     return f"{hours:g} hours"
+
+
+async def prune_audit(session: AsyncSession, policy: Policy, now: datetime) -> int:
+    """Deletes the audit events older than the policy keeps; returns how many."""
+    if policy.audit_max_age is None:
+        return 0
+    result = await session.execute(
+        delete(AuditEvent).where(AuditEvent.event_time < now - policy.audit_max_age)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency, passwords
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
+from wallwhale.core.text import check_display_text, display_text_violations
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
 from wallwhale.db.notify import Channel, announce
+from wallwhale.db.types import utcnow
 from wallwhale.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _EMAIL_MAX = 320
@@ -72,6 +74,7 @@ async def create_user(
         )
     if len(data.display_name) > 128:
         violations.append(FieldViolation("user.display_name", "must be at most 128 characters"))
+    violations += display_text_violations(data.display_name, "user.display_name")
     if violations:
         raise InvalidArgument(violations)
     if await session.scalar(select(User.id).where(User.email == email)):
@@ -132,7 +135,15 @@ async def update_user(
     if password:
         _check_password(password, "password")
     user = await get_user(session, user_id)
+    demoting = "role" in fields and data.role is UserRole.USER
+    disabling = "disabled" in fields and data.disabled
+    if (demoting or disabling) and await _is_last_active_admin(session, user):
+        field = "user.role" if demoting else "user.disabled"
+        raise InvalidArgument.field(field, "the last active admin cannot be demoted or disabled")
     if "display_name" in fields:
+        if len(data.display_name) > 128:
+            raise InvalidArgument.field("user.display_name", "must be at most 128 characters")
+        check_display_text(data.display_name, "user.display_name")
         user.display_name = data.display_name
     if "role" in fields:
         if data.role is None:
@@ -143,7 +154,14 @@ async def update_user(
     if password:
         user.password_hash = passwords.hash_password(password)
     if password or ("disabled" in fields and data.disabled):
-        await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
+        # Every session ends (kept, marked revoked), and access tokens issued until now are refused.
+        now = utcnow()
+        user.credentials_changed_time = now
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == user.id, RefreshToken.revoke_time.is_(None))
+            .values(revoke_time=now)
+        )
     await session.flush()
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     after_commit(session).forget_principals()
@@ -154,10 +172,25 @@ async def delete_user(session: AsyncSession, user_id: str, acting_user_id: str) 
     user = await get_user(session, user_id)
     if user.id == acting_user_id:
         raise InvalidArgument.field("id", "you cannot delete yourself")
-    admins = await session.scalar(select(func.count()).select_from(User).where(User.role == UserRole.ADMIN))
-    if user.role is UserRole.ADMIN and (admins or 0) <= 1:
-        raise InvalidArgument.field("id", "the last admin cannot be deleted")
+    if await _is_last_active_admin(session, user):
+        raise InvalidArgument.field("id", "the last active admin cannot be deleted")
     await session.execute(delete(ApiKey).where(ApiKey.owner_user_id == user.id))
     await session.delete(user)
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
     after_commit(session).forget_principals()
+
+
+async def _is_last_active_admin(session: AsyncSession, user: User) -> bool:
+    """True when `user` is an enabled admin and no other is: removing it would lock everyone out.
+
+    The other admins' rows are locked (PostgreSQL; SQLite writers are serialised anyway), so two
+    admins demoting each other at once cannot both succeed.
+    """
+    if user.role is not UserRole.ADMIN or user.disabled:
+        return False
+    others = await session.scalars(
+        select(User.id)
+        .where(User.role == UserRole.ADMIN, User.disabled.is_(False), User.id != user.id)
+        .with_for_update()
+    )
+    return not others.first()

@@ -165,6 +165,8 @@ class User(Base):
     create_time: Mapped[datetime] = _create_time()
     update_time: Mapped[datetime] = _update_time()
     last_login_time: Mapped[datetime | None]
+    # A password reset or a disable: access tokens issued before it are refused.
+    credentials_changed_time: Mapped[datetime | None]
 
     @validates("email")
     def _lower_email(self, key: str, value: str) -> str:

@@ -8,7 +8,7 @@ only methods outside that table and need no credentials. Credentials: `x-api-key
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -67,7 +67,11 @@ class AuthenticationInterceptor(CallInterceptor):
         audit: AuditWriter,
         logins: LoginSessions,
         principals: PrincipalCache | None = None,
+        refusals: Callable[[str], Awaitable[WallWhaleError | None]] | None = None,
     ):
+        # `refusals(address)`: counts a refused call against its address; the error to answer
+        # instead once the address has used up its budget (rpc.limits.address_refusal).
+        self._refusals = refusals
         self._rules = rules
         self._sessions = sessions
         self._clock = clock
@@ -91,7 +95,8 @@ class AuthenticationInterceptor(CallInterceptor):
             if call.principal is not None:
                 require_scope(call.principal, rule.scope)
         except WallWhaleError as denied:
-            await deny(self._audit, context, request, denied)
+            limited = await self._refusals(call.client_address) if self._refusals is not None else None
+            await deny(self._audit, context, request, limited or denied)
         yield
 
     async def _principal(self, metadata: dict[str, str], rule: Rule) -> Principal | None:

@@ -1,9 +1,10 @@
 """Rate limits per caller (core.limits), after authentication and before the method runs.
 
-Only authenticated calls count: an API key against its own limit, a person (access token) against
-the server's per-user setting. Anonymous calls (Login, Refresh, Logout), health and reflection have
-no principal and pass untouched. Every counted call gets x-ratelimit-limit, -remaining and -reset
-in its response headers, whether it passes or not.
+An API key counts against its own limit, a person (access token) against the server's per-user
+setting, and anonymous calls (Login, Refresh, Logout) against a budget per client address, which
+the calls refused by authentication share (see address_refusal): nobody slows the others by
+sending many calls without valid credentials. Health and reflection are not counted. Every counted
+call gets x-ratelimit-limit, -remaining and -reset in its response headers, whether it passes or not.
 """
 
 from __future__ import annotations
@@ -18,22 +19,50 @@ from grpc import aio
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import RateDecision, RateLimit, RateLimiter, rate_limited
-from wallwhale.errors import Unavailable
+from wallwhale.errors import RateLimited, Unavailable
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.audit import deny
+from wallwhale.rpc.authentication import PUBLIC_SERVICES
 from wallwhale.rpc.calls import CallInterceptor, current_call
 
 _log = get_logger("wallwhale.rpc")
 
 
+def address_subject(address: str) -> str:
+    return f"addresses/{address[:48]}"
+
+
+async def address_refusal(limiter: RateLimiter, limit: RateLimit | None, address: str) -> RateLimited | None:
+    """Takes one call from the client address's budget; the error to answer instead when it is
+    empty (None: go on). A store that fails lets the call go on to its own refusal."""
+    if limit is None or not address:
+        return None
+    subject = address_subject(address)
+    try:
+        decision = await limiter.acquire(subject, limit)
+    except Exception as exc:
+        _log.warning("rate limit store failed", error=str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+    return None if decision.allowed else rate_limited(subject, limit, decision)
+
+
 class RateLimitInterceptor(CallInterceptor):
-    def __init__(self, limiter: RateLimiter, audit: AuditWriter, user_limit: RateLimit | None = None):
+    def __init__(
+        self,
+        limiter: RateLimiter,
+        audit: AuditWriter,
+        user_limit: RateLimit | None = None,
+        address_limit: RateLimit | None = None,
+    ):
         self._limiter = limiter
         self._audit = audit
         self._user_limit = user_limit
+        self._address_limit = address_limit
 
-    def _limit_of(self, principal: Principal) -> tuple[str, RateLimit | None]:
+    def _limit_of(self, principal: Principal | None, address: str) -> tuple[str, RateLimit | None]:
+        if principal is None:
+            return (address_subject(address), self._address_limit) if address else ("", None)
         if principal.api_key_id:
             return f"api-keys/{principal.api_key_id}", principal.rate_limit
         return f"users/{principal.user_id}", self._user_limit
@@ -43,7 +72,8 @@ class RateLimitInterceptor(CallInterceptor):
         self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
         call = current_call()
-        subject, limit = self._limit_of(call.principal) if call.principal else ("", None)
+        public = call.principal is None and call.method.startswith(PUBLIC_SERVICES)
+        subject, limit = ("", None) if public else self._limit_of(call.principal, call.client_address)
         if limit is None:
             yield
             return

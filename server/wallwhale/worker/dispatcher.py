@@ -53,8 +53,7 @@ class Dispatcher:
             asyncio.create_task(self._dispatch(), name="worker-dispatch"),
             asyncio.create_task(self._keep_leases(), name="worker-leases"),
         ]
-        policy = self.settings.retention_policy
-        if policy.max_age is not None or policy.budget_bytes is not None:
+        if self.settings.retention_policy.active:
             self._loops.append(asyncio.create_task(self._retain(), name="worker-retention"))
 
     def wake(self) -> None:
@@ -140,6 +139,7 @@ class Dispatcher:
     async def apply_retention(self) -> int:
         """One retention sweep; returns how many archives it removed."""
         async with self.context.sessions.begin() as session:
+            await retention.prune_audit(session, self.settings.retention_policy, self.context.clock())
             return await retention.sweep(session, self.settings.retention_policy, self.context.clock())
 
     # --- loops ----------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ def _account_input(account: admin_pb2.SteamAccount) -> steam_accounts.AccountInp
 _ACCOUNT_STATUSES = {v: k for k, v in convert.ACCOUNT_STATUSES.items()}
 
 
+def _caller_scopes() -> frozenset[str]:
+    principal = current_call().principal
+    return principal.scopes if principal is not None else frozenset()
+
+
 def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
     limits = key.limits
 
@@ -152,7 +157,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         owner = request.api_key.owner_user_id or (principal.user_id if principal else "")
         async with self._sessions.begin() as session:
             created = await api_keys.create_api_key(
-                session, _key_input(request.api_key, owner), self._clock(), _request_key(request.request_id)
+                session,
+                _key_input(request.api_key, owner),
+                self._clock(),
+                _caller_scopes(),
+                _request_key(request.request_id),
             )
         row = created.row
         _audit_created(f"api-keys/{row.id}", created.repeated)
@@ -199,7 +208,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         fields = _mask(request.update_mask, api_keys.UPDATABLE)
         async with self._sessions.begin() as session:
             row = await api_keys.update_api_key(
-                session, request.api_key.id, _key_input(request.api_key, ""), fields, self._clock()
+                session,
+                request.api_key.id,
+                _key_input(request.api_key, ""),
+                fields,
+                self._clock(),
+                _caller_scopes(),
             )
         return admin_pb2.UpdateApiKeyResponse(api_key=convert.api_key(row))
 
