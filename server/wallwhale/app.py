@@ -67,7 +67,7 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
     budget = settings.archive_disk_budget_mb * 1024 * 1024
     return WorkerSettings(
         instance_id=instance_id,
-        executable=settings.depotdownloader_path,
+        executable=settings.resolved_depotdownloader_path,
         storage=storage,
         homes=(settings.data_dir / "steam-homes").resolve(),
         max_concurrent=settings.max_concurrent_downloads,
@@ -168,7 +168,7 @@ class WallWhaleServer:
             ],
         )
         probe = StatusProbe(
-            self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
+            self.engine, self.sessions, settings.resolved_depotdownloader_path, settings.resolved_storage_dir
         )
         keyring = keyring_for(settings)
         self.hub = EventHub(readers)

@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, depotdownloader.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
     )
+    downloader = commands.add_parser("depotdownloader", help="the DepotDownloader binary downloads run")
+    downloader_commands = downloader.add_subparsers(
+        dest="downloader_command", required=True, metavar="ACTION"
+    )
+    install = downloader_commands.add_parser(
+        "install", help="download, verify and unpack a release under the data directory"
+    )
+    install.add_argument("--version", dest="dd_version", help="release number (default: the pinned one)")
+    install.add_argument("--url", help="where releases are downloaded from (WALLWHALE_DEPOTDOWNLOADER_URL)")
+    install.add_argument(
+        "--sha256", help="the published sha256 of the platform's zip (required where none is pinned)"
+    )
     return parser
 
 
@@ -73,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "keys":
             return _keys(settings, args.keys_command)
+        if args.command == "depotdownloader":
+            return _install_depotdownloader(settings, args.dd_version, args.url, args.sha256)
         if args.command == "bootstrap":
             return asyncio.run(_bootstrap(settings, args.email, as_json=args.json, if_empty=args.if_empty))
         return _serve(settings, args.port_file)
@@ -126,6 +140,30 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
             f"  e-mail:    {result.email}\n"
             f"  password:  {result.password}\n"
             f"  API key:   {result.api_key}   (send as the x-api-key header)"
+        )
+    return EXIT_OK
+
+
+def _install_depotdownloader(
+    settings: Settings, version: str | None, url: str | None, sha256: str | None
+) -> int:
+    from wallwhale.steam import install
+
+    try:
+        installed = install.install(
+            settings.data_dir,
+            version=version or install.PINNED_VERSION,
+            base_url=url or settings.depotdownloader_url,
+            sha256=sha256,
+        )
+    except install.InstallError as exc:
+        print(f"wallwhale: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(install.describe(installed))
+    if settings.depotdownloader_path is not None:
+        print(
+            f"note: WALLWHALE_DEPOTDOWNLOADER_PATH={settings.depotdownloader_path} is set and wins;"
+            " unset it to use this copy"
         )
     return EXIT_OK
 

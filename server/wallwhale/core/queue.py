@@ -275,10 +275,20 @@ async def _take_free_account(
     return None
 
 
+# How an admin adds one, through each door.
+_ADD_ACCOUNT = (
+    "CLI: `wallwhale-cli accounts add USERNAME`; REST: POST /v1/admin/steam-accounts"
+    ' with {"steam_account": {"username": ...}, "password": ...}'
+)
+
+
 def _no_account_message(download: Download) -> str:
     if download.requested_steam_account_id:
         return "the requested Steam account is disabled, removed, or known not to own the item's app"
-    return f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
+    return (
+        f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
+        f" ({_ADD_ACCOUNT})"
+    )
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,30 @@ an empty argv opens a blocking message box on Windows). It prints, then exits 0:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+# Passed through to DepotDownloader when set; everything else in our environment stays ours.
+_INHERITED_ENV = (
+    "PATH",
+    "TZ",
+    "DOTNET_ROOT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
+# Every message that says the binary is missing names both ways out.
+HOW_TO_GET_IT = (
+    "install it with `wallwhale depotdownloader install` or point WALLWHALE_DEPOTDOWNLOADER_PATH at it"
+)
 _VERSION = re.compile(r"^DepotDownloader v(\S+)", re.MULTILINE)
 _RUNTIME = re.compile(r"^Runtime: (.+?)\s*$", re.MULTILINE)
 
@@ -27,6 +46,20 @@ class DownloaderInfo:
     error: str = ""
 
 
+def child_environment(home: Path) -> dict[str, str]:
+    """The minimal environment every DepotDownloader child gets, with `home` as its private HOME."""
+    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    env.update(
+        HOME=str(home),
+        # .NET's LocalApplicationData, where the isolated storage with account.config lives.
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        TMPDIR=str(home / "tmp"),
+        LANG="C.UTF-8",
+        DOTNET_CLI_TELEMETRY_OPTOUT="1",
+    )
+    return env
+
+
 def resolve(path: Path) -> Path | None:
     """The executable for a configured path: a file, or a bare name looked up on PATH."""
     if path.parent == Path() and not path.exists():
@@ -35,10 +68,11 @@ def resolve(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-async def probe(path: Path, time_limit: float = 10.0) -> DownloaderInfo:
+async def probe(path: Path, time_limit: float = 10.0, *, home: Path | None = None) -> DownloaderInfo:
+    """Runs `path -V`; with `home`, in the minimal environment jobs get (as a job would run it)."""
     executable = resolve(path)
     if executable is None:
-        return DownloaderInfo(False, error=f"DepotDownloader not found at {path}")
+        return DownloaderInfo(False, error=f"DepotDownloader not found at {path}: {HOW_TO_GET_IT}")
     try:
         process = await asyncio.create_subprocess_exec(
             str(executable),
@@ -46,6 +80,7 @@ async def probe(path: Path, time_limit: float = 10.0) -> DownloaderInfo:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=child_environment(home) if home is not None else None,
         )
     except OSError as exc:
         return DownloaderInfo(False, error=f"cannot run {executable}: {exc.strerror or exc}")

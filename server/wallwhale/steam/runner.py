@@ -26,27 +26,16 @@ from pathlib import Path
 
 from wallwhale.log import get_logger
 from wallwhale.steam import output
-from wallwhale.steam.depotdownloader import resolve
+from wallwhale.steam.depotdownloader import HOW_TO_GET_IT, child_environment, resolve
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 
-# Passed through to DepotDownloader when set; everything else in our environment stays ours.
-_INHERITED_ENV = (
-    "PATH",
-    "TZ",
-    "DOTNET_ROOT",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-)
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
 # Clients see this; the configured path (a server detail) is in the status service for admins.
-_NOT_FOUND = "DepotDownloader was not found where the server is configured to run it (see GetStatus)"
+_NOT_FOUND = (
+    f"DepotDownloader was not found where the server is configured to run it: {HOW_TO_GET_IT}"
+    " (GetStatus shows the configured path)"
+)
 _log = get_logger("wallwhale.runner")
 
 
@@ -125,16 +114,7 @@ class RunRequest:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
-        env.update(
-            HOME=str(self.home),
-            # .NET's LocalApplicationData, where the isolated storage with account.config lives.
-            XDG_DATA_HOME=str(self.home / ".local" / "share"),
-            TMPDIR=str(self.home / "tmp"),
-            LANG="C.UTF-8",
-            DOTNET_CLI_TELEMETRY_OPTOUT="1",
-        )
-        return env
+        return child_environment(self.home)
 
 
 class RunHooks:
@@ -220,9 +200,8 @@ class Runner:
                 start_new_session=True,  # its own process group, so a stop reaches its children too
             )
         except OSError as exc:
-            return RunResult(
-                None, _unavailable(f"DepotDownloader cannot be started: {exc.strerror or exc}"), transcript
-            )
+            problem = f"DepotDownloader cannot be started: {exc.strerror or exc}; {HOW_TO_GET_IT}"
+            return RunResult(None, _unavailable(problem), transcript)
         self.pid = process.pid
         run = _Run(self.request, self.hooks, process, transcript)
         readers = [
