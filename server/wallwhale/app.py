@@ -209,7 +209,8 @@ class WallWhaleServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusServicer(probe, self.instance_id, self.catalog), self.server
+            StatusServicer(probe, self.instance_id, self.catalog, settings.max_concurrent_downloads),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

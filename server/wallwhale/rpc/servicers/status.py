@@ -74,9 +74,14 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         health = self._catalog.health
         if health is None:  # lookups are turned off
             return None
+        state = {
+            None: status_pb2.WEB_API_REACHABILITY_UNKNOWN,
+            True: status_pb2.WEB_API_REACHABILITY_REACHABLE,
+            False: status_pb2.WEB_API_REACHABILITY_UNREACHABLE,
+        }[health.reachable]
         return status_pb2.SteamWebApiStatus(
-            # Not asked yet counts as reachable: nothing has failed.
-            reachable=health.reachable is not False,
+            reachable=health.reachable is True,
+            state=state,
             last_success_time=convert.timestamp(datetime.fromtimestamp(health.last_success, UTC))
             if health.last_success
             else None,
