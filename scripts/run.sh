@@ -137,6 +137,10 @@ Try it (another terminal, from this folder):
 Stop with Ctrl-C.
 
 INFO
+# What downloads need, each with its fix (the same checks as `wallwhale doctor`); never fatal here.
+echo "What downloads need (wallwhale doctor):"
+.venv/bin/wallwhale doctor 2>&1 | sed 's/^/  /' || true
+echo
 
 # Runs until a signal or until one process ends. Ctrl-C reaches every process of the terminal at
 # once, and a server that ends cleanly on it keeps bash from running the INT trap: so a clean exit

@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys, depotdownloader.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, depotdownloader, doctor.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import multiprocessing
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
     )
+    doctor = commands.add_parser(
+        "doctor", help="what downloads need, each with its fix (exit 0 only when a download can run)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     downloader = commands.add_parser("depotdownloader", help="the DepotDownloader binary downloads run")
     downloader_commands = downloader.add_subparsers(
         dest="downloader_command", required=True, metavar="ACTION"
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "keys":
             return _keys(settings, args.keys_command)
+        if args.command == "doctor":
+            return asyncio.run(_doctor(settings, as_json=args.json))
         if args.command == "depotdownloader":
             return _install_depotdownloader(settings, args.dd_version, args.url, args.sha256)
         if args.command == "bootstrap":
@@ -142,6 +149,46 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
             f"  API key:   {result.api_key}   (send as the x-api-key header)"
         )
     return EXIT_OK
+
+
+async def _doctor(settings: Settings, *, as_json: bool) -> int:
+    from wallwhale.core import status
+    from wallwhale.db import engine as db_engine
+    from wallwhale.db import migrate
+    from wallwhale.steam.webapi import SteamWebApi
+
+    engine = db_engine.create_engine(settings.resolved_database_url)
+    downloader = settings.resolved_depotdownloader_path
+    probe = status.StatusProbe(
+        engine, db_engine.session_factory(engine), downloader, settings.resolved_storage_dir
+    )
+    api = SteamWebApi(settings.steam_web_api_url, timeout_seconds=5.0) if settings.steam_web_api_url else None
+    try:
+        report, web_api = await asyncio.gather(probe.report(), api.ping() if api else _nothing())
+    finally:
+        await engine.dispose()
+        if api is not None:
+            await api.aclose()
+    found = status.checks(report, web_api, migrate.head_revision(), downloader)
+    ready = status.can_download(found)
+    if as_json:
+        print(json.dumps({"ready": ready, "checks": [dataclasses.asdict(check) for check in found]}))
+    else:
+        for check in found:
+            mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+            print(
+                f"{mark} {check.name}: {check.detail}" + (f"\n       fix: {check.fix}" if check.fix else "")
+            )
+        print(
+            "ready: a download can run"
+            if ready
+            else "not ready: downloads fail until the FAIL lines are fixed"
+        )
+    return EXIT_OK if ready else EXIT_FAILURE
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _install_depotdownloader(

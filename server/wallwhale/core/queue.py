@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, transition
 from wallwhale.core.events import StoredEvent
 from wallwhale.core.states import ACTIVE_STATES
+from wallwhale.core.steam_accounts import ADD_ACCOUNT_HINT
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.steam.output import Phase, Reason
 
@@ -275,19 +276,12 @@ async def _take_free_account(
     return None
 
 
-# How an admin adds one, through each door.
-_ADD_ACCOUNT = (
-    "CLI: `wallwhale-cli accounts add USERNAME`; REST: POST /v1/admin/steam-accounts"
-    ' with {"steam_account": {"username": ...}, "password": ...}'
-)
-
-
 def _no_account_message(download: Download) -> str:
     if download.requested_steam_account_id:
         return "the requested Steam account is disabled, removed, or known not to own the item's app"
     return (
         f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
-        f" ({_ADD_ACCOUNT})"
+        f" ({ADD_ACCOUNT_HINT})"
     )
 
 
