@@ -23,6 +23,7 @@ from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
+from wallwhale.core.key_usage import KeyUsage
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.retention import Policy
@@ -120,6 +121,7 @@ class WallWhaleServer:
         readers = db_engine.read_only_sessions(self.engine)
         self.connections = db_engine.ConnectionRunner(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
+        self.key_usage = KeyUsage(self.sessions, settings.api_key_usage_flush_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
         logins = LoginSessions(
@@ -151,7 +153,9 @@ class WallWhaleServer:
                             self.audit,
                         ),
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
-                        AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
+                        AuthenticationInterceptor(
+                            rules, readers, clock, self.audit, logins, self.principals, self.key_usage
+                        ),
                         RateLimitInterceptor(
                             RateLimiter(self.connections, self.engine.dialect.name, clock),
                             self.audit,
@@ -257,6 +261,7 @@ class WallWhaleServer:
         await self._set_health(serving)
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
         self.audit.start()
+        self.key_usage.start()
         if self.settings.metrics_port >= 0:
             self.metrics_server = metrics.MetricsServer(
                 self.settings.metrics_host, self.settings.metrics_port
@@ -288,6 +293,7 @@ class WallWhaleServer:
             await self._health_task  # it sees the flag after its current check (bounded by the ping timeout)
         await self.server.stop(grace)
         await self.audit.close()  # after the last call ended, so its record is stored too
+        await self.key_usage.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()

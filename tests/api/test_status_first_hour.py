@@ -62,3 +62,16 @@ async def test_the_web_api_is_unknown_until_asked_then_reachable_or_not(
     assert down.state == status_pb2.WEB_API_REACHABILITY_UNREACHABLE
     assert not down.reachable
     assert "503" in down.error
+
+
+async def test_archive_bytes_is_the_space_archives_take(harness: Harness) -> None:
+    await harness.start()
+    assert (await status(harness)).storage.archive_bytes == 0
+    await harness.add_account("alice_we", "pw")
+    harness.steam.add_item(ITEM, files={"scene.pkg": 200_000, "project.json": b"{}"})
+    first = await harness.wait_for((await harness.create(str(ITEM))).id)
+    second = await harness.wait_for((await harness.create(str(ITEM))).id)
+    assert first.archive.size_bytes > 0
+    # A copy served from the cache shares its file, which is counted once.
+    expected = first.archive.size_bytes + (0 if second.from_cache else second.archive.size_bytes)
+    assert (await status(harness)).storage.archive_bytes == expected

@@ -60,6 +60,7 @@ class StatusReport:
     storage: StorageReport
     queue: QueueReport
     active_steam_accounts: int
+    archive_bytes: int = 0
 
 
 @dataclass
@@ -73,8 +74,8 @@ class StatusProbe:
     async def report(self) -> StatusReport:
         database = await self.database()
         downloader, storage = await asyncio.gather(self.downloader(), asyncio.to_thread(self.storage))
-        queue, accounts = (await self._counts()) if database.ok else (QueueReport(), 0)
-        return StatusReport(database, downloader, storage, queue, accounts)
+        queue, accounts, archives = (await self._counts()) if database.ok else (QueueReport(), 0, 0)
+        return StatusReport(database, downloader, storage, queue, accounts, archives)
 
     async def database(self) -> DatabaseReport:
         backend = db_engine.backend_name(self.engine)
@@ -104,16 +105,17 @@ class StatusProbe:
             return StorageReport(False, error=f"{exc.strerror or exc} ({self.storage_dir.name})")
         return StorageReport(os.access(self.storage_dir, os.W_OK), usage.free, usage.total)
 
-    async def _counts(self) -> tuple[QueueReport, int]:
+    async def _counts(self) -> tuple[QueueReport, int, int]:
         async with self.sessions() as session:
             by_state = await reports.downloads_by_state(session)
             accounts = await reports.active_steam_accounts(session)
+            archives = await reports.archive_bytes(session)
         queue = QueueReport(
             queued=by_state.get(DownloadState.QUEUED, 0),
             running=by_state.get(DownloadState.RUNNING, 0) + by_state.get(DownloadState.ARCHIVING, 0),
             waiting_for_steam_guard=by_state.get(DownloadState.WAITING_FOR_STEAM_GUARD, 0),
         )
-        return queue, accounts
+        return queue, accounts, archives
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
                 writable=report.storage.writable,
                 free_bytes=report.storage.free_bytes,
                 total_bytes=report.storage.total_bytes,
+                archive_bytes=report.archive_bytes,
                 error=report.storage.error,
             ),
             queue=status_pb2.QueueStatus(
