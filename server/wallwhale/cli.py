@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys, depotdownloader, doctor.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, admin, depotdownloader, doctor.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -55,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
     )
+    admin = commands.add_parser(
+        "admin", help="recovery on the database itself, for whoever runs the server (audited)"
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    issue = admin_commands.add_parser(
+        "issue-key", help="a new admin API key for an existing admin (printed once)"
+    )
+    reset = admin_commands.add_parser(
+        "reset-password", help="a generated password for a user (printed once); their login sessions end"
+    )
+    for recovery_command in (issue, reset):
+        recovery_command.add_argument("--email", required=True, help="the user's e-mail")
+        recovery_command.add_argument("--json", action="store_true", help="print the result as JSON")
     doctor = commands.add_parser(
         "doctor", help="what downloads need, each with its fix (exit 0 only when a download can run)"
     )
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "keys":
             return _keys(settings, args.keys_command)
+        if args.command == "admin":
+            return asyncio.run(_recover(settings, args.admin_command, args.email, as_json=args.json))
         if args.command == "doctor":
             return asyncio.run(_doctor(settings, as_json=args.json))
         if args.command == "depotdownloader":
@@ -148,6 +163,34 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
             f"  password:  {result.password}\n"
             f"  API key:   {result.api_key}   (send as the x-api-key header)"
         )
+    return EXIT_OK
+
+
+async def _recover(settings: Settings, action: str, email: str, *, as_json: bool) -> int:
+    from wallwhale.core import recovery
+    from wallwhale.db import engine as db_engine
+
+    engine = db_engine.create_engine(settings.resolved_database_url)
+    try:
+        sessions = db_engine.session_factory(engine)
+        if action == "issue-key":
+            key = await recovery.issue_admin_key(sessions, email)
+            result = {
+                "user_id": key.user_id,
+                "email": key.email,
+                "api_key": key.api_key,
+                "api_key_id": key.api_key_id,
+            }
+            text = f"New admin API key for {key.email} (shown once): {key.api_key}   (send as x-api-key)"
+        else:
+            new = await recovery.reset_password(sessions, email)
+            result = {"user_id": new.user_id, "email": new.email, "password": new.password}
+            text = (
+                f"New password for {new.email} (shown once): {new.password}\nTheir login sessions were ended."
+            )
+    finally:
+        await engine.dispose()
+    print(json.dumps(result) if as_json else text)
     return EXIT_OK
 
 
