@@ -51,6 +51,10 @@ from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.server")
 
+
+class CannotListen(Exception):
+    """The gRPC address is taken or not ours; the message names the setting that moves it."""
+
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
 
@@ -254,18 +258,30 @@ class WallWhaleServer:
 
     async def start(self) -> None:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc says only "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {address}")
+            raise CannotListen(
+                f"cannot listen on {address} (is another server using the port?);"
+                " choose another with WALLWHALE_GRPC_PORT or --port"
+            )
         serving = await self._database_answers()
         await self._set_health(serving)
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
         self.audit.start()
         self.key_usage.start()
         if self.settings.metrics_port >= 0:
-            self.metrics_server = metrics.MetricsServer(
-                self.settings.metrics_host, self.settings.metrics_port
-            )
+            try:
+                self.metrics_server = metrics.MetricsServer(
+                    self.settings.metrics_host, self.settings.metrics_port
+                )
+            except OSError as exc:
+                raise CannotListen(
+                    f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port}"
+                    f" ({exc.strerror or exc}); choose another port with WALLWHALE_METRICS_PORT (-1: off)"
+                ) from None
         await self.server.start()
         if self.listener is not None:
             self.listener.start()

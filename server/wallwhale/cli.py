@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import gc
 import json
 import multiprocessing
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -288,6 +290,14 @@ async def _rotate(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, port_file: Path | None) -> int:
+    if (taken := _port_taken(settings.grpc_host, settings.grpc_port)) is not None:
+        # Before migrating and before gRPC's own bind, which logs a line of its own.
+        print(
+            f"wallwhale: {taken} is in use (another server?); choose another port with"
+            " WALLWHALE_GRPC_PORT or --port",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if settings.migrate_on_start:
         # In a child process: Alembic (about 11 MB) is needed once, not for the server's lifetime.
         child = multiprocessing.get_context("spawn").Process(
@@ -298,8 +308,33 @@ def _serve(settings: Settings, port_file: Path | None) -> int:
         if child.exitcode != EXIT_OK:
             print("wallwhale: the database migration failed; not serving", file=sys.stderr)
             return EXIT_FAILURE
-    asyncio.run(_run_server(settings, port_file))
+    from wallwhale.app import CannotListen
+
+    try:
+        asyncio.run(_run_server(settings, port_file))
+    except CannotListen as exc:
+        print(f"wallwhale: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """The address, when something listens on it already; None when it is free or cannot be told."""
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # gRPC reports a bad host itself
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"{host}:{port}"
+    return None
 
 
 def _migrate_in_child(settings: Settings) -> None:
