@@ -15,9 +15,17 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.depotdownloader import RUNTIME, VERSION
-from wallwhale import cli
+from wallwhale import cli, log
 from wallwhale.config import load_settings
 from wallwhale.steam import install
+
+
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main configures logging for a process; in-process it would point the root logger at this
+    test's captured (soon closed) stream for every later test."""
+    monkeypatch.setattr(log, "configure", lambda *args, **kwargs: None)
+
 
 # Answers -V as the reference says (docs/depotdownloader-reference.md §1.1).
 FAKE_BINARY = f"""#!/bin/sh

@@ -12,12 +12,19 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAKE_DEPOTDOWNLOADER
-from wallwhale import cli
+from wallwhale import cli, log
 from wallwhale.app import keyring_for
 from wallwhale.config import load_settings
 from wallwhale.core import steam_accounts
 from wallwhale.db import engine as db_engine
 from wallwhale.db import migrate
+
+
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main configures logging for a process; in-process it would point the root logger at this
+    test's captured (soon closed) stream for every later test."""
+    monkeypatch.setattr(log, "configure", lambda *args, **kwargs: None)
 
 
 @pytest.fixture

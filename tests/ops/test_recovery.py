@@ -13,12 +13,19 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from tests.engine_support import Harness, harness_for
-from wallwhale import cli
+from wallwhale import cli, log
 from wallwhale.db import engine as db_engine
 from wallwhale.db.models import AuditEvent
 from wallwhale.v1 import admin_pb2, auth_pb2, auth_pb2_grpc
 
 ADMIN = "admin@example.test"  # the harness's first admin
+
+
+@pytest.fixture(autouse=True)
+def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main configures logging for a process; in-process it would point the root logger at this
+    test's captured (soon closed) stream for every later test."""
+    monkeypatch.setattr(log, "configure", lambda *args, **kwargs: None)
 
 
 @pytest_asyncio.fixture
