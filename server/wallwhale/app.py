@@ -173,6 +173,10 @@ class WallWhaleServer:
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # Room for Envoy's copy of a REST body (x-wallwhale-rest-body, up to 32 KiB as
+                # base64); gRPC's default of 8 KiB would refuse calls with larger bodies.
+                ("grpc.max_metadata_size", 64 * 1024),
+                ("grpc.absolute_max_metadata_size", 64 * 1024),
             ],
         )
         probe = StatusProbe(

@@ -80,3 +80,16 @@ async def test_a_forged_copy_header_cannot_fake_a_body(stack: tuple[Envoy, dict[
         headers={**key, "x-wallwhale-rest-body": "eyJib2d1cyI6IDF9"},  # {"bogus": 1}
     )
     assert reply.status == 200, reply.body
+
+
+async def test_a_large_body_is_checked_too(stack: tuple[Envoy, dict[str, str]]) -> None:
+    envoy, key = stack
+    # About 30 KiB: its copy is over gRPC's default metadata limit of 8 KiB.
+    reply = await http(
+        "POST",
+        envoy.url("/v1/admin/steam-accounts"),
+        json_body={"steamAccount": {"username": "dave_we", "displayName": "d" * 30_000}, "pasword": "pw"},
+        headers=key,
+    )
+    assert reply.status == 400, reply.body
+    assert [v["field"] for v in violations(reply.json())] == ["pasword"]
