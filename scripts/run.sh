@@ -14,7 +14,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh >/dev/null
 export WALLWHALE_DATA_DIR=${WALLWHALE_DATA_DIR:-var}
 export WALLWHALE_GRPC_HOST=${WALLWHALE_GRPC_HOST:-127.0.0.1}
 export WALLWHALE_LOG_FORMAT=${WALLWHALE_LOG_FORMAT:-console}
@@ -28,6 +27,46 @@ admin_port=${WALLWHALE_ENVOY_ADMIN_PORT:-9901}
 # x-forwarded-for who the client is; a client on 127.0.0.1 cannot.
 envoy_source=127.0.0.2
 export WALLWHALE_TRUSTED_PROXIES=${WALLWHALE_TRUSTED_PROXIES:-$envoy_source}
+
+# Refused before anything starts: a second run.sh on this data directory, or a port in use.
+mkdir -p "$WALLWHALE_DATA_DIR"
+exec 9>"$WALLWHALE_DATA_DIR/run.lock"
+if ! flock -n 9; then
+  echo "another scripts/run.sh runs on the data directory $WALLWHALE_DATA_DIR; stop it or set WALLWHALE_DATA_DIR" >&2
+  exit 2
+fi
+check_ports=("$envoy_port:WALLWHALE_ENVOY_PORT" "$admin_port:WALLWHALE_ENVOY_ADMIN_PORT")
+for ((i = 0; i < instances; i++)); do
+  check_ports+=("$((first_port + i)):WALLWHALE_GRPC_PORT")
+  [ "$metrics_port" -gt 0 ] && check_ports+=("$((metrics_port + i)):WALLWHALE_METRICS_PORT")
+done
+if ! python3 - "$WALLWHALE_GRPC_HOST" "$envoy_host" "${check_ports[@]}" <<'PY'; then
+import socket, sys
+
+grpc_host, envoy_host = sys.argv[1], sys.argv[2]
+for entry in sys.argv[3:]:
+    port, variable = entry.split(":")
+    host = envoy_host if variable.startswith("WALLWHALE_ENVOY_PORT") else "127.0.0.1"
+    host = grpc_host if variable == "WALLWHALE_GRPC_PORT" else host
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            print(f"port {port} on {host} is in use; choose another with {variable}", file=sys.stderr)
+            sys.exit(1)
+PY
+  exit 2
+fi
+
+# Setup again only when what it installs from changed (a second start takes seconds, not a minute).
+stamp=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh package-lock.json \
+  clients/typescript/package-lock.json web/package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/wallwhale ] || [ ! -d node_modules ] || [ ! -d web/node_modules ] \
+    || [ ! -d clients/typescript/node_modules ] || [ "$(cat .venv/.run-stamp 2>/dev/null)" != "$stamp" ]; then
+  bash scripts/setup.sh >/dev/null
+  echo "$stamp" >.venv/.run-stamp
+fi
 
 if [ "$instances" -gt 1 ]; then
   case "${WALLWHALE_DATABASE_URL:-}" in
@@ -137,6 +176,10 @@ Try it (another terminal, from this folder):
 Stop with Ctrl-C.
 
 INFO
+# What downloads need, each with its fix (the same checks as `wallwhale doctor`); never fatal here.
+echo "What downloads need (wallwhale doctor):"
+.venv/bin/wallwhale doctor 2>&1 | sed 's/^/  /' || true
+echo
 
 # Runs until a signal or until one process ends. Ctrl-C reaches every process of the terminal at
 # once, and a server that ends cleanly on it keeps bash from running the INT trap: so a clean exit

@@ -25,6 +25,7 @@ from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
+from wallwhale.core.key_usage import KeyUsage
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.login_throttle import LoginThrottle
@@ -57,6 +58,10 @@ from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.server")
 
+
+class CannotListen(Exception):
+    """The gRPC address is taken or not ours; the message names the setting that moves it."""
+
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
 
@@ -74,7 +79,7 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
     budget = settings.archive_disk_budget_mb * 1024 * 1024
     return WorkerSettings(
         instance_id=instance_id,
-        executable=settings.depotdownloader_path,
+        executable=settings.resolved_depotdownloader_path,
         storage=storage,
         homes=(settings.data_dir / "steam-homes").resolve(),
         sandbox=downloader_sandbox(settings, storage),
@@ -154,6 +159,7 @@ class WallWhaleServer:
         readers = db_engine.read_only_sessions(self.engine)
         self.connections = db_engine.ConnectionRunner(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
+        self.key_usage = KeyUsage(self.sessions, settings.api_key_usage_flush_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
@@ -201,6 +207,7 @@ class WallWhaleServer:
                             logins,
                             self.principals,
                             refusals=lambda address: address_refusal(limiter, by_address, address),
+                            usage=self.key_usage,
                         ),
                         RateLimitInterceptor(
                             limiter,
@@ -219,10 +226,14 @@ class WallWhaleServer:
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+                # Room for Envoy's copy of a REST body (x-wallwhale-rest-body, up to 32 KiB as
+                # base64); gRPC's default of 8 KiB would refuse calls with larger bodies.
+                ("grpc.max_metadata_size", 64 * 1024),
+                ("grpc.absolute_max_metadata_size", 64 * 1024),
             ],
         )
         probe = StatusProbe(
-            self.engine, self.sessions, settings.depotdownloader_path, settings.resolved_storage_dir
+            self.engine, self.sessions, settings.resolved_depotdownloader_path, settings.resolved_storage_dir
         )
         keyring = keyring_for(settings)
         self.hub = EventHub(readers)
@@ -270,7 +281,8 @@ class WallWhaleServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
-            StatusServicer(probe, self.instance_id, self.catalog), self.server
+            StatusServicer(probe, self.instance_id, self.catalog, settings.max_concurrent_downloads),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -310,17 +322,30 @@ class WallWhaleServer:
 
     async def start(self) -> None:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError:  # grpc says only "Failed to bind"
+            self.port = 0
         if self.port == 0:
-            raise RuntimeError(f"cannot listen on {address}")
+            raise CannotListen(
+                f"cannot listen on {address} (is another server using the port?);"
+                " choose another with WALLWHALE_GRPC_PORT or --port"
+            )
         serving = await self._database_answers()
         await self._set_health(serving)
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
         self.audit.start()
+        self.key_usage.start()
         if self.settings.metrics_port >= 0:
-            self.metrics_server = metrics.MetricsServer(
-                self.settings.metrics_host, self.settings.metrics_port
-            )
+            try:
+                self.metrics_server = metrics.MetricsServer(
+                    self.settings.metrics_host, self.settings.metrics_port
+                )
+            except OSError as exc:
+                raise CannotListen(
+                    f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port}"
+                    f" ({exc.strerror or exc}); choose another port with WALLWHALE_METRICS_PORT (-1: off)"
+                ) from None
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
@@ -348,6 +373,7 @@ class WallWhaleServer:
             await self._health_task  # it sees the flag after its current check (bounded by the ping timeout)
         await self.server.stop(grace)
         await self.audit.close()  # after the last call ended, so its record is stored too
+        await self.key_usage.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()

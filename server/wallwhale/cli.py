@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, admin, depotdownloader, doctor.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import errno
 import gc
 import json
 import multiprocessing
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -54,6 +57,35 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
     )
+    admin = commands.add_parser(
+        "admin", help="recovery on the database itself, for whoever runs the server (audited)"
+    )
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    issue = admin_commands.add_parser(
+        "issue-key", help="a new admin API key for an existing admin (printed once)"
+    )
+    reset = admin_commands.add_parser(
+        "reset-password", help="a generated password for a user (printed once); their login sessions end"
+    )
+    for recovery_command in (issue, reset):
+        recovery_command.add_argument("--email", required=True, help="the user's e-mail")
+        recovery_command.add_argument("--json", action="store_true", help="print the result as JSON")
+    doctor = commands.add_parser(
+        "doctor", help="what downloads need, each with its fix (exit 0 only when a download can run)"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    downloader = commands.add_parser("depotdownloader", help="the DepotDownloader binary downloads run")
+    downloader_commands = downloader.add_subparsers(
+        dest="downloader_command", required=True, metavar="ACTION"
+    )
+    install = downloader_commands.add_parser(
+        "install", help="download, verify and unpack a release under the data directory"
+    )
+    install.add_argument("--version", dest="dd_version", help="release number (default: the pinned one)")
+    install.add_argument("--url", help="where releases are downloaded from (WALLWHALE_DEPOTDOWNLOADER_URL)")
+    install.add_argument(
+        "--sha256", help="the published sha256 of the platform's zip (required where none is pinned)"
+    )
     return parser
 
 
@@ -73,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "keys":
             return _keys(settings, args.keys_command)
+        if args.command == "admin":
+            return asyncio.run(_recover(settings, args.admin_command, args.email, as_json=args.json))
+        if args.command == "doctor":
+            return asyncio.run(_doctor(settings, as_json=args.json))
+        if args.command == "depotdownloader":
+            return _install_depotdownloader(settings, args.dd_version, args.url, args.sha256)
         if args.command == "bootstrap":
             return asyncio.run(_bootstrap(settings, args.email, as_json=args.json, if_empty=args.if_empty))
         return _serve(settings, args.port_file)
@@ -130,6 +168,98 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
     return EXIT_OK
 
 
+async def _recover(settings: Settings, action: str, email: str, *, as_json: bool) -> int:
+    from wallwhale.core import recovery
+    from wallwhale.db import engine as db_engine
+
+    engine = db_engine.create_engine(settings.resolved_database_url)
+    try:
+        sessions = db_engine.session_factory(engine)
+        if action == "issue-key":
+            key = await recovery.issue_admin_key(sessions, email)
+            result = {
+                "user_id": key.user_id,
+                "email": key.email,
+                "api_key": key.api_key,
+                "api_key_id": key.api_key_id,
+            }
+            text = f"New admin API key for {key.email} (shown once): {key.api_key}   (send as x-api-key)"
+        else:
+            new = await recovery.reset_password(sessions, email)
+            result = {"user_id": new.user_id, "email": new.email, "password": new.password}
+            text = (
+                f"New password for {new.email} (shown once): {new.password}\nTheir login sessions were ended."
+            )
+    finally:
+        await engine.dispose()
+    print(json.dumps(result) if as_json else text)
+    return EXIT_OK
+
+
+async def _doctor(settings: Settings, *, as_json: bool) -> int:
+    from wallwhale.core import status
+    from wallwhale.db import engine as db_engine
+    from wallwhale.db import migrate
+    from wallwhale.steam.webapi import SteamWebApi
+
+    engine = db_engine.create_engine(settings.resolved_database_url)
+    downloader = settings.resolved_depotdownloader_path
+    probe = status.StatusProbe(
+        engine, db_engine.session_factory(engine), downloader, settings.resolved_storage_dir
+    )
+    api = SteamWebApi(settings.steam_web_api_url, timeout_seconds=5.0) if settings.steam_web_api_url else None
+    try:
+        report, web_api = await asyncio.gather(probe.report(), api.ping() if api else _nothing())
+    finally:
+        await engine.dispose()
+        if api is not None:
+            await api.aclose()
+    found = status.checks(report, web_api, migrate.head_revision(), downloader)
+    ready = status.can_download(found)
+    if as_json:
+        print(json.dumps({"ready": ready, "checks": [dataclasses.asdict(check) for check in found]}))
+    else:
+        for check in found:
+            mark = "ok  " if check.ok else ("FAIL" if check.required else "warn")
+            print(
+                f"{mark} {check.name}: {check.detail}" + (f"\n       fix: {check.fix}" if check.fix else "")
+            )
+        print(
+            "ready: a download can run"
+            if ready
+            else "not ready: downloads fail until the FAIL lines are fixed"
+        )
+    return EXIT_OK if ready else EXIT_FAILURE
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _install_depotdownloader(
+    settings: Settings, version: str | None, url: str | None, sha256: str | None
+) -> int:
+    from wallwhale.steam import install
+
+    try:
+        installed = install.install(
+            settings.data_dir,
+            version=version or install.PINNED_VERSION,
+            base_url=url or settings.depotdownloader_url,
+            sha256=sha256,
+        )
+    except install.InstallError as exc:
+        print(f"wallwhale: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(install.describe(installed))
+    if settings.depotdownloader_path is not None:
+        print(
+            f"note: WALLWHALE_DEPOTDOWNLOADER_PATH={settings.depotdownloader_path} is set and wins;"
+            " unset it to use this copy"
+        )
+    return EXIT_OK
+
+
 def _keys(settings: Settings, action: str) -> int:
     from wallwhale.core import secretbox
 
@@ -160,6 +290,14 @@ async def _rotate(settings: Settings) -> int:
 
 
 def _serve(settings: Settings, port_file: Path | None) -> int:
+    if (taken := _port_taken(settings.grpc_host, settings.grpc_port)) is not None:
+        # Before migrating and before gRPC's own bind, which logs a line of its own.
+        print(
+            f"wallwhale: {taken} is in use (another server?); choose another port with"
+            " WALLWHALE_GRPC_PORT or --port",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if settings.migrate_on_start:
         # In a child process: Alembic (about 11 MB) is needed once, not for the server's lifetime.
         child = multiprocessing.get_context("spawn").Process(
@@ -170,8 +308,33 @@ def _serve(settings: Settings, port_file: Path | None) -> int:
         if child.exitcode != EXIT_OK:
             print("wallwhale: the database migration failed; not serving", file=sys.stderr)
             return EXIT_FAILURE
-    asyncio.run(_run_server(settings, port_file))
+    from wallwhale.app import CannotListen
+
+    try:
+        asyncio.run(_run_server(settings, port_file))
+    except CannotListen as exc:
+        print(f"wallwhale: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """The address, when something listens on it already; None when it is free or cannot be told."""
+    if port == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except OSError:
+        return None  # gRPC reports a bad host itself
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"{host}:{port}"
+    return None
 
 
 def _migrate_in_child(settings: Settings) -> None:

@@ -76,11 +76,17 @@ class Settings(BaseSettings):
     health_check_interval_seconds: float = Field(default=5.0, gt=0)
     # How often queued audit events are written (a graceful stop writes the rest).
     audit_flush_interval_seconds: float = Field(default=0.5, gt=0)
+    # How often API keys' use (total_requests, last_used_time) is written: one UPDATE per used key.
+    api_key_usage_flush_seconds: float = Field(default=5.0, gt=0)
     # Apply pending migrations when `wallwhale serve` starts.
     migrate_on_start: bool = True
 
     storage_dir: Path | None = None
-    depotdownloader_path: Path = Path("DepotDownloader")
+    # Unset: the copy `wallwhale depotdownloader install` put in data_dir, else DepotDownloader on PATH.
+    depotdownloader_path: Path | None = None
+    # Where `wallwhale depotdownloader install` downloads releases from (a mirror keeps the layout
+    # <url>/DepotDownloader_<version>/<asset>.zip of GitHub's release downloads).
+    depotdownloader_url: str = "https://github.com/SteamRE/DepotDownloader/releases/download"
     # Confines DepotDownloader to its item folder and its account's home (steam/sandbox.py):
     # "bwrap" (bubblewrap) or "none". Unset: bwrap where it can make a sandbox, else none, loudly.
     depotdownloader_sandbox: Literal["bwrap", "none"] | None = None
@@ -240,8 +246,36 @@ class Settings(BaseSettings):
         return to_async_url(url)
 
     @property
+    def resolved_depotdownloader_path(self) -> Path:
+        """The explicit setting, else the installed copy, else `DepotDownloader` looked up on PATH."""
+        if self.depotdownloader_path is not None:
+            return self.depotdownloader_path
+        return installed_depotdownloader(self.data_dir) or Path("DepotDownloader")
+
+    @property
     def resolved_storage_dir(self) -> Path:
         return (self.storage_dir or self.data_dir / "storage").resolve()
+
+
+# `wallwhale depotdownloader install` unpacks each version under <data_dir>/depotdownloader/<version>/
+# and names the one in use in this file (written last, so a half-done install is never used).
+DEPOTDOWNLOADER_DIR = "depotdownloader"
+DEPOTDOWNLOADER_CURRENT = "current"
+
+
+def installed_depotdownloader(data_dir: Path) -> Path | None:
+    """The executable the install command made current, if it is still there."""
+    root = (data_dir / DEPOTDOWNLOADER_DIR).resolve()
+    try:
+        version = (root / DEPOTDOWNLOADER_CURRENT).read_text().strip()
+    except OSError:
+        return None
+    if not version or "/" in version or version.startswith("."):
+        return None
+    for name in ("DepotDownloader", "DepotDownloader.exe"):
+        if (candidate := root / version / name).is_file():
+            return candidate
+    return None
 
 
 def to_async_url(url: str) -> str:

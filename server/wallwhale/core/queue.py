@@ -23,6 +23,7 @@ from sqlalchemy.orm import aliased
 from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, transition
 from wallwhale.core.events import StoredEvent
 from wallwhale.core.states import ACTIVE_STATES
+from wallwhale.core.steam_accounts import ADD_ACCOUNT_HINT
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
 from wallwhale.steam.output import Phase, Reason
 
@@ -278,7 +279,10 @@ async def _take_free_account(
 def _no_account_message(download: Download) -> str:
     if download.requested_steam_account_id:
         return "the requested Steam account is disabled, removed, or known not to own the item's app"
-    return f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
+    return (
+        f"no enabled Steam account that may own app {download.app_id}; add or enable one, then retry"
+        f" ({ADD_ACCOUNT_HINT})"
+    )
 
 
 @dataclass(frozen=True)

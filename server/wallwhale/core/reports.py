@@ -83,6 +83,17 @@ async def active_steam_accounts(session: AsyncSession) -> int:
     return int(await session.scalar(query) or 0)
 
 
+async def archive_bytes(session: AsyncSession) -> int:
+    """Space the available archives take; cache hits share their file, which is counted once."""
+    files = (
+        select(func.max(Download.archive_size).label("size"))
+        .where(Download.archive_state == ArchiveState.AVAILABLE)
+        .group_by(Download.archive_path)
+        .subquery()
+    )
+    return int(await session.scalar(select(func.coalesce(func.sum(files.c.size), 0))) or 0)
+
+
 async def stats(session: AsyncSession, now: datetime) -> Stats:
     async def count(query: Select[Any]) -> int:
         return int(await session.scalar(query) or 0)

@@ -19,6 +19,12 @@ from wallwhale.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.ids import new_id
 from wallwhale.steam.output import AccountEffect, Failure
 
+# How an admin adds an account, through each door (named wherever "no account" is the problem).
+ADD_ACCOUNT_HINT = (
+    "CLI: `wallwhale-cli accounts add USERNAME`; REST: POST /v1/admin/steam-accounts"
+    ' with {"steam_account": {"username": ...}, "password": ...}'
+)
+
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{2,64}$")
 # DepotDownloader's default -loginid is 0x534B32; ours start elsewhere and are distinct per account.
 _FIRST_LOGIN_ID = 0x57570000

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.identity import Principal, PrincipalCache, authenticate_api_key, require_scope
+from wallwhale.core.key_usage import KeyUsage
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.network import IpRules
@@ -68,10 +69,12 @@ class AuthenticationInterceptor(CallInterceptor):
         logins: LoginSessions,
         principals: PrincipalCache | None = None,
         refusals: Callable[[str], Awaitable[WallWhaleError | None]] | None = None,
+        usage: KeyUsage | None = None,
     ):
         # `refusals(address)`: counts a refused call against its address; the error to answer
         # instead once the address has used up its budget (rpc.limits.address_refusal).
         self._refusals = refusals
+        self._usage = usage
         self._rules = rules
         self._sessions = sessions
         self._clock = clock
@@ -93,6 +96,8 @@ class AuthenticationInterceptor(CallInterceptor):
                 raise Unauthenticated("this method is not open to callers", reason="CREDENTIALS_INVALID")
             call.principal = await self._principal(call.metadata, rule)
             if call.principal is not None:
+                if call.principal.api_key_id and self._usage is not None:
+                    self._usage.count(call.principal.api_key_id, self._clock())
                 require_scope(call.principal, rule.scope)
         except WallWhaleError as denied:
             limited = await self._refusals(call.client_address) if self._refusals is not None else None

@@ -80,10 +80,13 @@ def key_limits(row: ApiKey) -> admin_pb2.ApiKeyLimits:
     )
 
 
-def key_usage(usage: QuotaUsage | None) -> admin_pb2.ApiKeyUsage | None:
+def key_usage(usage: QuotaUsage | None, total_requests: int) -> admin_pb2.ApiKeyUsage:
+    # total_requests is written in batches (core.key_usage): up to a few seconds behind.
     if usage is None:
-        return None
-    return admin_pb2.ApiKeyUsage(daily_downloads=usage.day.used, monthly_downloads=usage.month.used)
+        return admin_pb2.ApiKeyUsage(total_requests=total_requests)
+    return admin_pb2.ApiKeyUsage(
+        daily_downloads=usage.day.used, monthly_downloads=usage.month.used, total_requests=total_requests
+    )
 
 
 def api_key(row: ApiKey, usage: QuotaUsage | None = None) -> admin_pb2.ApiKey:
@@ -95,7 +98,7 @@ def api_key(row: ApiKey, usage: QuotaUsage | None = None) -> admin_pb2.ApiKey:
         prefix=row.prefix,
         scopes=row.scopes,
         limits=key_limits(row),
-        usage=key_usage(usage),
+        usage=key_usage(usage, row.total_requests),
         expire_time=timestamp(row.expire_time),
         disabled=row.disabled,
         revoke_time=timestamp(row.revoke_time),

@@ -30,6 +30,7 @@ from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.calls import CallInterceptor, Undecodable, current_call, on_end, start_call
 from wallwhale.rpc.requests import check_request
+from wallwhale.rpc.rest_body import check_rest_body
 
 _log = get_logger("wallwhale.rpc")
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -98,6 +99,7 @@ class ErrorMappingInterceptor(CallInterceptor):
     ) -> AsyncIterator[None]:
         try:
             check_request(request)  # here, so a refused request ends like any other error
+            check_rest_body(details.method, current_call().metadata)
             yield
         except (aio.AbortError, asyncio.CancelledError, GeneratorExit):
             raise

@@ -32,6 +32,10 @@ _INHERITED_ENV = (
     "https_proxy",
     "no_proxy",
 )
+# Every message that says the binary is missing names both ways out.
+HOW_TO_GET_IT = (
+    "install it with `wallwhale depotdownloader install` or point WALLWHALE_DEPOTDOWNLOADER_PATH at it"
+)
 _VERSION = re.compile(r"^DepotDownloader v(\S+)", re.MULTILINE)
 _RUNTIME = re.compile(r"^Runtime: (.+?)\s*$", re.MULTILINE)
 
@@ -66,12 +70,16 @@ def resolve(path: Path) -> Path | None:
     return path if path.is_file() else None
 
 
-async def probe(path: Path, time_limit: float = 10.0) -> DownloaderInfo:
+async def probe(path: Path, time_limit: float = 10.0, *, home: Path | None = None) -> DownloaderInfo:
+    """Runs `path -V` in the minimal environment jobs get (not the server's), with `home` as its HOME
+    (a throwaway one when not given)."""
     executable = resolve(path)
     if executable is None:
-        return DownloaderInfo(False, error=f"DepotDownloader not found at {path}")
-    with tempfile.TemporaryDirectory(prefix="wallwhale-probe-") as home:
-        return await _probe(executable, Path(home), time_limit)
+        return DownloaderInfo(False, error=f"DepotDownloader not found at {path}: {HOW_TO_GET_IT}")
+    if home is not None:
+        return await _probe(executable, home, time_limit)
+    with tempfile.TemporaryDirectory(prefix="wallwhale-probe-") as scratch:
+        return await _probe(executable, Path(scratch), time_limit)
 
 
 async def _probe(executable: Path, home: Path, time_limit: float) -> DownloaderInfo:

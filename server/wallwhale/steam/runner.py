@@ -26,14 +26,17 @@ from pathlib import Path
 
 from wallwhale.log import get_logger
 from wallwhale.steam import output
-from wallwhale.steam.depotdownloader import minimal_environment, resolve
+from wallwhale.steam.depotdownloader import HOW_TO_GET_IT, minimal_environment, resolve
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 from wallwhale.steam.sandbox import UNCONFINED, Sandbox
 
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
 # Clients see this; the configured path (a server detail) is in the status service for admins.
-_NOT_FOUND = "DepotDownloader was not found where the server is configured to run it (see GetStatus)"
+_NOT_FOUND = (
+    f"DepotDownloader was not found where the server is configured to run it: {HOW_TO_GET_IT}"
+    " (GetStatus shows the configured path)"
+)
 _log = get_logger("wallwhale.runner")
 
 
@@ -203,9 +206,8 @@ class Runner:
                 start_new_session=True,  # its own process group, so a stop reaches its children too
             )
         except OSError as exc:
-            return RunResult(
-                None, _unavailable(f"DepotDownloader cannot be started: {exc.strerror or exc}"), transcript
-            )
+            problem = f"DepotDownloader cannot be started: {exc.strerror or exc}; {HOW_TO_GET_IT}"
+            return RunResult(None, _unavailable(problem), transcript)
         self.pid = process.pid
         run = _Run(self.request, self.hooks, process, transcript)
         readers = [

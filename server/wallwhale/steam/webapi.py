@@ -14,6 +14,7 @@ and remembers the outcome so the status service can report whether the Web API i
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,12 @@ class SteamWebApi:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def ping(self) -> WebApiHealth:
+        """Asks once (about an id that does not exist: any well-formed answer means it works)."""
+        with contextlib.suppress(WebApiUnavailable):
+            await self.item_details([1])
+        return self._health
 
     async def item_details(self, workshop_ids: Iterable[int]) -> dict[int, ItemDetails]:
         """Details for each id (every id asked is in the result, found or not)."""

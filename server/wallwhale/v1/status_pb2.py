@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from wallwhale.v1 import access_pb2 as wallwhale_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19wallwhale/v1/status.proto\x12\x0cwallwhale.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19wallwhale/v1/access.proto\"\x12\n\x10GetStatusRequest\"\x81\x01\n\x0e\x44\x61tabaseStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"V\n\x10\x44ownloaderStatus\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x8e\x01\n\rStorageStatus\x12\x10\n\x08writable\x18\x01 \x01(\x08\x12\x12\n\nfree_bytes\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x15\n\rarchive_bytes\x18\x04 \x01(\x03\x12\x1c\n\x14\x61rchive_budget_bytes\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\x80\x01\n\x0bQueueStatus\x12\x0e\n\x06queued\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x1f\n\x17waiting_for_steam_guard\x18\x03 \x01(\x03\x12\x14\n\x0crunning_here\x18\x04 \x01(\x05\x12\x19\n\x11\x63oncurrency_limit\x18\x05 \x01(\x05\"l\n\x11SteamWebApiStatus\x12\x11\n\treachable\x18\x01 \x01(\x08\x12\x35\n\x11last_success_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xa7\x03\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x08\x64\x61tabase\x18\x05 \x01(\x0b\x32\x1c.wallwhale.v1.DatabaseStatus\x12\x32\n\ndownloader\x18\x06 \x01(\x0b\x32\x1e.wallwhale.v1.DownloaderStatus\x12,\n\x07storage\x18\x07 \x01(\x0b\x32\x1b.wallwhale.v1.StorageStatus\x12(\n\x05queue\x18\x08 \x01(\x0b\x32\x19.wallwhale.v1.QueueStatus\x12\x36\n\rsteam_web_api\x18\t \x01(\x0b\x32\x1f.wallwhale.v1.SteamWebApiStatus\x12\x1d\n\x15\x61\x63tive_steam_accounts\x18\n \x01(\x05\x32u\n\rStatusService\x12\x64\n\tGetStatus\x12\x1e.wallwhale.v1.GetStatusRequest\x1a\x1f.wallwhale.v1.GetStatusResponse\"\x16\xf2\xaf\x19\x00\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/statusB\x1aZ\x18wallwhale/v1;wallwhalev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19wallwhale/v1/status.proto\x12\x0cwallwhale.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19wallwhale/v1/access.proto\"\x12\n\x10GetStatusRequest\"\x81\x01\n\x0e\x44\x61tabaseStatus\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12*\n\x07latency\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"V\n\x10\x44ownloaderStatus\x12\x11\n\tavailable\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"\x8e\x01\n\rStorageStatus\x12\x10\n\x08writable\x18\x01 \x01(\x08\x12\x12\n\nfree_bytes\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x15\n\rarchive_bytes\x18\x04 \x01(\x03\x12\x1c\n\x14\x61rchive_budget_bytes\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\x80\x01\n\x0bQueueStatus\x12\x0e\n\x06queued\x18\x01 \x01(\x03\x12\x0f\n\x07running\x18\x02 \x01(\x03\x12\x1f\n\x17waiting_for_steam_guard\x18\x03 \x01(\x03\x12\x14\n\x0crunning_here\x18\x04 \x01(\x05\x12\x19\n\x11\x63oncurrency_limit\x18\x05 \x01(\x05\"\x9d\x01\n\x11SteamWebApiStatus\x12\x11\n\treachable\x18\x01 \x01(\x08\x12\x35\n\x11last_success_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .wallwhale.v1.WebApiReachability\"\xa7\x03\n\x11GetStatusResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\x08\x64\x61tabase\x18\x05 \x01(\x0b\x32\x1c.wallwhale.v1.DatabaseStatus\x12\x32\n\ndownloader\x18\x06 \x01(\x0b\x32\x1e.wallwhale.v1.DownloaderStatus\x12,\n\x07storage\x18\x07 \x01(\x0b\x32\x1b.wallwhale.v1.StorageStatus\x12(\n\x05queue\x18\x08 \x01(\x0b\x32\x19.wallwhale.v1.QueueStatus\x12\x36\n\rsteam_web_api\x18\t \x01(\x0b\x32\x1f.wallwhale.v1.SteamWebApiStatus\x12\x1d\n\x15\x61\x63tive_steam_accounts\x18\n \x01(\x05*\xa6\x01\n\x12WebApiReachability\x12$\n WEB_API_REACHABILITY_UNSPECIFIED\x10\x00\x12 \n\x1cWEB_API_REACHABILITY_UNKNOWN\x10\x01\x12\"\n\x1eWEB_API_REACHABILITY_REACHABLE\x10\x02\x12$\n WEB_API_REACHABILITY_UNREACHABLE\x10\x03\x32u\n\rStatusService\x12\x64\n\tGetStatus\x12\x1e.wallwhale.v1.GetStatusRequest\x1a\x1f.wallwhale.v1.GetStatusResponse\"\x16\xf2\xaf\x19\x00\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/statusB\x1aZ\x18wallwhale/v1;wallwhalev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z\030wallwhale/v1;wallwhalev1'
   _globals['_STATUSSERVICE'].methods_by_name['GetStatus']._loaded_options = None
   _globals['_STATUSSERVICE'].methods_by_name['GetStatus']._serialized_options = b'\362\257\031\000\202\323\344\223\002\014\022\n/v1/status'
+  _globals['_WEBAPIREACHABILITY']._serialized_start=1268
+  _globals['_WEBAPIREACHABILITY']._serialized_end=1434
   _globals['_GETSTATUSREQUEST']._serialized_start=165
   _globals['_GETSTATUSREQUEST']._serialized_end=183
   _globals['_DATABASESTATUS']._serialized_start=186
@@ -48,10 +50,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STORAGESTATUS']._serialized_end=548
   _globals['_QUEUESTATUS']._serialized_start=551
   _globals['_QUEUESTATUS']._serialized_end=679
-  _globals['_STEAMWEBAPISTATUS']._serialized_start=681
-  _globals['_STEAMWEBAPISTATUS']._serialized_end=789
-  _globals['_GETSTATUSRESPONSE']._serialized_start=792
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1215
-  _globals['_STATUSSERVICE']._serialized_start=1217
-  _globals['_STATUSSERVICE']._serialized_end=1334
+  _globals['_STEAMWEBAPISTATUS']._serialized_start=682
+  _globals['_STEAMWEBAPISTATUS']._serialized_end=839
+  _globals['_GETSTATUSRESPONSE']._serialized_start=842
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1265
+  _globals['_STATUSSERVICE']._serialized_start=1436
+  _globals['_STATUSSERVICE']._serialized_end=1553
 # @@protoc_insertion_point(module_scope)

@@ -58,6 +58,7 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
                 writable=report.storage.writable,
                 free_bytes=report.storage.free_bytes,
                 total_bytes=report.storage.total_bytes,
+                archive_bytes=report.archive_bytes,
                 error=report.storage.error,
             ),
             queue=status_pb2.QueueStatus(
@@ -74,9 +75,14 @@ class StatusServicer(status_pb2_grpc.StatusServiceServicer):
         health = self._catalog.health
         if health is None:  # lookups are turned off
             return None
+        state = {
+            None: status_pb2.WEB_API_REACHABILITY_UNKNOWN,
+            True: status_pb2.WEB_API_REACHABILITY_REACHABLE,
+            False: status_pb2.WEB_API_REACHABILITY_UNREACHABLE,
+        }[health.reachable]
         return status_pb2.SteamWebApiStatus(
-            # Not asked yet counts as reachable: nothing has failed.
-            reachable=health.reachable is not False,
+            reachable=health.reachable is True,
+            state=state,
             last_success_time=convert.timestamp(datetime.fromtimestamp(health.last_success, UTC))
             if health.last_success
             else None,

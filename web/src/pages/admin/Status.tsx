@@ -2,7 +2,7 @@
 import { ErrorText } from "../../components.js";
 import { useApi } from "../../context.js";
 import * as f from "../../format.js";
-import type { GetStatusResponse } from "../../gen/wallwhale/v1/status_pb.js";
+import { type GetStatusResponse, WebApiReachability } from "../../gen/wallwhale/v1/status_pb.js";
 import { useLoad } from "../../hooks.js";
 
 export function missing(s: GetStatusResponse): string[] {
@@ -10,11 +10,11 @@ export function missing(s: GetStatusResponse): string[] {
   if (s.database && !s.database.ok) out.push(`The database does not answer (${s.database.error}): check WALLWHALE_DATABASE_URL.`);
   if (s.downloader && !s.downloader.available)
     out.push(
-      `DepotDownloader is not available (${s.downloader.error || "not found"}): install it and set WALLWHALE_DEPOTDOWNLOADER_PATH.`,
+      `DepotDownloader is not available (${s.downloader.error || "not found"}): install it with \`wallwhale depotdownloader install\` or set WALLWHALE_DEPOTDOWNLOADER_PATH.`,
     );
   if (s.activeSteamAccounts === 0) out.push("No active Steam account: add one under Steam accounts (or enable one).");
   if (s.storage && !s.storage.writable) out.push(`The storage is not writable (${s.storage.error}): check WALLWHALE_STORAGE_DIR.`);
-  if (s.steamWebApi && !s.steamWebApi.reachable)
+  if (s.steamWebApi && s.steamWebApi.state === WebApiReachability.UNREACHABLE)
     out.push(
       `Steam's Web API does not answer${s.steamWebApi.error ? ` (${s.steamWebApi.error})` : ""}: items are queued without their details, collections cannot be expanded.`,
     );

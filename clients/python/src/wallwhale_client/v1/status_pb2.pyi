@@ -7,6 +7,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +18,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _WebApiReachability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebApiReachabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebApiReachability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEB_API_REACHABILITY_UNSPECIFIED: _WebApiReachability.ValueType  # 0
+    WEB_API_REACHABILITY_UNKNOWN: _WebApiReachability.ValueType  # 1
+    """Nobody has asked it since the server started."""
+    WEB_API_REACHABILITY_REACHABLE: _WebApiReachability.ValueType  # 2
+    """The last look-up succeeded."""
+    WEB_API_REACHABILITY_UNREACHABLE: _WebApiReachability.ValueType  # 3
+    """The last look-up failed (see error)."""
+
+class WebApiReachability(_WebApiReachability, metaclass=_WebApiReachabilityEnumTypeWrapper):
+    """Whether Steam's Web API answers, as far as this instance knows."""
+
+WEB_API_REACHABILITY_UNSPECIFIED: WebApiReachability.ValueType  # 0
+WEB_API_REACHABILITY_UNKNOWN: WebApiReachability.ValueType  # 1
+"""Nobody has asked it since the server started."""
+WEB_API_REACHABILITY_REACHABLE: WebApiReachability.ValueType  # 2
+"""The last look-up succeeded."""
+WEB_API_REACHABILITY_UNREACHABLE: WebApiReachability.ValueType  # 3
+"""The last look-up failed (see error)."""
+Global___WebApiReachability: _TypeAlias = WebApiReachability  # noqa: Y015
 
 @_typing.final
 class GetStatusRequest(_message.Message):
@@ -175,9 +202,11 @@ class SteamWebApiStatus(_message.Message):
     REACHABLE_FIELD_NUMBER: _builtins.int
     LAST_SUCCESS_TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
     reachable: _builtins.bool
-    """The last metadata look-up succeeded."""
+    """The last metadata look-up succeeded (false also before the first one: see state)."""
     error: _builtins.str
+    state: Global___WebApiReachability.ValueType
     @_builtins.property
     def last_success_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -186,10 +215,11 @@ class SteamWebApiStatus(_message.Message):
         reachable: _builtins.bool = ...,
         last_success_time: _timestamp_pb2.Timestamp | None = ...,
         error: _builtins.str = ...,
+        state: Global___WebApiReachability.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_success_time", b"last_success_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "last_success_time", b"last_success_time", "reachable", b"reachable"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "last_success_time", b"last_success_time", "reachable", b"reachable", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

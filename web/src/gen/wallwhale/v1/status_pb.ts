@@ -2,8 +2,8 @@
 // @generated from file wallwhale/v1/status.proto (package wallwhale.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_google_api_annotations } from "../../google/api/annotations_pb.js";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file wallwhale/v1/status.proto.
  */
 export const file_wallwhale_v1_status: GenFile = /*@__PURE__*/
-  fileDesc("Chl3YWxsd2hhbGUvdjEvc3RhdHVzLnByb3RvEgx3YWxsd2hhbGUudjEiEgoQR2V0U3RhdHVzUmVxdWVzdCKBAQoORGF0YWJhc2VTdGF0dXMSCgoCb2sYASABKAgSDwoHYmFja2VuZBgCIAEoCRIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD3NjaGVtYV9yZXZpc2lvbhgEIAEoCRINCgVlcnJvchgFIAEoCSJWChBEb3dubG9hZGVyU3RhdHVzEhEKCWF2YWlsYWJsZRgBIAEoCBIPCgd2ZXJzaW9uGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSDQoFZXJyb3IYBCABKAkijgEKDVN0b3JhZ2VTdGF0dXMSEAoId3JpdGFibGUYASABKAgSEgoKZnJlZV9ieXRlcxgCIAEoAxITCgt0b3RhbF9ieXRlcxgDIAEoAxIVCg1hcmNoaXZlX2J5dGVzGAQgASgDEhwKFGFyY2hpdmVfYnVkZ2V0X2J5dGVzGAUgASgDEg0KBWVycm9yGAYgASgJIoABCgtRdWV1ZVN0YXR1cxIOCgZxdWV1ZWQYASABKAMSDwoHcnVubmluZxgCIAEoAxIfChd3YWl0aW5nX2Zvcl9zdGVhbV9ndWFyZBgDIAEoAxIUCgxydW5uaW5nX2hlcmUYBCABKAUSGQoRY29uY3VycmVuY3lfbGltaXQYBSABKAUibAoRU3RlYW1XZWJBcGlTdGF0dXMSEQoJcmVhY2hhYmxlGAEgASgIEjUKEWxhc3Rfc3VjY2Vzc190aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVlcnJvchgDIAEoCSKnAwoRR2V0U3RhdHVzUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRITCgtpbnN0YW5jZV9pZBgCIAEoCRIuCgpzdGFydF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgZ1cHRpbWUYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SLgoIZGF0YWJhc2UYBSABKAsyHC53YWxsd2hhbGUudjEuRGF0YWJhc2VTdGF0dXMSMgoKZG93bmxvYWRlchgGIAEoCzIeLndhbGx3aGFsZS52MS5Eb3dubG9hZGVyU3RhdHVzEiwKB3N0b3JhZ2UYByABKAsyGy53YWxsd2hhbGUudjEuU3RvcmFnZVN0YXR1cxIoCgVxdWV1ZRgIIAEoCzIZLndhbGx3aGFsZS52MS5RdWV1ZVN0YXR1cxI2Cg1zdGVhbV93ZWJfYXBpGAkgASgLMh8ud2FsbHdoYWxlLnYxLlN0ZWFtV2ViQXBpU3RhdHVzEh0KFWFjdGl2ZV9zdGVhbV9hY2NvdW50cxgKIAEoBTJ1Cg1TdGF0dXNTZXJ2aWNlEmQKCUdldFN0YXR1cxIeLndhbGx3aGFsZS52MS5HZXRTdGF0dXNSZXF1ZXN0Gh8ud2FsbHdoYWxlLnYxLkdldFN0YXR1c1Jlc3BvbnNlIhbyrxkAgtPkkwIMEgovdjEvc3RhdHVzQhpaGHdhbGx3aGFsZS92MTt3YWxsd2hhbGV2MWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_wallwhale_v1_access]);
+  fileDesc("Chl3YWxsd2hhbGUvdjEvc3RhdHVzLnByb3RvEgx3YWxsd2hhbGUudjEiEgoQR2V0U3RhdHVzUmVxdWVzdCKBAQoORGF0YWJhc2VTdGF0dXMSCgoCb2sYASABKAgSDwoHYmFja2VuZBgCIAEoCRIqCgdsYXRlbmN5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD3NjaGVtYV9yZXZpc2lvbhgEIAEoCRINCgVlcnJvchgFIAEoCSJWChBEb3dubG9hZGVyU3RhdHVzEhEKCWF2YWlsYWJsZRgBIAEoCBIPCgd2ZXJzaW9uGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSDQoFZXJyb3IYBCABKAkijgEKDVN0b3JhZ2VTdGF0dXMSEAoId3JpdGFibGUYASABKAgSEgoKZnJlZV9ieXRlcxgCIAEoAxITCgt0b3RhbF9ieXRlcxgDIAEoAxIVCg1hcmNoaXZlX2J5dGVzGAQgASgDEhwKFGFyY2hpdmVfYnVkZ2V0X2J5dGVzGAUgASgDEg0KBWVycm9yGAYgASgJIoABCgtRdWV1ZVN0YXR1cxIOCgZxdWV1ZWQYASABKAMSDwoHcnVubmluZxgCIAEoAxIfChd3YWl0aW5nX2Zvcl9zdGVhbV9ndWFyZBgDIAEoAxIUCgxydW5uaW5nX2hlcmUYBCABKAUSGQoRY29uY3VycmVuY3lfbGltaXQYBSABKAUinQEKEVN0ZWFtV2ViQXBpU3RhdHVzEhEKCXJlYWNoYWJsZRgBIAEoCBI1ChFsYXN0X3N1Y2Nlc3NfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFZXJyb3IYAyABKAkSLwoFc3RhdGUYBCABKA4yIC53YWxsd2hhbGUudjEuV2ViQXBpUmVhY2hhYmlsaXR5IqcDChFHZXRTdGF0dXNSZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhMKC2luc3RhbmNlX2lkGAIgASgJEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBnVwdGltZRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCghkYXRhYmFzZRgFIAEoCzIcLndhbGx3aGFsZS52MS5EYXRhYmFzZVN0YXR1cxIyCgpkb3dubG9hZGVyGAYgASgLMh4ud2FsbHdoYWxlLnYxLkRvd25sb2FkZXJTdGF0dXMSLAoHc3RvcmFnZRgHIAEoCzIbLndhbGx3aGFsZS52MS5TdG9yYWdlU3RhdHVzEigKBXF1ZXVlGAggASgLMhkud2FsbHdoYWxlLnYxLlF1ZXVlU3RhdHVzEjYKDXN0ZWFtX3dlYl9hcGkYCSABKAsyHy53YWxsd2hhbGUudjEuU3RlYW1XZWJBcGlTdGF0dXMSHQoVYWN0aXZlX3N0ZWFtX2FjY291bnRzGAogASgFKqYBChJXZWJBcGlSZWFjaGFiaWxpdHkSJAogV0VCX0FQSV9SRUFDSEFCSUxJVFlfVU5TUEVDSUZJRUQQABIgChxXRUJfQVBJX1JFQUNIQUJJTElUWV9VTktOT1dOEAESIgoeV0VCX0FQSV9SRUFDSEFCSUxJVFlfUkVBQ0hBQkxFEAISJAogV0VCX0FQSV9SRUFDSEFCSUxJVFlfVU5SRUFDSEFCTEUQAzJ1Cg1TdGF0dXNTZXJ2aWNlEmQKCUdldFN0YXR1cxIeLndhbGx3aGFsZS52MS5HZXRTdGF0dXNSZXF1ZXN0Gh8ud2FsbHdoYWxlLnYxLkdldFN0YXR1c1Jlc3BvbnNlIhbyrxkAgtPkkwIMEgovdjEvc3RhdHVzQhpaGHdhbGx3aGFsZS92MTt3YWxsd2hhbGV2MWIGcHJvdG8z", [file_google_api_annotations, file_google_protobuf_duration, file_google_protobuf_timestamp, file_wallwhale_v1_access]);
 
 /**
  * @generated from message wallwhale.v1.GetStatusRequest
@@ -200,7 +200,7 @@ export const QueueStatusSchema: GenMessage<QueueStatus> = /*@__PURE__*/
  */
 export type SteamWebApiStatus = Message<"wallwhale.v1.SteamWebApiStatus"> & {
   /**
-   * The last metadata look-up succeeded.
+   * The last metadata look-up succeeded (false also before the first one: see state).
    *
    * @generated from field: bool reachable = 1;
    */
@@ -215,6 +215,11 @@ export type SteamWebApiStatus = Message<"wallwhale.v1.SteamWebApiStatus"> & {
    * @generated from field: string error = 3;
    */
   error: string;
+
+  /**
+   * @generated from field: wallwhale.v1.WebApiReachability state = 4;
+   */
+  state: WebApiReachability;
 };
 
 /**
@@ -289,6 +294,45 @@ export type GetStatusResponse = Message<"wallwhale.v1.GetStatusResponse"> & {
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
   messageDesc(file_wallwhale_v1_status, 6);
+
+/**
+ * Whether Steam's Web API answers, as far as this instance knows.
+ *
+ * @generated from enum wallwhale.v1.WebApiReachability
+ */
+export enum WebApiReachability {
+  /**
+   * @generated from enum value: WEB_API_REACHABILITY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Nobody has asked it since the server started.
+   *
+   * @generated from enum value: WEB_API_REACHABILITY_UNKNOWN = 1;
+   */
+  UNKNOWN = 1,
+
+  /**
+   * The last look-up succeeded.
+   *
+   * @generated from enum value: WEB_API_REACHABILITY_REACHABLE = 2;
+   */
+  REACHABLE = 2,
+
+  /**
+   * The last look-up failed (see error).
+   *
+   * @generated from enum value: WEB_API_REACHABILITY_UNREACHABLE = 3;
+   */
+  UNREACHABLE = 3,
+}
+
+/**
+ * Describes the enum wallwhale.v1.WebApiReachability.
+ */
+export const WebApiReachabilitySchema: GenEnum<WebApiReachability> = /*@__PURE__*/
+  enumDesc(file_wallwhale_v1_status, 0);
 
 /**
  * What the server and its dependencies are doing. Kubernetes probes use the standard
