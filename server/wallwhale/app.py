@@ -6,18 +6,21 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
 from wallwhale.config import Settings
-from wallwhale.core import secretbox
+from wallwhale.core import reports, secretbox
 from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
@@ -113,6 +116,7 @@ class WallWhaleServer:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
+        self._shared_figures: metrics.SharedFigures | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -257,9 +261,7 @@ class WallWhaleServer:
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
         self.audit.start()
         if self.settings.metrics_port >= 0:
-            self.metrics_server = metrics.MetricsServer(
-                self.settings.metrics_host, self.settings.metrics_port
-            )
+            self._serve_metrics()
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
@@ -271,6 +273,30 @@ class WallWhaleServer:
             database=db_engine.backend_name(self.engine),
             instance_id=self.instance_id,
         )
+
+    def _serve_metrics(self) -> None:
+        loop, storage_root = asyncio.get_running_loop(), self.settings.resolved_storage_dir
+        dd_path = self.settings.depotdownloader_path
+
+        async def read_shared() -> metrics.Shared:
+            async with self.sessions() as session:
+                return await reports.shared_figures(session, utcnow())
+
+        def shared() -> metrics.Shared:  # called in the scrape's thread: the query runs on our loop
+            if _running_loop() is loop:  # collected on the loop itself: waiting for it would block it
+                raise RuntimeError("the shared figures are not read on the event loop's thread")
+            return asyncio.run_coroutine_threadsafe(read_shared(), loop).result(timeout=2)
+
+        metrics.AUDIT_BACKLOG.set_function(lambda: self.audit.backlog)
+        metrics.STORAGE_FREE.set_function(lambda: shutil.disk_usage(storage_root).free)
+        metrics.STORAGE_CAPACITY.set_function(lambda: shutil.disk_usage(storage_root).total)
+        metrics.DEPOTDOWNLOADER_AVAILABLE.set_function(lambda: _executable(dd_path))
+        self._shared_figures = metrics.SharedFigures(shared)
+        try:
+            REGISTRY.register(self._shared_figures)
+        except ValueError:  # another instance in this process reports them already
+            self._shared_figures = None
+        self.metrics_server = metrics.MetricsServer(self.settings.metrics_host, self.settings.metrics_port)
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health says NOT_SERVING, new calls are refused, running ones get `grace`."""
@@ -289,6 +315,8 @@ class WallWhaleServer:
         await self.audit.close()  # after the last call ended, so its record is stored too
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self._shared_figures is not None:
+            REGISTRY.unregister(self._shared_figures)
         await self.catalog.close()
         await self.connections.close()
         if self._owns_engine:
@@ -328,3 +356,16 @@ class WallWhaleServer:
                 _log.info("health changed", serving=answers)
             serving = answers
             await self._set_health(answers)
+
+
+def _executable(path: Path) -> bool:
+    """A bare name is looked up on PATH, as the runner does."""
+    found = shutil.which(str(path))
+    return found is not None and os.access(found, os.X_OK)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

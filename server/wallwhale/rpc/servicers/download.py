@@ -15,6 +15,7 @@ from google.api import httpbody_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale import metrics
 from wallwhale.core import archives, downloads, watching
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import CreateInput, JobLimits, ListFilter
@@ -239,6 +240,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
                 if not data:
                     break  # the file shrank under us: the client sees a short body and a size mismatch
                 position += len(data)
+                metrics.ARCHIVE_SERVED_BYTES.inc(len(data))
                 yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
         if request.offset == end:  # nothing to send: an empty body still tells the headers
             yield httpbody_pb2.HttpBody(content_type="application/zip")
