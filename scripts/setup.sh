@@ -28,4 +28,12 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "setup: /usr/bin/chromium is missing; the web console's browser tests need it (apt-get install chromium)" >&2
   fi
 fi
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules in deploy/prometheus/.
+if ! command -v promtool >/dev/null; then
+  if [ "${CI:-}" = true ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: promtool is missing; the alert rule checks need it (apt-get install prometheus)" >&2
+  fi
+fi
 echo "setup: $(.venv/bin/python --version), $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' || echo 'envoy missing'), buf $(npx --no-install buf --version)"
