@@ -26,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.engine_support import Harness, harness_for
+from tests.envoy_support import http, servers_behind_envoy
 from tests.fakes.webapi import FakeWebApi
 from tests.test_engine import FAILURES, TRANSIENT
 from wallwhale.v1 import download_pb2
@@ -172,3 +173,18 @@ async def test_every_series_of_the_dashboard_and_the_rules_is_served(
                 if not any(wanted.items() <= labels.items() for labels in served.get(name, [])):
                     missing.append(f"{source}: {name}{wanted or ''} in {expression}")
     assert not missing, "\n".join(missing)
+
+
+async def test_envoys_metrics_are_on_its_loopback_admin_port(
+    migrated_database_url: str, tmp_path: Path, admin: tuple[tuple[str, str], ...]
+) -> None:
+    async with servers_behind_envoy(tmp_path, migrated_database_url) as (envoy, _):
+        reply = await http("GET", envoy.url("/v1/status"), headers=dict(admin))
+        assert reply.status == 200
+        text = await envoy.admin("/stats/prometheus")
+        families = {family.name for family in text_string_to_metric_families(text)}
+        # The per-route and per-upstream figures the README's scrape config collects.
+        assert {"envoy_cluster_upstream_rq", "envoy_http_downstream_rq"} & families, sorted(families)[:50]
+        dump = await envoy.config_dump()
+        [bootstrap] = [c["bootstrap"] for c in dump["configs"] if c["@type"].endswith("BootstrapConfigDump")]
+        assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
