@@ -10,16 +10,18 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from tests.unit.test_after_commit import _World
-from wallwhale.core.after_commit import after_commit, install
+from wallwhale.core.after_commit import Targets, after_commit, install
+from wallwhale.core.events import EventHub
+from wallwhale.core.identity import PrincipalCache
 from wallwhale.db.engine import create_engine, session_factory
+from wallwhale.storage.archives import Storage
 
 
 @pytest.fixture
 async def sessions(tmp_path: Path) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     engine = create_engine("sqlite+aiosqlite:///:memory:")
     made = session_factory(engine)
-    install(made, _World(tmp_path).targets())
+    install(made, Targets(EventHub(), lambda: None, PrincipalCache(5), Storage(tmp_path)))
     yield made
     await engine.dispose()
 
