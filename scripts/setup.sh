@@ -36,4 +36,12 @@ if ! command -v bwrap >/dev/null; then
     echo "setup: bwrap is missing; DepotDownloader would run unconfined (apt-get install bubblewrap)" >&2
   fi
 fi
+# promtool (Debian's prometheus package) checks and unit-tests the alert rules in deploy/prometheus/.
+if ! command -v promtool >/dev/null; then
+  if [ "${CI:-}" = true ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "setup: promtool is missing; the alert rule checks need it (apt-get install prometheus)" >&2
+  fi
+fi
 echo "setup: $(.venv/bin/python --version), $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' || echo 'envoy missing'), buf $(npx --no-install buf --version)"

@@ -29,6 +29,9 @@ else
 fi
 step "generated stubs are up to date (server and Python client)"
 $PY scripts/generate_protos.py --check
+step "promtool: alert rules valid, and each alert's unit tests (firing and not)"
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts.test.yml
 step "envoy --mode validate (config rendered from envoy/envoy.template.yaml and the protos)"
 $PY scripts/envoy_config.py --out-dir build/envoy --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \
   --cors-origin http://localhost:5173 --validate

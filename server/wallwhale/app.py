@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -14,12 +15,13 @@ from pathlib import Path
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import REGISTRY
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
 from wallwhale.config import ConfigError, Settings
-from wallwhale.core import secretbox
+from wallwhale.core import reports, secretbox
 from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
@@ -152,6 +154,7 @@ class WallWhaleServer:
         self.health = HealthServicer()
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
+        self._shared_figures: metrics.SharedFigures | None = None
         self._health_task: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -337,15 +340,7 @@ class WallWhaleServer:
         self.audit.start()
         self.key_usage.start()
         if self.settings.metrics_port >= 0:
-            try:
-                self.metrics_server = metrics.MetricsServer(
-                    self.settings.metrics_host, self.settings.metrics_port
-                )
-            except OSError as exc:
-                raise CannotListen(
-                    f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port}"
-                    f" ({exc.strerror or exc}); choose another port with WALLWHALE_METRICS_PORT (-1: off)"
-                ) from None
+            self._serve_metrics()
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
@@ -357,6 +352,38 @@ class WallWhaleServer:
             database=db_engine.backend_name(self.engine),
             instance_id=self.instance_id,
         )
+
+    def _serve_metrics(self) -> None:
+        loop, storage_root = asyncio.get_running_loop(), self.settings.resolved_storage_dir
+        dd_path = self.settings.resolved_depotdownloader_path
+
+        async def read_shared() -> metrics.Shared:
+            async with self.sessions() as session:
+                return await reports.shared_figures(session, utcnow())
+
+        def shared() -> metrics.Shared:  # called in the scrape's thread: the query runs on our loop
+            if _running_loop() is loop:  # collected on the loop itself: waiting for it would block it
+                raise RuntimeError("the shared figures are not read on the event loop's thread")
+            return asyncio.run_coroutine_threadsafe(read_shared(), loop).result(timeout=2)
+
+        metrics.AUDIT_BACKLOG.set_function(lambda: self.audit.backlog)
+        metrics.STORAGE_FREE.set_function(lambda: shutil.disk_usage(storage_root).free)
+        metrics.STORAGE_CAPACITY.set_function(lambda: shutil.disk_usage(storage_root).total)
+        metrics.DEPOTDOWNLOADER_AVAILABLE.set_function(lambda: _executable(dd_path))
+        self._shared_figures = metrics.SharedFigures(shared)
+        try:
+            REGISTRY.register(self._shared_figures)
+        except ValueError:  # another instance in this process reports them already
+            self._shared_figures = None
+        try:
+            self.metrics_server = metrics.MetricsServer(
+                self.settings.metrics_host, self.settings.metrics_port
+            )
+        except OSError as exc:
+            raise CannotListen(
+                f"cannot serve metrics on {self.settings.metrics_host}:{self.settings.metrics_port}"
+                f" ({exc.strerror or exc}); choose another port with WALLWHALE_METRICS_PORT (-1: off)"
+            ) from None
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop: health says NOT_SERVING, new calls are refused, running ones get `grace`."""
@@ -376,6 +403,8 @@ class WallWhaleServer:
         await self.key_usage.close()
         if self.metrics_server is not None:
             self.metrics_server.close()
+        if self._shared_figures is not None:
+            REGISTRY.unregister(self._shared_figures)
         await self.catalog.close()
         await self.connections.close()
         if self._owns_engine:
@@ -415,3 +444,16 @@ class WallWhaleServer:
                 _log.info("health changed", serving=answers)
             serving = answers
             await self._set_health(answers)
+
+
+def _executable(path: Path) -> bool:
+    """A bare name is looked up on PATH, as the runner does."""
+    found = shutil.which(str(path))
+    return found is not None and os.access(found, os.X_OK)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

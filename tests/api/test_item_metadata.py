@@ -40,7 +40,7 @@ def downloader_runs(harness: Harness) -> list[dict[str, Any]]:
 
 
 def cache_hits() -> float:
-    return REGISTRY.get_sample_value("wallwhale_archive_cache_hits_total") or 0.0
+    return REGISTRY.get_sample_value("wallwhale_archive_cache_lookups_total", {"result": "hit"}) or 0.0
 
 
 async def test_a_download_records_what_steam_says_about_its_item(harness: Harness, web: FakeWebApi) -> None:

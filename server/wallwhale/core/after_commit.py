@@ -8,7 +8,7 @@ change (and next to the NOTIFY that tells the other instances, where there is on
     after_commit(session).forget_principals()      cached API-key principals may be stale
     after_commit(session).delete_archive(path)     an archive file no row names any more
     after_commit(session).remove_item_dir(app, id) an item's DepotDownloader folder nobody needs
-    after_commit(session).count_cache_hit()        a download was served from the archive cache
+    after_commit(session).count(metric, *labels)   a metrics counter, counted once it is true
 
 They are kept in `session.info` and applied by a SQLAlchemy `after_commit` listener when the
 outermost transaction commits; a rollback drops them (a savepoint that rolls back drops those
@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeAlias
 
+from prometheus_client import Counter
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
-from wallwhale import metrics
 from wallwhale.log import get_logger
 
 if TYPE_CHECKING:  # only named here: core.events registers its events with this module
@@ -64,7 +64,7 @@ class Effects:
     principals_changed: bool = False
     archives: list[str] = field(default_factory=list)  # relative to the storage root
     item_dirs: list[tuple[int, int]] = field(default_factory=list)  # (app id, workshop id)
-    cache_hits: int = 0
+    counts: list[tuple[Counter, tuple[str, ...], float]] = field(default_factory=list)
 
     def publish(self, events: list[StoredEvent]) -> None:
         self.events += events
@@ -81,11 +81,17 @@ class Effects:
     def remove_item_dir(self, app_id: int, workshop_id: int) -> None:
         self.item_dirs.append((app_id, workshop_id))
 
-    def count_cache_hit(self) -> None:
-        self.cache_hits += 1
+    def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        self.counts.append((counter, labels, amount))
 
     def _copy(self) -> Effects:
-        return replace(self, events=[*self.events], archives=[*self.archives], item_dirs=[*self.item_dirs])
+        return replace(
+            self,
+            events=[*self.events],
+            archives=[*self.archives],
+            item_dirs=[*self.item_dirs],
+            counts=[*self.counts],
+        )
 
 
 AnySession: TypeAlias = AsyncSession | Session
@@ -116,8 +122,8 @@ def _apply(effects: Effects, targets: Targets) -> None:
         _attempt("wake the worker", targets.wake_worker)
     if effects.principals_changed:
         _attempt("forget cached principals", targets.principals.clear)
-    if effects.cache_hits:
-        metrics.CACHE_HITS.inc(effects.cache_hits)
+    for counter, labels, amount in effects.counts:
+        (counter.labels(*labels) if labels else counter).inc(amount)
 
 
 def _attempt(what: str, action: Callable[..., None], *args: object) -> None:

@@ -65,6 +65,11 @@ class AuditWriter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def backlog(self) -> int:
+        """Records waiting to be stored."""
+        return len(self._pending)
+
     def record(self, record: AuditRecord) -> None:
         """Queues a record; never blocks the call that makes it."""
         self._pending.append(_storable(record))

@@ -28,7 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale import metrics
 from wallwhale.core import archives, batch_state, downloads, events, ownership, paging
+from wallwhale.core.after_commit import after_commit
 from wallwhale.core.batch_state import Counts
 from wallwhale.core.downloads import JobLimits
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
@@ -263,6 +265,7 @@ async def create(
     firsts = [(job, [downloads.created_event(job), *note]) for job in jobs]
     stored = await events.append_first(session, firsts, now)
     await downloads.claimable(session)
+    after_commit(session).count(metrics.DOWNLOADS_CREATED, "queue", amount=len(jobs))
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, as for one download: a refused quota rolls everything back.
         await reserve_downloads(session, key, len(jobs), now)

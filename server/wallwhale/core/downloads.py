@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wallwhale import metrics
 from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
@@ -103,7 +104,26 @@ async def transition(
     new.append(NewEvent(EventKind.STATE, StateChange(previous, DownloadSnapshot.of(download)).to_json()))
     if state is DownloadState.QUEUED:
         await claimable(session)
+    _count_move(session, previous, download)
     return await events.append(session, download, new, now)
+
+
+def _count_move(session: AsyncSession, previous: DownloadState, download: Download) -> None:
+    counted = after_commit(session)
+    reason = download.failure_reason.value if download.failure_reason else ""
+    state = download.state
+    if state in FINAL_STATES:
+        counted.count(
+            metrics.DOWNLOADS_FINISHED,
+            state.value.lower(),
+            reason if state is DownloadState.FAILED else "",
+        )
+    elif state is DownloadState.QUEUED and previous is not DownloadState.QUEUED:
+        counted.count(metrics.DOWNLOAD_RETRIES, reason if previous not in FINAL_STATES else "")
+    elif state is DownloadState.RUNNING and previous is DownloadState.QUEUED:
+        counted.count(metrics.DOWNLOAD_ATTEMPTS)
+    elif state is DownloadState.WAITING_FOR_STEAM_GUARD and previous is not state:
+        counted.count(metrics.STEAM_GUARD_WAITS)
 
 
 async def claimable(session: AsyncSession) -> None:
@@ -249,8 +269,11 @@ async def create(
     )
     if cached is None:
         await claimable(session)
-    else:
-        after_commit(session).count_cache_hit()
+    if download.content_handle is not None and not data.skip_cache and not data.steam_account_id:
+        after_commit(session).count(metrics.ARCHIVE_CACHE_LOOKUPS, "miss" if cached is None else "hit")
+    after_commit(session).count(metrics.DOWNLOADS_CREATED, "queue" if cached is None else "cache")
+    if cached is not None:
+        after_commit(session).count(metrics.DOWNLOADS_FINISHED, "succeeded", "")
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, in the same transaction: a refused quota rolls the download back, and the key's
         # counter row stays locked for the shortest time.

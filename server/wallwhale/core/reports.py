@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, case, func, or_, select, type_coerce
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import paging
+from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL
 from wallwhale.core.paging import Page
 from wallwhale.db.models import (
     ApiKey,
@@ -21,6 +22,8 @@ from wallwhale.db.models import (
     SteamAccountStatus,
     User,
 )
+from wallwhale.db.types import UTCDateTime
+from wallwhale.metrics import Shared
 
 
 @dataclass(frozen=True)
@@ -123,3 +126,37 @@ async def stats(session: AsyncSession, now: datetime) -> Stats:
         ),
         bytes_downloaded_total=await count(select(func.coalesce(func.sum(Download.bytes_downloaded), 0))),
     )
+
+
+_PRIORITY_NAMES = {PRIORITY_LOW: "low", PRIORITY_NORMAL: "normal", PRIORITY_HIGH: "high"}
+
+
+async def shared_figures(session: AsyncSession, now: datetime) -> Shared:
+    """The queue and the Steam accounts as the metrics report them: three grouped counts over
+    indexed columns. Every priority and status is named, with 0 when it has none."""
+    queued = Download.state == DownloadState.QUEUED
+    counts = await session.execute(
+        select(Download.priority, func.count()).where(queued).group_by(Download.priority)
+    )
+    # A job waiting for its retry time is not late: age counts from when it became due.
+    due_since = func.coalesce(Download.next_attempt_time, Download.create_time)
+    oldest = await session.execute(
+        select(Download.priority, type_coerce(func.min(due_since), UTCDateTime()))
+        .where(queued, or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now))
+        .group_by(Download.priority)
+    )
+    status = case(
+        (SteamAccount.disabled.is_(True), SteamAccountStatus.DISABLED.value), else_=SteamAccount.status
+    )
+    accounts = await session.execute(select(status, func.count()).group_by(status))
+    queued_jobs = dict.fromkeys(_PRIORITY_NAMES.values(), 0)
+    for priority, count in counts.all():
+        queued_jobs[_PRIORITY_NAMES.get(priority, "normal")] += count
+    ages = dict.fromkeys(_PRIORITY_NAMES.values(), 0.0)
+    for priority, since in oldest.all():
+        name = _PRIORITY_NAMES.get(priority, "normal")
+        ages[name] = max(ages[name], (now - since).total_seconds())
+    by_status = {value.value.lower(): 0 for value in SteamAccountStatus}
+    for value, count in accounts.all():
+        by_status[str(getattr(value, "value", value)).lower()] += count
+    return Shared(queued_jobs, ages, by_status)

@@ -11,7 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wallwhale import metrics
 from wallwhale.core import idempotency, paging
+from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.core.secretbox import Keyring, Sealed
 from wallwhale.db.models import Download, SteamAccount, SteamAccountStatus
@@ -202,6 +204,7 @@ async def record_failure(
     elif effect is AccountEffect.THROTTLED:
         account.status, account.status_reason = SteamAccountStatus.COOLING_DOWN, failure.message[:256]
         account.cooldown_end_time = now + throttle_cooldown
+        after_commit(session).count(metrics.STEAM_ACCOUNT_COOLDOWNS)
     elif effect is AccountEffect.NOT_OWNED:
         account.not_owned_app_ids = sorted({*(account.not_owned_app_ids or []), app_id})
         account.owned_app_ids = [app for app in account.owned_app_ids or [] if app != app_id]

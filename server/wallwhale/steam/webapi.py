@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from wallwhale import metrics
+
 DEFAULT_BASE_URL = "https://api.steampowered.com"
 BATCH_LIMIT = 100  # ids per request; Steam rejects larger batches
 RESULT_OK = 1
@@ -193,11 +195,14 @@ class SteamWebApi:
             if not isinstance(response, dict):
                 raise WebApiUnavailable("Steam's Web API answer has no 'response' object")
         except httpx.HTTPError as exc:
+            metrics.WEBAPI_REQUESTS.labels("error").inc()
             self._health = WebApiHealth(False, self._health.last_success, _describe(exc))
             raise WebApiUnavailable(f"Steam's Web API could not be reached: {_describe(exc)}") from exc
         except WebApiUnavailable as exc:
+            metrics.WEBAPI_REQUESTS.labels("error").inc()
             self._health = WebApiHealth(False, self._health.last_success, str(exc))
             raise
+        metrics.WEBAPI_REQUESTS.labels("ok").inc()
         self._health = WebApiHealth(True, time.time())
         return response
 

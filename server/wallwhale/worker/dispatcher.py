@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale import metrics
 from wallwhale.core import queue, retention
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.secretbox import Keyring, KeyringError
@@ -197,9 +198,11 @@ class Dispatcher:
             job.stop(StopReason.SHUTDOWN)  # claimed while stopping: straight back to the queue
 
         async def run() -> None:
+            metrics.JOBS_RUNNING.inc()
             try:
                 await job.execute()
             finally:
+                metrics.JOBS_RUNNING.dec()
                 if self.jobs.get(claim.download_id) is job:
                     del self.jobs[claim.download_id]
                 job.done.set()

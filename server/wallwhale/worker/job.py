@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import dataclasses
 import random
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wallwhale import metrics
 from wallwhale.core import queue, retries, steam_accounts
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.archives import CACHE_NOTE, cache_columns, cached_archive
@@ -66,7 +68,10 @@ class JobRun(RunHooks):
             self.runner = Runner(self._request(), self)
             if self._stop_reason is not None:
                 self.runner.stop(self._stop_reason)
+            started = time.monotonic()
             result = await self.runner.run()
+            outcome = "stopped" if result.stopped else "failed" if result.failure else "succeeded"
+            metrics.RUN_DURATION.labels(outcome).observe(time.monotonic() - started)
             await self._stop_flusher(flusher)
             await self._record(result)
         except LeaseLost:
@@ -116,6 +121,7 @@ class JobRun(RunHooks):
             download = await self._locked(session)
             cached = await cached_archive(session, self.claim.workshop_id, handle)
             if cached is None:
+                after_commit(session).count(metrics.ARCHIVE_CACHE_LOOKUPS, "miss")
                 return False
             now = self.context.clock()
             await self.journal.write_into(session, download, now)
@@ -128,7 +134,7 @@ class JobRun(RunHooks):
                 **cache_columns(cached),
                 **queue.released(),
             )
-            after_commit(session).count_cache_hit()
+            after_commit(session).count(metrics.ARCHIVE_CACHE_LOOKUPS, "hit")
         return True
 
     @property
@@ -214,7 +220,8 @@ class JobRun(RunHooks):
         storage = settings.storage
         await self._write(DownloadState.ARCHIVING, phase=Phase.ARCHIVING)
         try:
-            info = await asyncio.to_thread(storage.build_archive, self.id, self._directory, files)
+            with metrics.ARCHIVE_BUILD_DURATION.time():
+                info = await asyncio.to_thread(storage.build_archive, self.id, self._directory, files)
         except StorageError as exc:
             await self._fail(Failure(Reason.STORAGE_ERROR, str(exc)))
             return
@@ -251,6 +258,7 @@ class JobRun(RunHooks):
                 cancel_requested=False,
                 **queue.released(),
             )
+            after_commit(session).count(metrics.DOWNLOADED_BYTES, amount=download.bytes_downloaded)
 
     async def _fail(self, failure: Failure) -> None:
         now = self.context.clock()

@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from google.api import httpbody_pb2
 
+from wallwhale import metrics
 from wallwhale.core.archives import OpenArchive
 from wallwhale.core.batches import BatchArchive
 from wallwhale.core.events import StoredEvent
@@ -103,6 +104,7 @@ async def _file_chunks(archive: BinaryIO, offset: int, end: int) -> AsyncIterato
         if not data:
             break  # the file shrank under us: the client sees a short body and a size mismatch
         position += len(data)
+        metrics.ARCHIVE_SERVED_BYTES.inc(len(data))
         yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
 
 
@@ -122,6 +124,7 @@ async def send_batch_archive(
             reading = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
             if (data := await asyncio.shield(reading)) is None:
                 break
+            metrics.ARCHIVE_SERVED_BYTES.inc(len(data))
             yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
     except BundleError as exc:
         # Removed or damaged while it was being sent: the client sees a short body and a size
