@@ -15,6 +15,7 @@ committed: they are made again from the protos on every run, so they cannot drif
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import subprocess
 import sys
@@ -41,15 +42,24 @@ READ_RETRIES = "connect-failure,refused-stream,reset,cancelled,unavailable"
 ENVOY = Path(sys.executable).parent / "envoy"
 
 
+HTTP_BODY = ".google.api.HttpBody"
+
+
 @dataclass(frozen=True)
 class Method:
     path: str  # /wallwhale.v1.Service/Method
     http: str  # e.g. "GET /v1/downloads/{id}"
     server_streaming: bool
+    output_type: str = ""  # e.g. ".google.api.HttpBody"
 
     @property
     def is_read(self) -> bool:
         return self.http.startswith("GET ")
+
+    @property
+    def is_archive(self) -> bool:
+        """A stream of raw bytes (a zip): it goes through the archive cluster."""
+        return self.server_streaming and self.output_type == HTTP_BODY
 
 
 def build_descriptor_set(output: Path) -> None:
@@ -61,6 +71,8 @@ def build_descriptor_set(output: Path) -> None:
             "grpc_tools.protoc",
             f"--proto_path={PROTO_ROOT}",
             "--include_imports",
+            # Comments too: the OpenAPI document's descriptions come from them.
+            "--include_source_info",
             f"--descriptor_set_out={output.resolve()}",
             *protos,
             *ERROR_PROTOS,
@@ -95,7 +107,9 @@ def read_services(descriptor_set: Path) -> tuple[list[str], list[Method]]:
                 http = _http_rule(method.options)
                 if not http:
                     raise SystemExit(f"{name}.{method.name} has no google.api.http annotation")
-                methods.append(Method(f"/{name}/{method.name}", http, method.server_streaming))
+                methods.append(
+                    Method(f"/{name}/{method.name}", http, method.server_streaming, method.output_type)
+                )
     return services, methods
 
 
@@ -103,16 +117,26 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _route(method: Method, unary_timeout: str, stream_idle_timeout: str, *, first_read: bool) -> str:
+@dataclass(frozen=True)
+class Timeouts:
+    unary: str
+    stream_idle: str
+    archive_idle: str
+
+
+def _route(method: Method, timeouts: Timeouts, *, first_read: bool) -> str:
     lines = [
         f"              - match: {{ path: {json.dumps(method.path)} }}  # {method.http}",
         "                route:",
-        "                  cluster: wallwhale",
+        f"                  cluster: {'wallwhale_archives' if method.is_archive else 'wallwhale'}",
     ]
-    if method.server_streaming:
-        lines += ["                  timeout: 0s", f"                  idle_timeout: {stream_idle_timeout}"]
+    if method.is_archive:
+        # A client that stops reading stops the bytes; then nothing moves and this resets it.
+        lines += ["                  timeout: 0s", f"                  idle_timeout: {timeouts.archive_idle}"]
+    elif method.server_streaming:
+        lines += ["                  timeout: 0s", f"                  idle_timeout: {timeouts.stream_idle}"]
     else:
-        lines.append(f"                  timeout: {unary_timeout}")
+        lines.append(f"                  timeout: {timeouts.unary}")
     if method.is_read and not first_read:
         lines.append("                  retry_policy: *read_retries")
     elif method.is_read:  # written out once, then referred to by its YAML anchor
@@ -130,11 +154,9 @@ def _route(method: Method, unary_timeout: str, stream_idle_timeout: str, *, firs
     return "\n".join(lines)
 
 
-def _routes(methods: list[Method], unary_timeout: str, stream_idle_timeout: str) -> str:
+def _routes(methods: list[Method], timeouts: Timeouts) -> str:
     first_read = next((m for m in methods if m.is_read), None)
-    return "\n".join(
-        _route(m, unary_timeout, stream_idle_timeout, first_read=m is first_read) for m in methods
-    )
+    return "\n".join(_route(m, timeouts, first_read=m is first_read) for m in methods)
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -150,49 +172,200 @@ def _origins(values: list[str]) -> str:
     return json.dumps(matchers)
 
 
+@dataclass(frozen=True)
+class EdgeTls:
+    """TLS on the public port: the PEM files (chain allowed), and the optional plain port."""
+
+    cert_file: Path
+    key_file: Path
+    redirect_port: int | None = None
+    acme_webroot: Path | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamTls:
+    """Mutual TLS to the instances: the CA both sides trust, and Envoy's client certificate."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    """A file Envoy answers GET `path` with (read when Envoy starts)."""
+
+    path: str
+    file: Path
+    content_type: str
+    # Sent with it; the default Content-Security-Policy (nothing may load) covers the rest.
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Options:
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    admin_port: int = 9901
+    upstreams: tuple[tuple[str, int], ...] = (("127.0.0.1", 50051),)
+    upstream_source_address: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_request_bytes: int = 1024 * 1024
+    unary_timeout: float = 30.0
+    stream_idle_timeout: float = 300.0
+    # An archive stream that moves no byte for this long (its client stopped reading) is reset.
+    archive_idle_timeout: float = 60.0
+    archive_streams_per_connection: int = 8
+    # What Envoy buffers per connection, client or upstream, before it stops reading it.
+    buffer_limit_bytes: int = 64 * 1024
+    health_check_interval: float = 2.0
+    max_connections: int = 10000
+    tls: EdgeTls | None = None
+    upstream_tls: UpstreamTls | None = None
+
+
+def _snippet(name: str, indent: int, **values: object) -> str:
+    """envoy/NAME.template.yaml filled in and indented by `indent` spaces (its comments dropped:
+    they are read in the file)."""
+    text = Template((TEMPLATE.parent / f"{name}.template.yaml").read_text()).substitute(**values)
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return "\n".join(" " * indent + line for line in lines)
+
+
+def _san_matchers(upstreams: tuple[tuple[str, int], ...]) -> str:
+    matchers = []
+    for host, _ in dict.fromkeys(upstreams):
+        try:
+            ipaddress.ip_address(host)
+            kind = "IP_ADDRESS"
+        except ValueError:
+            kind = "DNS"
+        matchers.append({"san_type": kind, "matcher": {"exact": host}})
+    return json.dumps(matchers)
+
+
+def write_sds(out_dir: Path, tls: EdgeTls) -> Path:
+    """The SDS resource naming the certificate files; Envoy watches the certificate's folder."""
+    directory = out_dir / "sds"
+    directory.mkdir(exist_ok=True)
+    cert, key = tls.cert_file.resolve(), tls.key_file.resolve()
+    certificate: dict[str, object] = {
+        "certificate_chain": {"filename": str(cert)},
+        "private_key": {"filename": str(key)},
+    }
+    if cert.parent == key.parent:
+        # A rename into the folder (certbot's symlink swap, cert-manager's ..data swap) reloads
+        # the pair, read together so a half-replaced pair is never served.
+        certificate["watched_directory"] = {"path": str(cert.parent)}
+    secret = {
+        "resources": [
+            {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": "edge_certificate",
+                "tls_certificate": certificate,
+            }
+        ]
+    }
+    path = directory / "edge-certificate.json"
+    staged = directory / "edge-certificate.json.new"
+    staged.write_text(json.dumps(secret, indent=2) + "\n")
+    staged.replace(path)  # Envoy watches the folder for files moved in
+    return path
+
+
+def _static_routes(files: list[StaticFile]) -> str:
+    routes = []
+    for item in files:
+        headers = [{"header": {"key": "content-type", "value": item.content_type}}]
+        headers += [{"header": {"key": k, "value": v}} for k, v in item.headers]
+        route = {
+            "match": {"path": item.path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+            "direct_response": {"status": 200, "body": {"filename": str(item.file.resolve())}},
+            "response_headers_to_add": [{**h, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in headers],
+        }
+        routes.append(f"              - {json.dumps(route)}")
+    return "\n".join(routes)
+
+
 def render(
-    descriptor_set: Path,
-    *,
-    listen: tuple[str, int],
-    admin_port: int,
-    upstreams: list[tuple[str, int]],
-    upstream_source_address: str | None,
-    cors_origins: list[str],
-    max_request_bytes: int,
-    unary_timeout: float,
-    stream_idle_timeout: float,
-    health_check_interval: float,
-    max_connections: int = 10000,
+    descriptor_set: Path, options: Options, *, sds_file: Path | None = None, static: list[StaticFile] | None = None
 ) -> str:
     services, methods = read_services(descriptor_set)
-    unary, idle = _seconds(unary_timeout), _seconds(stream_idle_timeout)
+    timeouts = Timeouts(
+        _seconds(options.unary_timeout),
+        _seconds(options.stream_idle_timeout),
+        _seconds(options.archive_idle_timeout),
+    )
     endpoints = [
         {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
-        for host, port in upstreams
+        for host, port in options.upstreams
     ]
     bind = ""
-    if upstream_source_address:
+    if options.upstream_source_address:
         # Envoy connects to the servers from this address: the one to list in the servers'
         # WALLWHALE_TRUSTED_PROXIES.
         bind = (
             "    upstream_bind_config:\n"
-            f"      source_address: {{ address: {upstream_source_address}, port_value: 0 }}"
+            f"      source_address: {{ address: {options.upstream_source_address}, port_value: 0 }}"
         )
+    downstream_tls = hsts = redirect = ""
+    if options.tls is not None:
+        if sds_file is None:
+            raise ValueError("TLS needs the SDS file (write_sds)")
+        downstream_tls = _snippet(
+            "edge-tls", 6, sds_file=json.dumps(str(sds_file)), sds_directory=json.dumps(str(sds_file.parent))
+        ).lstrip()
+        hsts = (
+            "                - append: { header: { key: strict-transport-security, value: max-age=31536000 },"
+            " append_action: OVERWRITE_IF_EXISTS_OR_ADD }"
+        )
+        if options.tls.redirect_port is not None:
+            public_port = options.listen[1]
+            webroot = options.tls.acme_webroot
+            folder = str((webroot / ".well-known" / "acme-challenge").resolve()) if webroot else ""
+            redirect = _snippet(
+                "redirect-listener",
+                2,
+                listen_address=options.listen[0],
+                redirect_port=options.tls.redirect_port,
+                port_redirect="" if public_port == 443 else f"port_redirect: {public_port},",
+                acme_folder=json.dumps(folder),
+            )
+    upstream_tls = ""
+    if options.upstream_tls is not None:
+        upstream_tls = _snippet(
+            "upstream-tls",
+            4,
+            client_cert=json.dumps(str(options.upstream_tls.cert_file.resolve())),
+            client_key=json.dumps(str(options.upstream_tls.key_file.resolve())),
+            ca_file=json.dumps(str(options.upstream_tls.ca_file.resolve())),
+            san_matchers=_san_matchers(options.upstreams),
+        )
+    static = static or []
+    largest = max((item.file.stat().st_size for item in static), default=0)
     return Template(TEMPLATE.read_text()).substitute(
-        admin_port=admin_port,
-        listen_address=listen[0],
-        listen_port=listen[1],
-        cors_origins=_origins(cors_origins),
-        unary_timeout=unary,
-        stream_idle_timeout=idle,
-        method_routes=_routes(methods, unary, idle),
-        max_request_bytes=max_request_bytes,
+        admin_port=options.admin_port,
+        listen_address=options.listen[0],
+        listen_port=options.listen[1],
+        cors_origins=_origins(list(options.cors_origins)),
+        unary_timeout=timeouts.unary,
+        stream_idle_timeout=timeouts.stream_idle,
+        archive_idle_timeout=timeouts.archive_idle,
+        archive_streams_per_connection=options.archive_streams_per_connection,
+        buffer_limit=options.buffer_limit_bytes,
+        method_routes=_routes(methods, timeouts),
+        static_routes=_static_routes(static),
+        max_static_bytes=max(4096, largest),
+        max_request_bytes=options.max_request_bytes,
         proto_descriptor=json.dumps(str(descriptor_set.resolve())),
         services=json.dumps(services),
         upstream_bind_config=bind,
-        health_check_interval=_seconds(health_check_interval),
+        upstream_transport_socket=upstream_tls,
+        downstream_transport_socket=downstream_tls,
+        hsts_mutation=hsts,
+        redirect_listener=redirect,
+        health_check_interval=_seconds(options.health_check_interval),
         endpoints=json.dumps(endpoints),
-        max_connections=max_connections,
+        max_connections=options.max_connections,
     )
 
 
@@ -208,7 +381,7 @@ def validate(config: Path) -> None:
     print(result.stdout.strip())
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -235,30 +408,81 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--stream-idle-timeout", type=float, default=300.0, help="seconds of silence that cut a stream"
     )
+    parser.add_argument(
+        "--archive-idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an archive stream may move no byte (its client stopped reading) before it is reset",
+    )
+    parser.add_argument(
+        "--archive-streams-per-connection", type=int, default=8, help="archive streams per upstream connection"
+    )
+    parser.add_argument(
+        "--buffer-limit-bytes", type=int, default=64 * 1024, help="bytes buffered per connection"
+    )
     parser.add_argument("--health-check-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--max-connections", type=int, default=10000, help="open client connections at most")
+    tls = parser.add_argument_group("TLS on the public port")
+    tls.add_argument("--tls-cert", type=Path, help="PEM certificate (chain allowed): serve HTTPS and gRPC over TLS")
+    tls.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    tls.add_argument("--redirect-port", type=int, help="plain HTTP port that redirects to HTTPS")
+    tls.add_argument(
+        "--acme-webroot", type=Path, help="answer /.well-known/acme-challenge/ on the redirect port from here"
+    )
+    upstream = parser.add_argument_group("mutual TLS to the server instances")
+    upstream.add_argument("--upstream-tls-ca", type=Path, help="CA that signed the instances' certificates")
+    upstream.add_argument("--upstream-tls-cert", type=Path, help="Envoy's client certificate (PEM)")
+    upstream.add_argument("--upstream-tls-key", type=Path, help="Envoy's client key (PEM)")
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate on the result")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Options:
+    tls = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            parser.error("--tls-cert and --tls-key go together")
+        tls = EdgeTls(args.tls_cert, args.tls_key, args.redirect_port, args.acme_webroot)
+    elif args.redirect_port or args.acme_webroot:
+        parser.error("--redirect-port and --acme-webroot need --tls-cert and --tls-key")
+    upstream_tls = None
+    given = [args.upstream_tls_ca, args.upstream_tls_cert, args.upstream_tls_key]
+    if any(given):
+        if not all(given):
+            parser.error("--upstream-tls-ca, --upstream-tls-cert and --upstream-tls-key go together")
+        upstream_tls = UpstreamTls(args.upstream_tls_ca, args.upstream_tls_cert, args.upstream_tls_key)
+    for path in [p for p in (args.tls_cert, args.tls_key, *given) if p is not None]:
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
+    return Options(
+        listen=args.listen,
+        admin_port=args.admin_port,
+        upstreams=tuple(args.upstream or [("127.0.0.1", 50051)]),
+        upstream_source_address=args.upstream_source_address,
+        cors_origins=tuple(args.cors_origin),
+        max_request_bytes=args.max_request_bytes,
+        unary_timeout=args.unary_timeout,
+        stream_idle_timeout=args.stream_idle_timeout,
+        archive_idle_timeout=args.archive_idle_timeout,
+        archive_streams_per_connection=args.archive_streams_per_connection,
+        buffer_limit_bytes=args.buffer_limit_bytes,
+        health_check_interval=args.health_check_interval,
+        max_connections=args.max_connections,
+        tls=tls,
+        upstream_tls=upstream_tls,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    options = _options(parser, args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     descriptor_set = args.out_dir / "wallwhale.pb"
     build_descriptor_set(descriptor_set)
+    sds_file = write_sds(args.out_dir, options.tls) if options.tls else None
     config = args.out_dir / "envoy.yaml"
-    config.write_text(
-        render(
-            descriptor_set,
-            listen=args.listen,
-            admin_port=args.admin_port,
-            upstreams=args.upstream or [("127.0.0.1", 50051)],
-            upstream_source_address=args.upstream_source_address,
-            cors_origins=args.cors_origin,
-            max_request_bytes=args.max_request_bytes,
-            unary_timeout=args.unary_timeout,
-            stream_idle_timeout=args.stream_idle_timeout,
-            health_check_interval=args.health_check_interval,
-            max_connections=args.max_connections,
-        )
-    )
+    config.write_text(render(descriptor_set, options, sds_file=sds_file))
     if args.validate:
         validate(config)
 

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 BIG_ITEM = 2831239001
 ARCHIVE_MB = 48
 STALLED_READERS = 4
+# Seconds an archive stream may move nothing before Envoy resets it (60 s in production).
+ARCHIVE_IDLE = 4
 
 
 @pytest_asyncio.fixture
@@ -43,7 +45,9 @@ async def big_archive(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy, str
         download = await harness.create(str(BIG_ITEM))
         done = await harness.wait_for(download.id, limit=120)
         assert done.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED, done
-        async with running_envoy(tmp_path / "envoy", [server.port]) as envoy:
+        async with running_envoy(
+            tmp_path / "envoy", [server.port], extra_args=["--archive-idle-timeout", str(ARCHIVE_IDLE)]
+        ) as envoy:
             yield harness, envoy, download.id
 
 
@@ -79,6 +83,12 @@ async def stalled_grpc_reader(envoy: Envoy, download_id: str, key: str) -> Async
     await channel.close()
 
 
+async def _archive_streams_open(envoy: Envoy) -> int:
+    for line in (await envoy.admin("/stats?filter=^cluster.wallwhale_archives.upstream_rq_active$")).splitlines():
+        return int(line.rsplit(":", 1)[1])
+    raise AssertionError("no upstream_rq_active stat for the archive cluster")
+
+
 async def test_stalled_archive_readers_do_not_delay_other_callers(
     big_archive: tuple[Harness, Envoy, str],
 ) -> None:
@@ -105,6 +115,20 @@ async def test_stalled_archive_readers_do_not_delay_other_callers(
                 )
                 await status.GetStatus(status_pb2.GetStatusRequest(), metadata=tuple(other.items()), timeout=1)
                 assert time.monotonic() - started < 1.5
+            # Another key's archive keeps flowing too (the first MiB, as a resumed download asks).
+            started = time.monotonic()
+            part = await http(
+                "GET", envoy.url(path), headers={**other, "range": "bytes=0-1048575"}, socket_timeout=1
+            )
+            assert part.status == 206, part
+            assert len(part.body) == 1048576
+            assert time.monotonic() - started < 1
+            # The stalled streams move nothing: Envoy resets them after the archive idle timeout.
+            assert await _archive_streams_open(envoy) >= STALLED_READERS
+            deadline = time.monotonic() + ARCHIVE_IDLE + 5
+            while await _archive_streams_open(envoy) > 0:
+                assert time.monotonic() < deadline, "stalled archive streams were not reset"
+                await asyncio.sleep(0.2)
     finally:
         await channel.close()
         with contextlib.suppress(StopAsyncIteration):
