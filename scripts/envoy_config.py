@@ -280,14 +280,20 @@ def _static_routes(files: list[StaticFile]) -> str:
         route = {
             "match": {"path": item.path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
             "direct_response": {"status": 200, "body": {"filename": str(item.file.resolve())}},
-            "response_headers_to_add": [{**h, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in headers],
+            "response_headers_to_add": [
+                {**h, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in headers
+            ],
         }
         routes.append(f"              - {json.dumps(route)}")
     return "\n".join(routes)
 
 
 def render(
-    descriptor_set: Path, options: Options, *, sds_file: Path | None = None, static: list[StaticFile] | None = None
+    descriptor_set: Path,
+    options: Options,
+    *,
+    sds_file: Path | None = None,
+    static: list[StaticFile] | None = None,
 ) -> str:
     services, methods = read_services(descriptor_set)
     timeouts = Timeouts(
@@ -415,7 +421,10 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds an archive stream may move no byte (its client stopped reading) before it is reset",
     )
     parser.add_argument(
-        "--archive-streams-per-connection", type=int, default=8, help="archive streams per upstream connection"
+        "--archive-streams-per-connection",
+        type=int,
+        default=8,
+        help="archive streams per upstream connection",
     )
     parser.add_argument(
         "--buffer-limit-bytes", type=int, default=64 * 1024, help="bytes buffered per connection"
@@ -423,7 +432,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-check-interval", type=float, default=2.0, help="seconds")
     parser.add_argument("--max-connections", type=int, default=10000, help="open client connections at most")
     tls = parser.add_argument_group("TLS on the public port")
-    tls.add_argument("--tls-cert", type=Path, help="PEM certificate (chain allowed): serve HTTPS and gRPC over TLS")
+    tls.add_argument(
+        "--tls-cert", type=Path, help="PEM certificate (chain allowed): serve HTTPS and gRPC over TLS"
+    )
     tls.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     tls.add_argument("--redirect-port", type=int, help="plain HTTP port that redirects to HTTPS")
     tls.add_argument(

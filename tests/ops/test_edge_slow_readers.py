@@ -61,9 +61,7 @@ def stalled_rest_readers(envoy: Envoy, path: str, key: str, count: int) -> Itera
             client = socket.socket()
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             client.connect(("127.0.0.1", envoy.port))
-            client.sendall(
-                f"GET {path} HTTP/1.1\r\nhost: wallwhale\r\nx-api-key: {key}\r\n\r\n".encode()
-            )
+            client.sendall(f"GET {path} HTTP/1.1\r\nhost: wallwhale\r\nx-api-key: {key}\r\n\r\n".encode())
             sockets.append(client)
         yield sockets
     finally:
@@ -84,7 +82,9 @@ async def stalled_grpc_reader(envoy: Envoy, download_id: str, key: str) -> Async
 
 
 async def _archive_streams_open(envoy: Envoy) -> int:
-    for line in (await envoy.admin("/stats?filter=^cluster.wallwhale_archives.upstream_rq_active$")).splitlines():
+    for line in (
+        await envoy.admin("/stats?filter=^cluster.wallwhale_archives.upstream_rq_active$")
+    ).splitlines():
         return int(line.rsplit(":", 1)[1])
     raise AssertionError("no upstream_rq_active stat for the archive cluster")
 
@@ -113,7 +113,9 @@ async def test_stalled_archive_readers_do_not_delay_other_callers(
                 await downloads.GetDownload(
                     download_pb2.GetDownloadRequest(id=download_id), metadata=tuple(other.items()), timeout=1
                 )
-                await status.GetStatus(status_pb2.GetStatusRequest(), metadata=tuple(other.items()), timeout=1)
+                await status.GetStatus(
+                    status_pb2.GetStatusRequest(), metadata=tuple(other.items()), timeout=1
+                )
                 assert time.monotonic() - started < 1.5
             # Another key's archive keeps flowing too (the first MiB, as a resumed download asks).
             started = time.monotonic()
