@@ -226,8 +226,9 @@ class Options:
 def _snippet(name: str, indent: int, **values: object) -> str:
     """envoy/NAME.template.yaml filled in and indented by `indent` spaces (its comments dropped:
     they are read in the file)."""
-    text = Template((TEMPLATE.parent / f"{name}.template.yaml").read_text()).substitute(**values)
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    source = (TEMPLATE.parent / f"{name}.template.yaml").read_text().splitlines()
+    kept = "\n".join(line for line in source if line.strip() and not line.lstrip().startswith("#"))
+    lines = Template(kept).substitute(**values).splitlines()
     return "\n".join(" " * indent + line for line in lines)
 
 
