@@ -6,9 +6,15 @@
         --cors-origin http://localhost:5173 --validate
 
 writes OUT/wallwhale.pb (compiled from proto/ with every import, plus google/rpc/error_details.proto
-for the error details the server sends) and OUT/envoy.yaml (envoy/envoy.template.yaml with its
-slots filled; one route per RPC, read from the descriptor set). Both are build output, never
-committed: they are made again from the protos on every run, so they cannot drift from them.
+for the error details the server sends), OUT/static/ (the OpenAPI document generated from that
+descriptor set by scripts/openapi.py, and the docs page) and OUT/envoy.yaml (envoy/envoy.template.yaml
+with its slots filled; one route per RPC, read from the descriptor set). All are build output, never
+committed: they are made again from the protos on every run, so they cannot drift from them
+(docs/openapi.json is a committed copy of the document, checked against the protos in CI).
+
+Envoy serves the static files as direct responses read from OUT/static when it starts: a handful
+of files of known names (no path from a request ever reaches the file system), no extra process;
+the price is a restart to change them, which a build needs anyway.
 --validate then runs `envoy --mode validate` on the result.
 """
 
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,6 +47,14 @@ ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 # checks take it out). Writes are never retried.
 READ_RETRIES = "connect-failure,refused-stream,reset,cancelled,unavailable"
 ENVOY = Path(sys.executable).parent / "envoy"
+DOCS_PAGE = ROOT / "envoy" / "docs"
+SWAGGER_UI = ROOT / "node_modules" / "swagger-ui-dist"
+# The docs page may load its own scripts, styles and images and call the API on this origin:
+# nothing inline, nothing from elsewhere, never framed.
+DOCS_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
 
 
 HTTP_BODY = ".google.api.HttpBody"
@@ -281,6 +296,13 @@ def _static_routes(files: list[StaticFile]) -> str:
         route = {
             "match": {"path": item.path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
             "direct_response": {"status": 200, "body": {"filename": str(item.file.resolve())}},
+            # Not an RPC: the transcoder, which refuses paths it cannot map, stays out of it.
+            "typed_per_filter_config": {
+                "envoy.filters.http.grpc_json_transcoder": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True,
+                }
+            },
             "response_headers_to_add": [
                 {**h, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"} for h in headers
             ],
@@ -485,6 +507,36 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
     )
 
 
+def write_static(out_dir: Path, descriptor_set: Path) -> list[StaticFile]:
+    """The OpenAPI document (from the descriptor set) and the docs page, copied into OUT/static."""
+    import openapi
+
+    if not (SWAGGER_UI / "swagger-ui-bundle.js").is_file():
+        raise SystemExit(f"{SWAGGER_UI} is missing: run scripts/setup.sh (npm ci)")
+    static = out_dir / "static"
+    static.mkdir(exist_ok=True)
+    (static / "openapi.json").write_text(openapi.dumps(openapi.build(descriptor_set)))
+    for source in (
+        DOCS_PAGE / "index.html",
+        DOCS_PAGE / "docs.js",
+        SWAGGER_UI / "swagger-ui-bundle.js",
+        SWAGGER_UI / "swagger-ui.css",
+    ):
+        shutil.copyfile(source, static / source.name)
+    page = (("content-security-policy", DOCS_POLICY), ("cache-control", "no-cache"))
+    asset = (("cache-control", "max-age=3600"),)
+    return [
+        StaticFile(
+            "/v1/openapi.json", static / "openapi.json", "application/json", (("cache-control", "no-cache"),)
+        ),
+        StaticFile("/docs", static / "index.html", "text/html; charset=utf-8", page),
+        StaticFile("/docs/", static / "index.html", "text/html; charset=utf-8", page),
+        StaticFile("/docs/docs.js", static / "docs.js", "text/javascript", asset),
+        StaticFile("/docs/swagger-ui-bundle.js", static / "swagger-ui-bundle.js", "text/javascript", asset),
+        StaticFile("/docs/swagger-ui.css", static / "swagger-ui.css", "text/css", asset),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -492,9 +544,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     descriptor_set = args.out_dir / "wallwhale.pb"
     build_descriptor_set(descriptor_set)
+    static = write_static(args.out_dir, descriptor_set)
     sds_file = write_sds(args.out_dir, options.tls) if options.tls else None
     config = args.out_dir / "envoy.yaml"
-    config.write_text(render(descriptor_set, options, sds_file=sds_file))
+    config.write_text(render(descriptor_set, options, sds_file=sds_file, static=static))
     if args.validate:
         validate(config)
 
