@@ -17,6 +17,7 @@ Targets, each a separate process on this machine:
                and wrk allow when the upstream costs almost nothing
   tls-grpc     envoy-grpc through a third Envoy with TLS on (a `wallwhale certs dev` certificate,
   tls-rest     h2 by ALPN) and envoy-rest through it (HTTPS, HTTP/1.1 keep-alive): the cost of TLS
+  bare-tls-rest  bare-rest through a fourth Envoy with TLS on: the cost of TLS to Envoy itself
 
 Load: h2load (C, HTTP/2) sends gRPC unary requests (content-type application/grpc, te: trailers, the
 length-prefixed request as the body) with --connections x --streams in flight; wrk the REST calls
@@ -281,6 +282,10 @@ async def run(args: argparse.Namespace) -> None:
                     directory / "envoy-tls", server.port, args.envoy_workers, certificates
                 )
                 envoys.append(envoy)
+                envoy, bare_tls_port = start_envoy(
+                    directory / "envoy-bare-tls", bare_port, args.envoy_workers, certificates
+                )
+                envoys.append(envoy)
                 rest_path = f"/v1/downloads/{download_id}"
                 if await _check_grpc(bare_port, request, None) != reply:
                     raise SystemExit("bench: the bare server's reply differs from the real one")
@@ -296,7 +301,8 @@ async def run(args: argparse.Namespace) -> None:
                 h2load_check(tls_port, body, key, reply_bytes, scheme="https")
                 await asyncio.sleep(1)  # the first health checks and audit flushes settle
                 _check_rest(bare_envoy_port, rest_path, key, download_id)
-                ports = Ports(bare_port, server.port, envoy_port, bare_envoy_port, tls_port)
+                _check_rest(bare_tls_port, rest_path, key, download_id, certificates / "ca.pem")
+                ports = Ports(bare_port, server.port, envoy_port, bare_envoy_port, tls_port, bare_tls_port)
                 _measure(args, ports, body, key, reply_bytes, rest_path)
             finally:
                 for envoy in envoys:
@@ -314,6 +320,7 @@ class Ports:
     envoy: int  # in front of the server
     bare_envoy: int  # in front of the bare server
     tls: int  # the same Envoy configuration with TLS on, in front of the server
+    bare_tls: int  # and in front of the bare server
 
 
 def _measure(
@@ -327,6 +334,7 @@ def _measure(
         "envoy-rest": lambda: wrk(args, ports.envoy, rest_path, key),
         "tls-grpc": lambda: h2load(args, ports.tls, body, key, scheme="https"),
         "tls-rest": lambda: wrk(args, ports.tls, rest_path, key, scheme="https"),
+        "bare-tls-rest": lambda: wrk(args, ports.bare_tls, rest_path, key, scheme="https"),
     }
     in_flight = args.connections * args.streams
     print(
@@ -371,6 +379,10 @@ def _measure(
     )
     print(f"TLS / plain through Envoy, REST:    {rate['tls-rest'] / rate['envoy-rest']:.2f}")
     print(f"TLS / plain through Envoy, gRPC:    {rate['tls-grpc'] / rate['envoy-grpc']:.2f}")
+    print(
+        "TLS / plain through Envoy, REST to the bare server (Envoy's own cost):"
+        f" {rate['bare-tls-rest'] / rate['bare-rest']:.2f}"
+    )
     problems = [r.note for rs in results.values() for r in rs if r.note or r.failed]
     if problems:
         print(f"WARNING: {len(problems)} measurements had failures; see the rounds above")
