@@ -1,6 +1,7 @@
-"""scripts/run.sh end to end with TLS: the server and Envoy start, the health endpoints answer over
-HTTPS without credentials, the plain port redirects, the access log leaves query strings out, and
-everything the script creates is private to its user (issue 15 item 9, issue 17)."""
+"""scripts/run.sh end to end with TLS at Envoy and mutual TLS to the server: the server and Envoy
+start, the health endpoints answer over HTTPS without credentials (/readyz through the mutual-TLS
+link), the plain port redirects, the access log leaves query strings out, and everything the script
+creates is private to its user (issue 15 item 9, issue 17)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def test_run_script_with_tls_health_endpoints_private_files(tmp_path: Path) -> N
         "WALLWHALE_TLS_CERT_FILE": str(made.path("server.pem")),
         "WALLWHALE_TLS_KEY_FILE": str(made.path("server-key.pem")),
         "WALLWHALE_STEAM_WEB_API_URL": "",
+        # Mutual TLS between Envoy and the server, as `wallwhale certs dev` prints it.
+        "WALLWHALE_UPSTREAM_TLS_CA_FILE": str(made.path("ca.pem")),
+        "WALLWHALE_UPSTREAM_TLS_CERT_FILE": str(made.path("instance.pem")),
+        "WALLWHALE_UPSTREAM_TLS_KEY_FILE": str(made.path("instance-key.pem")),
+        "WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE": str(made.path("envoy-client.pem")),
+        "WALLWHALE_UPSTREAM_TLS_CLIENT_KEY_FILE": str(made.path("envoy-client-key.pem")),
     }
     log = (tmp_path / "run.log").open("w")
     process = subprocess.Popen(
