@@ -12,6 +12,7 @@ import os
 import ssl
 import stat
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -30,7 +31,6 @@ from tests.conftest import make_settings, prepare_database
 from tests.envoy_support import ENVOY_ADDRESS, Envoy, free_port, http, running_envoy, servers_behind_envoy
 from wallwhale import certs
 from wallwhale.app import WallWhaleServer
-from wallwhale.cli import main as wallwhale_main
 from wallwhale.config import to_async_url
 from wallwhale.v1 import status_pb2, status_pb2_grpc
 
@@ -57,12 +57,21 @@ def client_context(ca: Path) -> ssl.SSLContext:
 # ---- wallwhale certs dev ------------------------------------------------------------------------
 
 
-def test_certs_dev_makes_a_ca_and_certificates_for_the_hosts(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _certs_dev(*args: str) -> str:
+    """`wallwhale certs dev ARGS` as a person runs it (its own process: the CLI sets up logging)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "wallwhale.cli", "certs", "dev", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+def test_certs_dev_makes_a_ca_and_certificates_for_the_hosts(tmp_path: Path) -> None:
     out = tmp_path / "certs"
-    assert wallwhale_main(["certs", "dev", "--out", str(out), "--host", "wallwhale.example"]) == 0
-    printed = capsys.readouterr().out
+    printed = _certs_dev("--out", str(out), "--host", "wallwhale.example")
     assert "Created a new development CA" in printed
     assert f"--cacert {out.resolve()}/ca.pem" in printed
     assert "update-ca-certificates" in printed
@@ -80,8 +89,7 @@ def test_certs_dev_makes_a_ca_and_certificates_for_the_hosts(
         assert set(names.get_values_for_type(x509.DNSName)) == {"wallwhale.example", "localhost"}
         assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
     # Run again: the CA (and so the trust placed in it) stays, the leaves are new.
-    assert wallwhale_main(["certs", "dev", "--out", str(out)]) == 0
-    assert "Reused the development CA" in capsys.readouterr().out
+    assert "Reused the development CA" in _certs_dev("--out", str(out))
     assert x509.load_pem_x509_certificate((out / "ca.pem").read_bytes()) == ca
 
 
