@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, certs.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     keys_commands.add_parser(
         "rotate", help="re-encrypt every stored password with the first (current) key of the keyring"
     )
+    certs = commands.add_parser("certs", help="TLS certificates")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    dev = certs_commands.add_parser(
+        "dev", help="make a local CA and certificates for development, and print how to trust the CA"
+    )
+    dev.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name or address the certificates are for (repeatable; localhost is always in)",
+    )
+    dev.add_argument("--out", type=Path, help="folder for the files (default: DATA_DIR/certs)")
     return parser
 
 
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return _migrate(settings)
         if args.command == "keys":
             return _keys(settings, args.keys_command)
+        if args.command == "certs":
+            return _certs_dev(args.out or settings.data_dir / "certs", args.host)
         if args.command == "bootstrap":
             return asyncio.run(_bootstrap(settings, args.email, as_json=args.json, if_empty=args.if_empty))
         return _serve(settings, args.port_file)
@@ -127,6 +142,13 @@ async def _bootstrap(settings: Settings, email: str, *, as_json: bool, if_empty:
             f"  password:  {result.password}\n"
             f"  API key:   {result.api_key}   (send as the x-api-key header)"
         )
+    return EXIT_OK
+
+
+def _certs_dev(directory: Path, hosts: list[str]) -> int:
+    from wallwhale import certs
+
+    print(certs.instructions(certs.make_dev_certificates(directory, hosts)))
     return EXIT_OK
 
 
