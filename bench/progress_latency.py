@@ -67,7 +67,7 @@ LATENCY_ITEM = 3_000_002_000  # + round
 # Separate connections for channels to the same address (gRPC shares one by default).
 CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1)]
 # The server writes a running job's events this often, and a progress event at most every
-# PROGRESS_INTERVAL (core.engine.EngineSettings, not settings).
+# PROGRESS_INTERVAL (worker.context.WorkerSettings, not settings).
 EVENT_FLUSH_INTERVAL = 0.1
 PROGRESS_INTERVAL = 0.25
 

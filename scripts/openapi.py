@@ -448,8 +448,11 @@ class Builder:
             tags.append(tag)
             for method in service.method:
                 rule: http_pb2.HttpRule = method.options.Extensions[annotations_pb2.http]
-                for binding in [rule, *rule.additional_bindings]:
+                for number, binding in enumerate([rule, *rule.additional_bindings], start=1):
                     path, verb, operation = self.operation(service_name, method, binding)
+                    if number > 1:
+                        # Operation ids are unique in a document: an additional binding is _2, _3...
+                        operation["operationId"] += f"_{number}"
                     if verb in paths.setdefault(path, {}):
                         raise SystemExit(f"{verb.upper()} {path} is bound twice")
                     paths[path][verb] = operation

@@ -28,4 +28,12 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "setup: /usr/bin/chromium is missing; the web console's browser tests need it (apt-get install chromium)" >&2
   fi
 fi
+# DepotDownloader runs inside bubblewrap (server/wallwhale/steam/sandbox.py); the tests use it too.
+if ! command -v bwrap >/dev/null; then
+  if [ "${CI:-}" = true ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "setup: bwrap is missing; DepotDownloader would run unconfined (apt-get install bubblewrap)" >&2
+  fi
+fi
 echo "setup: $(.venv/bin/python --version), $(.venv/bin/envoy --version 2>/dev/null | grep -o 'version: [^ ]*' || echo 'envoy missing'), buf $(npx --no-install buf --version)"

@@ -5,6 +5,7 @@ tests/support/, which test modules import; nothing imports this file.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,6 +24,14 @@ from tests.support.harness import Harness, harness_for
 from tests.support.server import make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core.bootstrap import BootstrapResult
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fake_steam_writable(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The test DepotDownloader plays Steam through files in the tests' folders (the real one talks
+    to Steam over the network), so its sandbox lets it write there; the data and storage
+    directories inside stay hidden (steam/sandbox.py)."""
+    os.environ["WALLWHALE_DEPOTDOWNLOADER_WRITABLE"] = str(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

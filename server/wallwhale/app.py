@@ -9,30 +9,32 @@ import secrets
 import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from wallwhale import metrics
-from wallwhale.config import Settings
+from wallwhale.config import ConfigError, Settings
 from wallwhale.core import secretbox
+from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
-from wallwhale.core.engine import Engine, EngineSettings
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import PrincipalCache
 from wallwhale.core.limits import RateLimit, RateLimiter
-from wallwhale.core.network import IpRules, parse_networks
+from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.retention import Policy
-from wallwhale.core.sessions import SessionService
 from wallwhale.core.status import StatusProbe
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
+from wallwhale.network import IpRules, parse_networks
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
@@ -42,10 +44,16 @@ from wallwhale.rpc.limits import RateLimitInterceptor
 from wallwhale.rpc.servicers.admin import AdminServicer
 from wallwhale.rpc.servicers.auth import AuthServicer
 from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
+from wallwhale.rpc.servicers.health import HealthServicer
+from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.rpc.streams_limit import StreamLimitInterceptor
+from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale.worker.context import WorkerSettings
+from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.server")
 
@@ -76,13 +84,14 @@ def listener_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> EngineSettings:
+def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> WorkerSettings:
     budget = settings.archive_disk_budget_mb * 1024 * 1024
-    return EngineSettings(
+    return WorkerSettings(
         instance_id=instance_id,
         executable=settings.depotdownloader_path,
         storage=storage,
         homes=(settings.data_dir / "steam-homes").resolve(),
+        sandbox=downloader_sandbox(settings, storage),
         max_concurrent=settings.max_concurrent_downloads,
         lease=timedelta(seconds=settings.job_lease_seconds),
         poll_interval=settings.queue_poll_interval_seconds,
@@ -105,6 +114,29 @@ def engine_settings(settings: Settings, instance_id: str, storage: Storage) -> E
     )
 
 
+def downloader_sandbox(settings: Settings, storage: Storage) -> Sandbox:
+    """DepotDownloader's confinement: its folder and home writable, the server's places hidden."""
+    mode = settings.depotdownloader_sandbox
+    usable = bwrap_executable() is not None
+    if mode == "bwrap" and not usable:
+        raise ConfigError(
+            "WALLWHALE_DEPOTDOWNLOADER_SANDBOX=bwrap, but bubblewrap cannot make a sandbox here"
+            " (install bubblewrap and allow unprivileged user namespaces)"
+        )
+    if mode == "none" or not usable:
+        _log.warning(
+            "DepotDownloader runs UNCONFINED: a hostile file name can write anywhere this server can"
+            " (install bubblewrap; see WALLWHALE_DEPOTDOWNLOADER_SANDBOX)"
+        )
+        return Sandbox(SandboxMode.NONE)
+    hidden = [settings.data_dir.resolve(), storage.root]
+    database = make_url(settings.resolved_database_url)
+    if database.get_backend_name() == "sqlite" and database.database:
+        file = Path(database.database).resolve()
+        hidden += [file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")]
+    return Sandbox(SandboxMode.BWRAP, tuple(hidden), tuple(settings.depotdownloader_writable))
+
+
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -123,7 +155,7 @@ class WallWhaleServer:
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
         self._owns_engine = engine is None
         self.sessions = db_engine.session_factory(self.engine)
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -131,11 +163,11 @@ class WallWhaleServer:
         self._stopping = asyncio.Event()
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
-        self.quick = db_engine.QuickWork(self.engine)
+        self.connections = db_engine.ConnectionRunner(self.engine)
         self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
-        logins = SessionService(
+        logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
             clock,
@@ -149,6 +181,7 @@ class WallWhaleServer:
             usable=lambda: self.listener is None or self.listener.connected.is_set(),
         )
         self.listener: Listener | None = None
+        limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
         self.server = aio.server(
             interceptors=[
                 CallChain(
@@ -166,9 +199,12 @@ class WallWhaleServer:
                         # The key look-up only reads: on SQLite it must not take the write lock on every call.
                         AuthenticationInterceptor(rules, readers, clock, self.audit, logins, self.principals),
                         RateLimitInterceptor(
-                            RateLimiter(self.quick, self.engine.dialect.name, clock),
+                            limiter,
                             self.audit,
                             RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
+                        ),
+                        StreamLimitInterceptor(
+                            self.audit, settings.max_streams_per_caller, settings.max_streams_total
                         ),
                         AuditInterceptor(rules, self.audit),
                         ErrorMappingInterceptor(),
@@ -192,20 +228,21 @@ class WallWhaleServer:
             else None,
             retry_seconds=settings.steam_web_api_retry_seconds,
         )
-        self.downloads = Engine(
+        self.worker = Dispatcher(
             self.sessions,
-            self.hub,
             keyring,
-            engine_settings(settings, self.instance_id, self.storage),
+            worker_settings(settings, self.instance_id, self.storage),
             clock,
             self.catalog,
         )
+        # Every committed transaction's side effects reach these (core.after_commit).
+        install(self.sessions, Targets(self.hub, self.worker.wake, self.principals, self.storage))
         self.listener = self._listener(settings)
         downloads = DownloadServicer(
             self.sessions,
             readers,
             clock,
-            self.downloads,
+            self.worker,
             self.hub,
             self.storage,
             DownloadOptions(
@@ -214,12 +251,17 @@ class WallWhaleServer:
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
             ),
             self.catalog,
-            self.quick,
+            self.connections,
+            LinkOptions(
+                max_ttl=timedelta(seconds=settings.archive_link_max_seconds),
+                rate_limit=RateLimit.of(
+                    settings.archive_link_requests_per_minute, settings.archive_link_burst
+                ),
+                limiter=limiter,
+            ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(
-            self.sessions, clock, keyring, self.downloads, self.principals, settings.watch_heartbeat_seconds
-        )
+        admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(
@@ -246,16 +288,16 @@ class WallWhaleServer:
 
         def reconnected() -> None:
             self.principals.clear()  # a change announced while away went unheard
-            self.hub.notify_all()
-            self.downloads.wake()
+            self.hub.mark_all_behind()
+            self.worker.wake()
 
         return Listener(
             libpq_url(settings.resolved_database_url),
             {
                 Channel.EVENTS: events,
-                Channel.QUEUE: lambda _: self.downloads.wake(),
-                Channel.CANCEL: self.downloads.cancel_requested,
-                Channel.GUARD: self.downloads.guard_code_announced,
+                Channel.QUEUE: lambda _: self.worker.wake(),
+                Channel.CANCEL: self.worker.cancel_requested,
+                Channel.GUARD: self.worker.guard_code_announced,
                 Channel.CREDENTIALS: lambda _: self.principals.clear(),
             },
             reconnected,
@@ -281,7 +323,7 @@ class WallWhaleServer:
         await self.server.start()
         if self.listener is not None:
             self.listener.start()
-        self.downloads.start()
+        self.worker.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -297,7 +339,7 @@ class WallWhaleServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
-        await self.downloads.stop()  # claims nothing more; running jobs go back to the queue
+        await self.worker.stop()  # claims nothing more; running jobs go back to the queue
         if self.listener is not None:
             await self.listener.stop()
         self._stopping.set()
@@ -308,7 +350,7 @@ class WallWhaleServer:
         if self.metrics_server is not None:
             self.metrics_server.close()
         await self.catalog.close()
-        await self.quick.close()
+        await self.connections.close()
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from wallwhale import __version__, log
 from wallwhale.config import ConfigError, Settings, load_settings
-from wallwhale.core.errors import WallWhaleError
+from wallwhale.errors import WallWhaleError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -206,12 +206,10 @@ async def _run_server(settings: Settings, port_file: Path | None) -> None:
 
     server = WallWhaleServer(settings)
     await server.start()
-    # The cyclic collector's full passes walk every live object: with 1,000 watch streams they
-    # stalled every stream for 150-210 ms every few seconds (bench/progress_latency.py, p99 217 ms).
-    # What start-up made (modules, mappers, descriptors: most of the heap) lives as long as the
-    # process, so it is taken out of those passes, and the youngest generation is collected after
-    # 10,000 allocations rather than 700, which makes the full passes rarer (p99 41 ms, and no
-    # more memory with the streams open).
+    # The cyclic collector's full passes walk every live object and stalled every watch stream
+    # (figures: docs/benchmarks.md, "Progress latency and memory"). What start-up made (modules, mappers,
+    # descriptors: most of the heap) lives as long as the process, so it is taken out of those
+    # passes, and the youngest generation is collected less often, which makes the full passes rarer.
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)

@@ -11,7 +11,7 @@ import os
 from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from wallwhale.core.network import parse_networks
+from wallwhale.network import parse_networks
 
 ENV_PREFIX = "WALLWHALE_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
@@ -81,6 +81,12 @@ class Settings(BaseSettings):
 
     storage_dir: Path | None = None
     depotdownloader_path: Path = Path("DepotDownloader")
+    # Confines DepotDownloader to its item folder and its account's home (steam/sandbox.py):
+    # "bwrap" (bubblewrap) or "none". Unset: bwrap where it can make a sandbox, else none, loudly.
+    depotdownloader_sandbox: Literal["bwrap", "none"] | None = None
+    # Folders DepotDownloader may write besides those (comma-separated absolute paths); the data
+    # and storage directories stay hidden even inside them.
+    depotdownloader_writable: Annotated[list[Path], NoDecode] = []
     # Steam's public Web API (item details before a job is queued, collections of a batch); empty
     # turns it off (then every id of a batch is taken for an item).
     steam_web_api_url: str = "https://api.steampowered.com"
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
     # After a failed lookup, jobs are queued without asking for this long (metadata comes later).
     steam_web_api_retry_seconds: float = Field(default=60.0, ge=0)
 
-    # The download engine. Concurrency is per instance; per key and per Steam account limits hold
+    # The download worker. Concurrency is per instance; per key and per Steam account limits hold
     # across instances (they are counted in the database).
     max_concurrent_downloads: int = Field(default=4, ge=0, le=256)
     # A running job's lease: renewed every third of it; a dead instance's jobs return after it.
@@ -112,6 +118,10 @@ class Settings(BaseSettings):
     steam_throttle_cooldown_seconds: float = Field(default=6 * 3600.0, ge=0)
     # Consecutive chunk errors after which a run is given up (DepotDownloader retries forever).
     chunk_error_limit: int = Field(default=50, ge=1)
+    # Archive downloads and watches (FetchArchive, FetchBatchArchive, WatchDownload, WatchBatch) open
+    # at once on one instance: per API key or person, and in total; more are RESOURCE_EXHAUSTED.
+    max_streams_per_caller: int = Field(default=16, ge=1)
+    max_streams_total: int = Field(default=1024, ge=1)
     # Heartbeats on quiet WatchDownload streams, so that idle proxies keep them open.
     watch_heartbeat_seconds: float = Field(default=15.0, gt=0)
     # Retention: archives older than this (0 keeps them), and a disk budget for all of them (0: none).
@@ -134,6 +144,11 @@ class Settings(BaseSettings):
     # (API keys carry their own limits). Unset: people are not limited.
     user_requests_per_minute: int | None = Field(default=None, ge=0)
     user_burst: int | None = Field(default=None, ge=0)
+    # Share links to archives: the longest lifetime a link may be given, and each link's own rate
+    # limit (fetches per minute, burst); a link is passed around, so it gets a budget of its own.
+    archive_link_max_seconds: int = Field(default=86400, ge=60)
+    archive_link_requests_per_minute: int | None = Field(default=60, ge=0)
+    archive_link_burst: int | None = Field(default=20, ge=0)
     # An API key that passed its check is trusted this long without reading it again (0: read at
     # every call). Changes made through the API reach every instance at once; this bounds what a
     # change made behind the server's back (or a lost notification) leaves in effect.
@@ -170,6 +185,16 @@ class Settings(BaseSettings):
         entries = [str(entry).strip() for entry in entries if str(entry).strip()]
         parse_networks(entries)  # raises ValueError naming the bad entry
         return entries
+
+    @field_validator("depotdownloader_writable", mode="before")
+    @classmethod
+    def _absolute_folders(cls, value: object) -> list[Path]:
+        entries = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        folders = [Path(str(entry).strip()) for entry in entries if str(entry).strip()]
+        for folder in folders:
+            if not folder.is_absolute():
+                raise ValueError(f"{folder} is not an absolute path")
+        return folders
 
     @field_validator("jwt_secret")
     @classmethod

@@ -1,6 +1,6 @@
 """The download engine end to end: real server, real database, the test DepotDownloader as the binary.
 
-Each failure class of ../shared/reference/depotdownloader.md is produced by the fake the way the real
+Each failure class of docs/depotdownloader-reference.md is produced by the fake the way the real
 tool produces it (output, prompts, exit code), and the job must end in the right state and reason.
 """
 
@@ -411,9 +411,9 @@ async def test_retention_removes_old_archives_and_fetch_says_why(harness: Harnes
     created = await harness.create(str(ITEM))
     done = await harness.wait_for(created.id)
     assert done.archive.expire_time.ToDatetime(tzinfo=UTC) > now[0]
-    assert await server.downloads.apply_retention() == 0
+    assert await server.worker.apply_retention() == 0
     now[0] += timedelta(hours=2)
-    assert await server.downloads.apply_retention() == 1
+    assert await server.worker.apply_retention() == 1
     error = await rpc_error(
         harness.downloads.FetchArchive(D.FetchArchiveRequest(id=created.id), metadata=harness.admin).read()
     )
@@ -457,7 +457,7 @@ async def test_a_killed_server_loses_nothing_and_the_job_runs_once(harness: Harn
     harness.steam.add_item(
         ITEM, files={f"f{i}.bin": 1000 for i in range(40)}, behaviour={"file_delay": seconds(0.2)}
     )
-    await harness.servers[0].downloads.stop()  # this instance must not take the job
+    await harness.servers[0].worker.stop()  # this instance must not take the job
     port_file = tmp_path / "port"
     env = {
         **os.environ,
@@ -546,7 +546,7 @@ async def test_instances_on_postgresql_hear_each_other_at_once(harness: Harness)
     await harness.start(max_concurrent_downloads=0, **slow)  # B: answers calls, runs no jobs
     created = await harness.create(str(ITEM))
     assert (await harness.wait_for_progress(created.id, limit=10)).steam_account_id
-    assert worker.downloads.jobs  # it runs on A
+    assert worker.worker.jobs  # it runs on A
 
     stream = harness.downloads.WatchDownload(
         D.WatchDownloadRequest(
@@ -641,7 +641,7 @@ async def test_a_steam_guard_code_sent_to_another_instance_reaches_the_prompt(ha
     await harness.start(max_concurrent_downloads=0)  # B: the admin talks to it; the job runs on A
     created = await harness.create(str(ITEM))
     await harness.wait_for(created.id, {D.DOWNLOAD_STATE_WAITING_FOR_STEAM_GUARD})
-    assert worker.downloads.jobs
+    assert worker.worker.jobs
     await harness.admin_api.SubmitSteamGuardCode(
         admin_pb2.SubmitSteamGuardCodeRequest(id=account_id, code="M3N4P"), metadata=harness.admin
     )

@@ -26,10 +26,10 @@ from tests.support.database import add_key, wait_for_audit_events
 from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core import api_keys, limits
-from wallwhale.core.errors import QuotaExceeded, QuotaViolation
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import ApiKey
 from wallwhale.db.types import utcnow
+from wallwhale.errors import QuotaExceeded, QuotaViolation
 from wallwhale.rpc import errors
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, auth_pb2, auth_pb2_grpc
 

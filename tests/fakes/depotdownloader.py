@@ -4,8 +4,9 @@
 It takes DepotDownloader's real command line and plays both the tool and Steam: it prints the tool's
 lines on the stream the tool uses, asks its prompts without a newline, writes the files of `-dir` and
 the refresh-token store, and ends with the tool's exit codes, crashes (SIGABRT) and signal behaviour.
-Everything it prints comes from the project's DepotDownloader reference (depotdownloader.md): `#n` in
-a comment is row n of its output catalogue (section 2.2), `§n` a section.
+Everything it prints comes from the project's DepotDownloader reference
+(docs/depotdownloader-reference.md): `#n` in a comment is row n of its output catalogue (section
+2.2), `§n` a section.
 
 Steam is a "world": a JSON file named by FAKE_STEAM_WORLD (accounts, workshop items, failure knobs),
 written by tests/fakes/steam.py, which also generates the launcher that sets that variable. Without

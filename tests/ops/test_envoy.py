@@ -47,9 +47,9 @@ from tests.support.envoy import (
     servers_behind_envoy,
 )
 from tests.support.harness import Harness, harness_for, seconds, unzip
+from wallwhale import errors
 from wallwhale.app import WallWhaleServer
 from wallwhale.config import to_async_url
-from wallwhale.core import errors
 from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.rpc.errors import status_for, to_grpc_status
 from wallwhale.v1 import (
@@ -180,7 +180,7 @@ async def test_every_rpc_has_a_route_streams_without_timeout_reads_with_retries(
     assert {"WatchDownload", "WatchBatch", "FetchArchive", "FetchBatchArchive"} <= streams
     # Archives have their own connections to the servers (slow readers stall nobody else).
     for path, _, _ in methods:
-        archive = path.endswith(("/FetchArchive", "/FetchBatchArchive"))
+        archive = path.endswith(("/FetchArchive", "/FetchBatchArchive", "/FetchArchiveLink"))
         assert routes[path]["cluster"] == ("wallwhale_archives" if archive else "wallwhale"), path
 
 

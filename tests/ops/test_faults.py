@@ -64,7 +64,7 @@ async def test_a_server_killed_mid_archive_serves_nothing_half_written_and_the_j
     # Thousands of small files: packing them takes seconds (per-file work), fetching them does not.
     files: dict[str, bytes | int] = {f"layers/{i:04}.bin": 8 * 1024 for i in range(3000)}
     harness.steam.add_item(ITEM, files=files)
-    await harness.servers[0].downloads.stop()
+    await harness.servers[0].worker.stop()
     archives = harness.data_dir / "storage" / "archives"
     async with serve_process(harness, tmp_path / "serve", inactivity_timeout_seconds=60) as doomed:
         created = await harness.create(str(ITEM))

@@ -85,7 +85,7 @@ async def test_jobs_created_through_envoy_run_once_each_spread_over_the_instance
         async def sample() -> None:
             while sampling:
                 for index, server in enumerate(servers):
-                    for job_id in list(server.downloads.jobs):
+                    for job_id in list(server.worker.jobs):
                         held[job_id].add(index)
                 await asyncio.sleep(0.01)
 
@@ -153,7 +153,7 @@ async def test_a_watcher_on_one_instance_sees_live_progress_of_a_job_running_on_
                 current = (
                     await at_a.GetDownload(D.GetDownloadRequest(id=created.id), metadata=harness.admin)
                 ).download
-                if current.state == D.DOWNLOAD_STATE_RUNNING and created.id in servers[1].downloads.jobs:
+                if current.state == D.DOWNLOAD_STATE_RUNNING and created.id in servers[1].worker.jobs:
                     live.append(time.monotonic())
         finished = time.monotonic()
 

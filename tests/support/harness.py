@@ -68,7 +68,13 @@ class Harness:
         self.admin = (("x-api-key", first.api_key),)
 
     async def start(self, clock: Callable[[], datetime] = utcnow, **overrides: Any) -> WallWhaleServer:
-        values = {**ENGINE_SETTINGS, "depotdownloader_path": self.steam.executable, **overrides}
+        values = {
+            **ENGINE_SETTINGS,
+            "depotdownloader_path": self.steam.executable,
+            # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+            "depotdownloader_writable": [self.steam.directory.resolve()],
+            **overrides,
+        }
         server = WallWhaleServer(make_settings(self.database_url, self.data_dir, **values), clock=clock)
         await server.start()
         self.servers.append(server)

@@ -1,7 +1,7 @@
 """The reading of DepotDownloader's output (pure functions); the workshop references that reach its
 command line: test_workshop_refs.py.
 
-Transcripts are the reference's (../shared/reference/depotdownloader.md §2.3, §4, §7).
+Transcripts are the reference's (docs/depotdownloader-reference.md §2.3, §4, §7).
 """
 
 from __future__ import annotations

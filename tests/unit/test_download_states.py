@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.config import to_async_url
 from wallwhale.core import downloads
-from wallwhale.core.errors import FailedPrecondition
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import Base, Batch, Download, DownloadEvent, DownloadState
+from wallwhale.errors import FailedPrecondition
 from wallwhale.ids import new_id
 
 S = DownloadState

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wallwhale.config import ConfigError, load_settings
-from wallwhale.core.network import IpRules, parse_networks
+from wallwhale.network import IpRules, parse_networks
 
 
 def rules(allow: str = "", deny: str = "", trusted: str = "") -> IpRules:

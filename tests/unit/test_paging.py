@@ -9,7 +9,7 @@ import json
 import pytest
 
 from wallwhale.core import paging
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 
 
 def forged_raw(data: bytes) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 from wallwhale.steam.workshop import parse_workshop_id
 
 

@@ -1,7 +1,9 @@
 // The web console in Debian's Chromium against the real stack (see support.ts). Run with
 // `npm run e2e` (scripts/test.sh does); WALLWHALE_SCREENSHOTS=DIR also saves the main pages as PNGs.
 import assert from "node:assert/strict";
-import { writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
@@ -111,11 +113,26 @@ describe("the web console", { skip: HAVE_CHROMIUM ? false : "no /usr/bin/chromiu
     await context.close();
   });
 
-  test(
-    "saves the zip through the browser's download manager and its sha256 matches",
-    { skip: "needs CreateArchiveLink (issue 17): there is no link a browser can follow without credentials yet" },
-    async () => {},
-  );
+  test("saves the zip through the browser's download manager and its sha256 matches", async () => {
+    const { page, errors, context } = await asAdmin();
+    await page.getByLabel("Workshop link or id").fill(String(stack.items.quick));
+    await page.getByRole("button", { name: "Download" }).click();
+    const job = page.getByRole("article").filter({ hasText: "Rain on glass" }).first();
+    await job.getByTestId("state").filter({ hasText: "succeeded" }).waitFor({ timeout: 60_000 });
+    const sha256 = await job.getByTestId("sha256").textContent();
+    // The button makes a share link and the browser follows it: no credentials go with it.
+    const [saved] = await Promise.all([
+      page.waitForEvent("download"),
+      job.getByRole("button", { name: "Save zip" }).click(),
+    ]);
+    assert.match(saved.url(), /\/v1\/links\/[\w-]{43,}$/);
+    assert.match(saved.suggestedFilename(), /\.zip$/);
+    const path = join(await mkdtemp(join(tmpdir(), "wallwhale-save-")), saved.suggestedFilename());
+    await saved.saveAs(path);
+    assert.equal(createHash("sha256").update(await readFile(path)).digest("hex"), sha256);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
 
   test("a collection link becomes a batch that follows its items to the end", async () => {
     const { page, context } = await asAdmin();

@@ -1,22 +1,19 @@
 // "Save zip": the browser's own download manager fetches the archive from a link it can follow, so
-// no archive ever passes through page memory.
-//
-// TODO(issue 17): CreateArchiveLink returns a short-lived signed link (/v1/links/<token>) that needs
-// no credentials. Until it exists there is no same-origin route a browser can follow: the archive
-// routes (/v1/downloads/{id}/archive, /v1/batches/{id}/archive) need an x-api-key or authorization
-// header, which a followed link cannot send. When issue 17 lands, archiveLinkFor calls
-//   api.downloads.createArchiveLink({ downloadId | batchId, ... })  and returns the reply's URL;
-// nothing else here changes (the e2e test "saves the zip" is skipped until then).
+// no archive ever passes through page memory. The link is a share link (CreateArchiveLink): it needs
+// no credentials, which a followed link cannot send, and lives only a few minutes, long enough for
+// the browser to start (and resume) the download.
 import type { Api } from "./api.js";
 
 export type ArchiveOf = { downloadId: string } | { batchId: string };
 
-export class SaveUnavailable extends Error {}
+/** How long a link made for the Save button works. */
+export const SAVE_LINK_SECONDS = 10 * 60;
 
-export async function archiveLinkFor(_api: Api, _of: ArchiveOf): Promise<string> {
-  throw new SaveUnavailable(
-    "Saving from the browser needs signed archive links, which this server does not offer yet.",
-  );
+/** A same-origin path that fetches the archive without credentials (the console is served by the
+ *  same Envoy as the API). */
+export async function archiveLinkFor(api: Api, of: ArchiveOf): Promise<string> {
+  const reply = await api.downloads.createArchiveLink({ ...of, ttl: { seconds: BigInt(SAVE_LINK_SECONDS) } });
+  return reply.urlPath;
 }
 
 /** Hands the link to the browser's download manager. */

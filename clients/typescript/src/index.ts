@@ -24,7 +24,9 @@ import {
   BatchState,
   DownloadService,
   DownloadState,
+  type ArchiveLink,
   type Batch,
+  type CreateArchiveLinkResponse,
   type Download,
   type WatchBatchResponse,
   type WatchDownloadResponse,
@@ -369,6 +371,29 @@ export class WallWhaleClient {
 
   async cancelBatch(id: string): Promise<Batch> {
     return (await this.call((o) => this.downloads.cancelBatch({ id }, o))).batch!;
+  }
+
+  /**
+   * A share link to a download's (or a batch's) archive: `urlPath` appended to the server's public
+   * base URL fetches the zip with no credentials until it expires (`expiresSeconds`, default and at
+   * most the server's maximum), is revoked or, single use, has served one request. The token is
+   * shown only in this answer.
+   */
+  async createArchiveLink(
+    target: { downloadId: string } | { batchId: string },
+    options: { expiresSeconds?: number; singleUse?: boolean } = {},
+  ): Promise<CreateArchiveLinkResponse> {
+    const ttl = options.expiresSeconds === undefined ? undefined : { seconds: BigInt(Math.ceil(options.expiresSeconds)) };
+    return this.call((o) => this.downloads.createArchiveLink({ ...target, ttl, singleUse: options.singleUse ?? false }, o));
+  }
+
+  /** The share links of one download or batch, newest first (ended ones too). */
+  async listArchiveLinks(target: { downloadId: string } | { batchId: string }): Promise<ArchiveLink[]> {
+    return (await this.call((o) => this.downloads.listArchiveLinks(target, o))).links;
+  }
+
+  async revokeArchiveLink(id: string): Promise<ArchiveLink> {
+    return (await this.call((o) => this.downloads.revokeArchiveLink({ id }, o))).link!;
   }
 
   /**

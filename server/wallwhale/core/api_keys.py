@@ -10,11 +10,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency
-from wallwhale.core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
 from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 KEY_PREFIX = "ww_"
 _VISIBLE_LENGTH = len(KEY_PREFIX) + 6
@@ -180,6 +181,7 @@ async def update_api_key(
         row.disabled = data.disabled
     await session.flush()
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
+    after_commit(session).forget_principals()
     return row
 
 
@@ -189,4 +191,5 @@ async def revoke_api_key(session: AsyncSession, key_id: str, now: datetime) -> A
         row.revoke_time = now
         await session.flush()
         await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
+        after_commit(session).forget_principals()
     return row

@@ -5,7 +5,7 @@ The state is stored (not only computed on read) so that a batch reads like any o
 change, but at the *end* of that transaction: `downloads.transition` only notes the batch
 (`note_change`), and a `before_commit` hook recomputes every noted batch, in id order, after all other
 locks of the transaction were taken. A batch's lock is therefore always the last lock a
-transaction takes, so it cannot close a deadlock cycle with the download and account locks the engine
+transaction takes, so it cannot close a deadlock cycle with the download and account locks the worker
 holds.
 
 On PostgreSQL a transaction-level advisory lock on the batch is taken before its downloads are

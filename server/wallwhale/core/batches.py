@@ -14,28 +14,34 @@ then fails with the item's reason), the jobs say so in a server log line and the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import batch_state, downloads, events, ownership, paging
+from wallwhale.core import archives, batch_state, downloads, events, ownership, paging
 from wallwhale.core.batch_state import Counts
-from wallwhale.core.downloads import FINAL_STATES, JobLimits
-from wallwhale.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument
+from wallwhale.core.downloads import JobLimits
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import reserve_downloads
+from wallwhale.core.states import FINAL_STATES
 from wallwhale.db.models import ApiKey, Batch, BatchState, Download, DownloadState
-from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
+from wallwhale.storage.archives import Storage
+from wallwhale.storage.bundle import Bundle, BundleError
 
 _log = get_logger("wallwhale.batches")
 
@@ -206,6 +212,7 @@ async def create(
     now: datetime,
 ) -> Created:
     """The batch and its jobs, in the caller's transaction (or the batch made first with the request_id)."""
+    downloads.check_priority_allowed(principal, request.priority)
     scope = downloads.request_scope(principal)
     batch = Batch(
         owner_user_id=principal.user_id,
@@ -255,7 +262,7 @@ async def create(
     )
     firsts = [(job, [downloads.created_event(job), *note]) for job in jobs]
     stored = await events.append_first(session, firsts, now)
-    await announce(session, Channel.QUEUE)
+    await downloads.claimable(session)
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, as for one download: a refused quota rolls everything back.
         await reserve_downloads(session, key, len(jobs), now)
@@ -338,3 +345,109 @@ async def request_cancel(
         .order_by(Download.create_time, Download.id)
     )
     return list(rows)
+
+
+async def cancel(
+    sessions: async_sessionmaker[AsyncSession],
+    principal: Principal,
+    batch_id: str,
+    clock: Callable[[], datetime],
+) -> list[str]:
+    """CancelBatch: marks the batch, then cancels each of its downloads that is not final, one
+    transaction per download as CancelDownload does it (see request_cancel). Returns those downloads:
+    the ones running on this instance are the caller's to stop."""
+    async with sessions.begin() as session:
+        active = await request_cancel(session, principal, batch_id, clock())
+    for download_id in active:
+        try:
+            async with sessions.begin() as session:
+                await downloads.cancel(session, principal, download_id, clock())
+        except FailedPrecondition:
+            continue  # it became final meanwhile
+    return active
+
+
+@dataclass(frozen=True)
+class BatchArchive:
+    """The zip FetchBatchArchive streams, assembled from the items' zips (storage.bundle)."""
+
+    bundle: Bundle
+    # Names the set of item archives: the same items give the same bytes, so a resumed fetch checks it.
+    version: str
+    filename: str
+    missing: list[str]  # workshop ids of succeeded items whose archive is gone (expired, deleted, damaged)
+
+
+async def plan_archive(
+    readers: async_sessionmaker[AsyncSession], principal: Principal, batch_id: str, storage: Storage
+) -> BatchArchive:
+    """The batch's archive, or why there is none: everything that can go wrong is found here."""
+    return await _plan_archive(readers, storage, lambda session: get_visible(session, principal, batch_id))
+
+
+async def plan_linked_archive(
+    readers: async_sessionmaker[AsyncSession], batch_id: str, storage: Storage
+) -> BatchArchive:
+    """plan_archive for a share link: the link's creator was checked when it was made."""
+
+    async def load(session: AsyncSession) -> Batch:
+        row = await session.get(Batch, batch_id)
+        if row is None:
+            raise NotFound("batch", batch_id)
+        return row
+
+    return await _plan_archive(readers, storage, load)
+
+
+async def _plan_archive(
+    readers: async_sessionmaker[AsyncSession],
+    storage: Storage,
+    load: Callable[[AsyncSession], Awaitable[Batch]],
+) -> BatchArchive:
+    async with readers() as session:
+        row = await load(session)
+        succeeded = list(
+            await session.scalars(
+                select(Download)
+                .where(Download.batch_id == row.id, Download.state == DownloadState.SUCCEEDED)
+                .order_by(Download.create_time, Download.id)
+            )
+        )
+    if row.state is BatchState.ACTIVE:
+        raise FailedPrecondition(
+            "the batch is still active; its archive exists once every download is final",
+            reason="ARCHIVE_NOT_READY",
+        )
+    if not succeeded:
+        raise FailedPrecondition(
+            f"no download of the batch succeeded ({row.state.value.lower().replace('_', ' ')})",
+            reason="ARCHIVE_NOT_READY",
+        )
+    available: list[tuple[str, Path, str]] = []  # (folder, path, sha256)
+    missing: list[str] = []
+    for download in succeeded:
+        folder = str(download.workshop_id)
+        path = archives.intact_path(download, storage)
+        if path is None:
+            missing.append(folder)
+        else:
+            available.append((folder, path, download.archive_sha256 or ""))
+    if not available:
+        raise NotFound(
+            "archive", row.id, "the archives of the batch's items were removed; download them again"
+        )
+    try:
+        bundle = await asyncio.to_thread(Bundle.plan, [(folder, path) for folder, path, _ in available])
+    except BundleError as exc:
+        _log.warning("batch archive unreadable", batch_id=row.id, error=str(exc))
+        raise NotFound("archive", row.id, "an item's archive in storage is damaged") from None
+    version = hashlib.sha256("\n".join(f"{folder} {sha256}" for folder, _, sha256 in available).encode())
+    return BatchArchive(bundle, version.hexdigest(), _filename(row), missing)
+
+
+def _filename(row: Batch) -> str:
+    """'3078111111-my-collection.zip', or 'batch-<id>-12-items.zip' (ASCII, no path characters)."""
+    ascii_title = unicodedata.normalize("NFKD", row.title).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_title).strip("-").lower()[:60].rstrip("-")
+    prefix = str(row.collection_id) if row.collection_id else f"batch-{row.id}"
+    return f"{prefix}-{slug}.zip" if slug else f"{prefix}.zip"

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys, passwords
-from wallwhale.core.errors import AlreadyExists, InvalidArgument
 from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
+from wallwhale.errors import AlreadyExists, InvalidArgument
 
 BOOTSTRAP_SCOPES = ["admin:*", "download:*"]
 

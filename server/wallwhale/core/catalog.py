@@ -1,7 +1,7 @@
 """What Steam says about workshop items, asked before a job spends a Steam account on them.
 
 A lookup happens outside any database transaction (it is an HTTP round trip). When the Web API is
-off or cannot be reached, the answer is "unknown" and jobs are queued anyway; the engine asks again
+off or cannot be reached, the answer is "unknown" and jobs are queued anyway; the worker asks again
 before it runs them. After a failure the catalog does not ask again for `retry_seconds`, so a Steam
 outage does not add a timeout to every CreateDownload.
 """
@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from wallwhale.core.errors import FailedPrecondition, NotFound
+from wallwhale.errors import FailedPrecondition, NotFound
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import (
     CollectionDetails,

@@ -4,71 +4,42 @@ Visibility: people and their keys see their own downloads; admins see all. Someo
 answers NOT_FOUND, exactly like one that does not exist, so ids cannot be probed.
 
 State changes go through `transition`, which checks the move against the table below and writes a
-state event (with a snapshot of the download) in the same transaction.
+state event (with a snapshot of the download, core.snapshots) in the same transaction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, Select, and_, func, or_, select
+from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core import batch_state, events, idempotency, ownership, paging
-from wallwhale.core.errors import (
+from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging
+from wallwhale.core.after_commit import after_commit
+from wallwhale.core.events import EventKind, NewEvent, StoredEvent
+from wallwhale.core.identity import Principal
+from wallwhale.core.limits import reserve_downloads
+from wallwhale.core.snapshots import DownloadSnapshot, StateChange
+from wallwhale.core.states import ACTIVE_STATES, FINAL_STATES, check_move
+from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount
+from wallwhale.db.notify import Channel, announce
+from wallwhale.db.types import to_signed64
+from wallwhale.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
 )
-from wallwhale.core.events import EventKind, NewEvent, StoredEvent
-from wallwhale.core.identity import Principal
-from wallwhale.core.limits import reserve_downloads
-from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount
-from wallwhale.db.notify import Channel, announce
-from wallwhale.db.types import to_signed64
 from wallwhale.ids import is_valid_id, new_id
+from wallwhale.steam.output import Phase
 from wallwhale.steam.webapi import ItemDetails
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
-
-S = DownloadState
-FINAL_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
-# States in which a worker holds the job's lease (and a DepotDownloader process may run).
-ACTIVE_STATES = frozenset({S.RUNNING, S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING})
-_MOVES: dict[DownloadState, frozenset[DownloadState]] = {
-    S.QUEUED: frozenset({S.RUNNING, S.FAILED, S.CANCELLED}),
-    # RUNNING -> SUCCEEDED: an archive of the same content turned up in the cache before the run.
-    S.RUNNING: frozenset(
-        {S.WAITING_FOR_STEAM_GUARD, S.ARCHIVING, S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLED}
-    ),
-    S.WAITING_FOR_STEAM_GUARD: frozenset({S.RUNNING, S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.ARCHIVING: frozenset({S.SUCCEEDED, S.QUEUED, S.FAILED, S.CANCELLED}),
-    S.SUCCEEDED: frozenset(),
-    S.FAILED: frozenset({S.QUEUED}),
-    S.CANCELLED: frozenset({S.QUEUED}),
-}
-
-ARCHIVE_AVAILABLE = "AVAILABLE"
-# What a download served from the cache copies from the download whose archive it shares. The
-# archive's times are copied too, so that retention removes both rows' claim on the file together.
-ARCHIVE_COLUMNS = (
-    "archive_state",
-    "archive_path",
-    "archive_filename",
-    "archive_size",
-    "archive_sha256",
-    "archive_file_count",
-    "archive_content_bytes",
-    "archive_create_time",
-    "archive_expire_time",
-)
 
 PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH = 1, 2, 3
 MAX_REQUEST_ID = idempotency.MAX_REQUEST_ID
@@ -91,25 +62,17 @@ class JobLimits:
     max_runtime_seconds: int | None = None
 
 
+async def job_limits(session: AsyncSession, principal: Principal, max_attempts: int) -> JobLimits:
+    """The limits of the caller's new jobs: the server's attempts, the API key's runtime limit."""
+    key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+    return JobLimits(max_attempts, key.max_runtime_seconds if key is not None else None)
+
+
 @dataclass(frozen=True)
 class Created:
     download: Download
     events: list[StoredEvent]
     replayed: bool  # the request_id was seen before: nothing new was created
-
-
-def snapshot(download: Download) -> dict[str, Any]:
-    """Every column of the download, JSON-safe: what a state event remembers and the API shows."""
-    values: dict[str, Any] = {}
-    for column in Download.__table__.columns:
-        value = getattr(download, column.key)
-        values[column.key] = value.isoformat() if isinstance(value, datetime) else value
-    return values
-
-
-def _snapshot_of_row(row: RowMapping) -> dict[str, Any]:
-    """snapshot() of a row read with Core (column keys are the attribute names)."""
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in row.items()}
 
 
 async def transition(
@@ -126,8 +89,7 @@ async def transition(
     A `note` is also recorded as a server log line (e.g. why a retry waits).
     """
     previous = download.state
-    if state is not previous and state not in _MOVES[previous]:
-        raise FailedPrecondition(f"a download cannot go from {previous.value} to {state.value}")
+    check_move(previous, state)
     download.state = state
     for name, value in changes.items():
         setattr(download, name, value)
@@ -138,10 +100,16 @@ async def transition(
         batch_state.note_change(session, download.batch_id, now, revived=state not in FINAL_STATES)
     # The note first: a final state ends every watch stream, and the note says why it came.
     new = [NewEvent(EventKind.LOG, {"stream": "server", "line": note})] if note else []
-    new.append(NewEvent(EventKind.STATE, {"previous": previous.value, "download": snapshot(download)}))
-    if state is S.QUEUED:
-        await announce(session, Channel.QUEUE)  # other instances' dispatchers wake up
+    new.append(NewEvent(EventKind.STATE, StateChange(previous, DownloadSnapshot.of(download)).to_json()))
+    if state is DownloadState.QUEUED:
+        await claimable(session)
     return await events.append(session, download, new, now)
+
+
+async def claimable(session: AsyncSession) -> None:
+    """A job may be claimable once this transaction commits: every instance's worker looks."""
+    await announce(session, Channel.QUEUE)  # the other instances
+    after_commit(session).wake_worker()  # this one
 
 
 def new_job(
@@ -164,7 +132,7 @@ def new_job(
         id=new_id(),
         workshop_id=workshop_id,
         app_id=app_id,
-        state=S.QUEUED,
+        state=DownloadState.QUEUED,
         priority=priority,
         owner_user_id=principal.user_id,
         api_key_id=principal.api_key_id or None,
@@ -172,7 +140,7 @@ def new_job(
         skip_cache=skip_cache,
         max_attempts=limits.max_attempts,
         max_runtime_seconds=limits.max_runtime_seconds,
-        phase="STARTING",
+        phase=Phase.STARTING,
         create_time=now,
         update_time=now,
     )
@@ -184,7 +152,7 @@ def new_job(
 
 def created_event(download: Download) -> NewEvent:
     """The first event of every job: its state as created."""
-    return NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})
+    return NewEvent(EventKind.STATE, StateChange(None, DownloadSnapshot.of(download)).to_json())
 
 
 def request_scope(principal: Principal) -> str:
@@ -215,6 +183,7 @@ async def create(
     already on the server answers at once (unless `skip_cache`)."""
     workshop_id = parse_workshop_id(data.url_or_id)
     check_priority(data.priority)
+    check_priority_allowed(principal, data.priority)
     app_id = _app_id(data.app_id, item, workshop_id)
     if len(data.request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -257,11 +226,11 @@ async def create(
         download.request_fingerprint = fingerprint
     cached = None
     if not data.skip_cache and download.content_handle is not None and not data.steam_account_id:
-        cached = await cached_archive(session, workshop_id, download.content_handle)
+        cached = await archives.cached_archive(session, workshop_id, download.content_handle)
     note: list[NewEvent] = []
     if cached is not None:
-        _serve_from(download, cached, now)
-        note = [_server_note(f"served from the cache: the archive of download {cached.id} has this content")]
+        archives.serve_from(download, cached, now)
+        note = [_server_note(archives.CACHE_NOTE)]
     try:
         async with session.begin_nested():
             session.add(download)
@@ -275,11 +244,13 @@ async def create(
     stored = await events.append(
         session,
         download,
-        [*note, NewEvent(EventKind.STATE, {"previous": "UNSPECIFIED", "download": snapshot(download)})],
+        [*note, created_event(download)],
         now,
     )
     if cached is None:
-        await announce(session, Channel.QUEUE)
+        await claimable(session)
+    else:
+        after_commit(session).count_cache_hit()
     if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
         # Last, in the same transaction: a refused quota rolls the download back, and the key's
         # counter row stays locked for the shortest time.
@@ -292,6 +263,14 @@ def check_priority(priority: int, field: str = "priority") -> int:
     if priority not in (PRIORITY_LOW, PRIORITY_NORMAL, PRIORITY_HIGH):
         raise InvalidArgument.field(field, f"unknown priority {priority}: LOW, NORMAL or HIGH")
     return priority
+
+
+def check_priority_allowed(principal: Principal, priority: int) -> None:
+    """HIGH jumps the shared queue: admins only, so that no caller can push everyone else back."""
+    if priority == PRIORITY_HIGH and not principal.is_admin:
+        raise PermissionDenied(
+            "priority HIGH is reserved for admins; use NORMAL or LOW", reason="SCOPE_MISSING"
+        )
 
 
 def _app_id(requested: int | None, item: ItemDetails | None, workshop_id: int) -> int:
@@ -315,56 +294,6 @@ def item_columns(item: ItemDetails) -> dict[str, Any]:
         "preview_url": item.preview_url[:2048],
         "content_handle": to_signed64(item.content_handle) if item.content_handle else None,
     }
-
-
-async def cached_archive(session: AsyncSession, workshop_id: int, content_handle: int) -> Download | None:
-    """The newest available archive of this item's content, locked so that a concurrent delete or
-    retention waits until the new download that shares it is committed (see shares_archive)."""
-    return await session.scalar(
-        select(Download)
-        .where(
-            Download.workshop_id == workshop_id,
-            Download.content_handle == content_handle,
-            Download.state == S.SUCCEEDED,
-            Download.archive_state == ARCHIVE_AVAILABLE,
-        )
-        .order_by(Download.archive_create_time.desc(), Download.id)
-        .limit(1)
-        .with_for_update()
-    )
-
-
-def _serve_from(download: Download, cached: Download, now: datetime) -> None:
-    """Makes a new `download` a finished copy of `cached`: both rows name the same archive file."""
-    download.state = S.SUCCEEDED
-    download.start_time = download.end_time = now
-    for column, value in cache_columns(cached).items():
-        setattr(download, column, value)
-
-
-def cache_columns(cached: Download) -> dict[str, Any]:
-    """The columns that finish a job from `cached` (a new one at creation, a claimed one in the engine)."""
-    return {
-        "from_cache": True,
-        "phase": "DONE",
-        "percent": 100.0,
-        "bytes_total": cached.archive_content_bytes or 0,
-        **{column: getattr(cached, column) for column in ARCHIVE_COLUMNS},
-    }
-
-
-async def shares_archive(session: AsyncSession, archive_path: str, besides: Iterable[str]) -> bool:
-    """Whether another available download still names this archive file (cache copies share it)."""
-    others = await session.scalar(
-        select(func.count())
-        .select_from(Download)
-        .where(
-            Download.archive_path == archive_path,
-            Download.archive_state == ARCHIVE_AVAILABLE,
-            Download.id.not_in(list(besides)),
-        )
-    )
-    return bool(others)
 
 
 def _server_note(line: str) -> NewEvent:
@@ -439,7 +368,7 @@ async def list_visible(
 
 async def queue_position(session: AsyncSession, download: Download, now: datetime) -> int:
     """How many queued jobs are claimed before this one (higher priority, or older at the same)."""
-    if download.state is not S.QUEUED:
+    if download.state is not DownloadState.QUEUED:
         return 0
     return int(await session.scalar(_ahead(download.id, download.priority, download.create_time, now)) or 0)
 
@@ -449,7 +378,7 @@ def _ahead(download_id: str, priority: int, create_time: datetime, now: datetime
         select(func.count())
         .select_from(Download)
         .where(
-            Download.state == S.QUEUED,
+            Download.state == DownloadState.QUEUED,
             Download.id != download_id,
             or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
             or_(
@@ -465,28 +394,26 @@ _TABLE = Download.__table__
 
 def read_visible(
     connection: Connection, principal: Principal, download_id: str, now: datetime
-) -> tuple[dict[str, Any], int]:
-    """GetDownload's read, as one piece of synchronous work (db.engine.QuickWork runs it): the
-    download's snapshot() if the caller may see it (NOT_FOUND otherwise) and its queue position.
+) -> tuple[DownloadSnapshot, int]:
+    """GetDownload's read, as one piece of synchronous work (db.engine.ConnectionRunner runs it): the
+    download's snapshot if the caller may see it (NOT_FOUND otherwise) and its queue position.
     Core, not the ORM: no identity map or instance state for a row that is only shown."""
     missing = ownership.checked_id("download", download_id)
-    row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).mappings().first()
-    if row is None or not (principal.is_admin or row["owner_user_id"] == principal.user_id):
+    row = connection.execute(select(_TABLE).where(_TABLE.c.id == download_id)).first()
+    if row is None or not (principal.is_admin or row.owner_user_id == principal.user_id):
         raise missing
     position = 0
-    if row["state"] is S.QUEUED:
-        ahead = _ahead(download_id, row["priority"], row["create_time"], now)
+    if row.state is DownloadState.QUEUED:
+        ahead = _ahead(download_id, row.priority, row.create_time, now)
         position = int(connection.execute(ahead).scalar() or 0)
-    return _snapshot_of_row(row), position
+    return DownloadSnapshot.of(row), position
 
 
-async def cancel(
-    session: AsyncSession, principal: Principal, download_id: str, now: datetime
-) -> list[StoredEvent]:
-    """Cancels at once what no worker holds; for a running job, asks its worker (returns no events)."""
+async def cancel(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> None:
+    """Cancels at once what no worker holds; for a running job, asks its worker to stop it."""
     download = await get_visible(session, principal, download_id, lock=True)
-    if download.state is S.CANCELLED:
-        return []
+    if download.state is DownloadState.CANCELLED:
+        return
     if download.state in FINAL_STATES:
         raise FailedPrecondition(
             f"the download has {download.state.value.lower()} already; it cannot be cancelled"
@@ -495,11 +422,11 @@ async def cancel(
         download.cancel_requested = True
         download.update_time = now
         await announce(session, Channel.CANCEL, download.id)  # the instance running it stops it now
-        return []
-    return await transition(
+        return
+    await transition(
         session,
         download,
-        S.CANCELLED,
+        DownloadState.CANCELLED,
         now,
         note="cancelled",
         cancel_requested=False,
@@ -520,23 +447,23 @@ async def retry(
     request_id: str,
     limits: JobLimits,
     now: datetime,
-) -> tuple[Download, list[StoredEvent]]:
+) -> Download:
     """Queues a failed or cancelled download again, with a fresh allowance of automatic attempts."""
     idempotency.check_request_id(request_id)
     download = await get_visible(session, principal, download_id, lock=True)
     key = idempotency.RequestKey(_scope(principal), request_id)
     claim = await idempotency.claim(session, key, _RETRY_METHOD, _fingerprint({"retry": download.id}), now)
     if claim.earlier is not None:
-        return download, []
+        return download
     claim.settle(download.id)
-    if download.state not in (S.FAILED, S.CANCELLED):
+    if download.state not in (DownloadState.FAILED, DownloadState.CANCELLED):
         raise FailedPrecondition(
             f"only failed or cancelled downloads can be retried; this one is {download.state.value.lower()}"
         )
-    stored = await transition(
+    await transition(
         session,
         download,
-        S.QUEUED,
+        DownloadState.QUEUED,
         now,
         note="queued again by RetryDownload",
         max_attempts=download.attempt + limits.max_attempts,
@@ -547,21 +474,18 @@ async def retry(
         cancel_requested=False,
         end_time=None,
         percent=0.0,
-        phase="STARTING",
+        phase=Phase.STARTING,
     )
-    return download, stored
+    if principal.api_key_id and (api_key := await session.get(ApiKey, principal.api_key_id)) is not None:
+        # A retry is another run: it costs a unit of the caller's quota like a new download (a
+        # refused quota rolls the retry back).
+        await reserve_downloads(session, api_key, 1, now)
+    return download
 
 
-@dataclass(frozen=True)
-class Deleted:
-    # The archive file to remove (relative), unless a download served from the cache still uses it.
-    archive_path: str | None
-    # The item (app, workshop id) whose DepotDownloader folder goes too: no download of it is left.
-    item: tuple[int, int] | None
-
-
-async def delete(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> Deleted:
-    """Deletes a final download; says which files the caller removes once committed."""
+async def delete(session: AsyncSession, principal: Principal, download_id: str, now: datetime) -> None:
+    """Deletes a final download; once committed its archive goes (unless a download served from the
+    cache still uses it), and the item's DepotDownloader folder when no download of the item is left."""
     download = await get_visible(session, principal, download_id, lock=True)
     if download.state not in FINAL_STATES:
         raise FailedPrecondition("the download is still active; cancel it first")
@@ -569,23 +493,9 @@ async def delete(session: AsyncSession, principal: Principal, download_id: str, 
     item = (download.app_id, download.workshop_id)
     await session.delete(download)
     await session.flush()
-    if archive and await shares_archive(session, archive, [download.id]):
-        archive = None
+    if archive and not await archives.shares_archive(session, archive, [download.id]):
+        after_commit(session).delete_archive(archive)
     if download.batch_id:
         batch_state.note_change(session, download.batch_id, now, revived=False)
-    return Deleted(archive, None if await item_in_use(session, *item) else item)
-
-
-async def item_in_use(session: AsyncSession, app_id: int, workshop_id: int) -> bool:
-    """Whether a download of the item still needs its DepotDownloader folder: one that is not final
-    (it runs, or will), or whose archive is available (the folder makes its update incremental)."""
-    count = await session.scalar(
-        select(func.count())
-        .select_from(Download)
-        .where(
-            Download.app_id == app_id,
-            Download.workshop_id == workshop_id,
-            or_(Download.state.not_in(FINAL_STATES), Download.archive_state == ARCHIVE_AVAILABLE),
-        )
-    )
-    return bool(count)
+    if not await archives.item_in_use(session, *item):
+        after_commit(session).remove_item_dir(*item)

@@ -1,7 +1,7 @@
 """A download's event log: written to the database first, then fanned out to the watchers in memory.
 
-The database is the truth (a watcher that joins late or reconnects replays from it); the hub only
-spares the live watchers a query per event. A watcher is a bounded queue: one that falls behind is
+The database is the truth (a watcher that joins late or reconnects reads the history from it); the
+hub only spares the live watchers a query per event. A watcher is a bounded queue: one that falls behind is
 told so and catches up from the database, so a client that stops reading costs no unbounded memory.
 Events written by another instance reach this one's watchers through PostgreSQL LISTEN/NOTIFY
 (`EventHub.announced`) and, as a safety net, through a slow poll by each stream.
@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale.core.after_commit import after_commit
 from wallwhale.db.models import Download, DownloadEvent
 from wallwhale.db.notify import Channel, announce
 
@@ -101,6 +102,8 @@ async def append_to(
 
 
 async def _insert(session: AsyncSession, stored: list[StoredEvent]) -> None:
+    """Writes the events; they reach this instance's watchers once the transaction has committed."""
+    after_commit(session).publish(stored)
     await session.execute(
         insert(DownloadEvent),
         [
@@ -242,9 +245,10 @@ class Watcher:
 class EventHub:
     """Live watchers of this instance, by download.
 
-    Events written here are published directly after their commit. Events written by another
-    instance are announced (PostgreSQL NOTIFY, with the download's newest sequence); the hub then
-    reads them once from the database and publishes them to all its watchers of that download.
+    Events written here are published when their transaction commits (core.after_commit). Events
+    written by another instance are announced (PostgreSQL NOTIFY, with the download's newest
+    sequence); the hub then reads them once from the database and publishes them to all its
+    watchers of that download.
     """
 
     def __init__(self, readers: async_sessionmaker[AsyncSession] | None = None) -> None:
@@ -300,7 +304,7 @@ class EventHub:
         if download_id not in self._watchers or sequence <= self._last.get(download_id, 0):
             return  # nobody here watches it, or they have it already (this instance wrote it)
         if self._readers is None:
-            self.notify(download_id)
+            self.mark_behind(download_id)
             return
         # A fetch under way reads on until it reaches the newest announced sequence.
         self._announced[download_id] = max(sequence, self._announced.get(download_id, 0))
@@ -322,19 +326,19 @@ class EventHub:
                     break
                 self.publish(events)
         except Exception:
-            self.notify(download_id)  # let each stream read for itself
+            self.mark_behind(download_id)  # let each stream read for itself
         finally:
             if download_id not in self._watchers:
                 self._announced.pop(download_id, None)
 
-    def notify(self, download_id: str) -> None:
+    def mark_behind(self, download_id: str) -> None:
         """Its watchers must re-read the database (events may have been missed)."""
         for watcher in self._watchers.get(download_id, ()):
             watcher.fall_behind()
 
-    def notify_all(self) -> None:
+    def mark_all_behind(self) -> None:
         for download_id in list(self._watchers):
-            self.notify(download_id)
+            self.mark_behind(download_id)
 
     def watched(self) -> set[str]:
         return set(self._watchers)

@@ -29,8 +29,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.db.models import IdempotencyRecord
+from wallwhale.errors import AlreadyExists, InvalidArgument, NotFound
 
 MAX_REQUEST_ID = 64
 LIFETIME = timedelta(days=7)

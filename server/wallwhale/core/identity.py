@@ -18,9 +18,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
-from wallwhale.core.errors import PermissionDenied, Unauthenticated
 from wallwhale.core.limits import RateLimit
-from wallwhale.db.models import ApiKey, UserRole
+from wallwhale.db.models import ApiKey, User, UserRole
+from wallwhale.errors import PermissionDenied, Unauthenticated
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class Principal:
     def request_scope(self) -> str:
         """Whose request_ids these are: a key's own, else the person's, so the two never collide."""
         return self.api_key_id or self.user_id
+
+
+async def caller_records(session: AsyncSession, principal: Principal) -> tuple[User | None, ApiKey | None]:
+    """The caller's user and API key as stored now (either may have gone since the call began)."""
+    user = await session.get(User, principal.user_id)
+    key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+    return user, key
 
 
 def role_scopes(role: UserRole) -> frozenset[str]:

@@ -27,9 +27,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import QuotaExceeded, QuotaViolation, RateLimited
-from wallwhale.db.engine import QuickWork
+from wallwhale.db.engine import ConnectionRunner
 from wallwhale.db.models import ApiKey, RateLimitState, UsageCounter, UsagePeriod
+from wallwhale.errors import QuotaExceeded, QuotaViolation, RateLimited
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -104,8 +104,8 @@ class RateLimiter:
     before it would push the budget beyond its window and refuse it wrongly.
     """
 
-    def __init__(self, quick: QuickWork, dialect: str, clock: Callable[[], datetime]):
-        self._quick = quick
+    def __init__(self, connections: ConnectionRunner, dialect: str, clock: Callable[[], datetime]):
+        self._connections = connections
         self._dialect = dialect
         self._clock = clock
         self._table: sa.Table = RateLimitState.__table__  # type: ignore[assignment]
@@ -117,10 +117,10 @@ class RateLimiter:
         if limit.requests_per_minute <= 0:
             return RateDecision(False, 0, 0, _BLOCKED_RETRY_SECONDS, _BLOCKED_RETRY_SECONDS)
         # One statement decides and commits by itself (see the module's docstring): no transaction
-        # around it is needed, so it goes the quick way (one thread hop on SQLite, one round trip on
-        # PostgreSQL).
+        # around it is needed, so it goes through the ConnectionRunner (one thread hop on SQLite, one
+        # round trip on PostgreSQL).
         async with self._one_writer or contextlib.nullcontext():
-            return await self._quick.write(lambda connection: self._acquire(connection, subject, limit))
+            return await self._connections.write(lambda connection: self._acquire(connection, subject, limit))
 
     def _acquire(self, connection: Connection, subject: str, limit: RateLimit) -> RateDecision:
         now = self._clock()

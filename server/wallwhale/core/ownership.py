@@ -8,9 +8,9 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale.core.errors import InvalidArgument, NotFound
 from wallwhale.core.identity import Principal
 from wallwhale.db.models import Batch, Download
+from wallwhale.errors import InvalidArgument, NotFound
 from wallwhale.ids import is_valid_id
 
 Owned = TypeVar("Owned", Download, Batch)

@@ -16,19 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from wallwhale.core.downloads import (
-    ACTIVE_STATES,
-    PRIORITY_HIGH,
-    PRIORITY_LOW,
-    PRIORITY_NORMAL,
-    transition,
-)
+from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMAL, transition
 from wallwhale.core.events import StoredEvent
+from wallwhale.core.states import ACTIVE_STATES
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
+from wallwhale.steam.output import Phase, Reason
 
 _CANDIDATES = 16
 _PRIORITY_LEVELS = (
@@ -133,7 +129,7 @@ async def claim_next(
                 DownloadState.FAILED,
                 now,
                 note="no Steam account can run this download",
-                failure_reason="NO_ACCOUNT_AVAILABLE",
+                failure_reason=Reason.NO_ACCOUNT_AVAILABLE,
                 failure_message=_no_account_message(download),
                 failure_retryable=True,
             )
@@ -153,7 +149,7 @@ async def claim_next(
             lease_expire_time=now + lease,
             steam_account_id=account.id,
             start_time=download.start_time or now,
-            phase="STARTING",
+            phase=Phase.STARTING,
             percent=0.0,
             current_file="",
             next_attempt_time=None,
@@ -375,7 +371,7 @@ async def requeue_expired(session: AsyncSession, now: datetime, instance_id: str
                 DownloadState.FAILED,
                 now,
                 note="the server running it stopped during the last attempt",
-                failure_reason="PROCESS_CRASHED",
+                failure_reason=Reason.PROCESS_CRASHED,
                 failure_retryable=True,
                 failure_message=f"the server running the download stopped during attempt {download.attempt}",
                 **released,
@@ -422,3 +418,25 @@ async def release_account(session: AsyncSession, account_id: str | None, instanc
         .values(session_owner=None, session_expire_time=None)
         .execution_options(synchronize_session=False)
     )
+
+
+async def held_job(
+    session: AsyncSession, download_id: str, instance_id: str, attempt: int
+) -> Download | None:
+    """The job, locked, while `instance_id` holds its lease for claimed attempt number `attempt`;
+    None when it does not (any more). The attempt makes the lease a per-claim token: a job taken
+    back and claimed again (even by the same instance) is not the old run's any more."""
+    download = await session.scalar(select(Download).where(Download.id == download_id).with_for_update())
+    if download is None or download.lease_owner != instance_id or download.attempt != attempt:
+        return None
+    return download
+
+
+def lease_held(instance_id: str, attempt: int) -> tuple[ColumnElement[bool], ...]:
+    """held_job's condition as a WHERE clause, for a write that checks it in the same statement."""
+    return (Download.lease_owner == instance_id, Download.attempt == attempt)
+
+
+def released() -> dict[str, None]:
+    """The columns that end a lease."""
+    return {"lease_owner": None, "lease_expire_time": None}

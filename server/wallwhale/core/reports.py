@@ -13,6 +13,7 @@ from wallwhale.core import paging
 from wallwhale.core.paging import Page
 from wallwhale.db.models import (
     ApiKey,
+    ArchiveState,
     AuditEvent,
     Download,
     DownloadState,
@@ -87,7 +88,7 @@ async def stats(session: AsyncSession, now: datetime) -> Stats:
         return int(await session.scalar(query) or 0)
 
     by_state = await downloads_by_state(session)
-    archived = Download.archive_state == "AVAILABLE"
+    archived = Download.archive_state == ArchiveState.AVAILABLE
     return Stats(
         downloads_by_state=by_state,
         cache_hits=await count(

@@ -1,7 +1,8 @@
 """Retention: archives past their age, or beyond the disk budget (oldest first), are removed.
 
-The rows are marked EXPIRED (with a log event on the job) and committed before the files go, so a
-crash in between leaves a file without a row pointing at it, never a row pointing at nothing.
+The rows are marked EXPIRED (with a log event on the job) and committed before the files go (they are
+deleted after the commit, core.after_commit), so a crash in between leaves a file without a row
+pointing at it, never a row pointing at nothing.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import events
-from wallwhale.core.downloads import item_in_use, shares_archive
-from wallwhale.core.events import EventKind, NewEvent, StoredEvent
-from wallwhale.db.models import Download
-
-AVAILABLE, EXPIRED = "AVAILABLE", "EXPIRED"
+from wallwhale.core.after_commit import after_commit
+from wallwhale.core.archives import item_in_use, shares_archive
+from wallwhale.core.events import EventKind, NewEvent
+from wallwhale.db.models import ArchiveState, Download
 
 
 @dataclass(frozen=True)
@@ -26,20 +26,13 @@ class Policy:
     budget_bytes: int | None
 
 
-@dataclass(frozen=True)
-class Sweep:
-    events: list[StoredEvent]
-    # Files to delete once the transaction committed (relative to the storage root).
-    paths: list[str]
-    # Items (app, workshop id) whose DepotDownloader folder is no longer needed: no archive, no job.
-    items: list[tuple[int, int]]
-
-
-async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
+async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> int:
+    """Expires what the policy removes; returns how many archive files go once committed (with the
+    DepotDownloader folders of items no archive and no job needs any more)."""
     available = list(
         await session.scalars(
             select(Download)
-            .where(Download.archive_state == AVAILABLE)
+            .where(Download.archive_state == ArchiveState.AVAILABLE)
             .order_by(Download.archive_create_time, Download.id)
             .with_for_update(skip_locked=True)
         )
@@ -63,32 +56,33 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> Sweep:
             if key not in doomed:
                 doomed[key] = f"the archives exceeded the disk budget of {policy.budget_bytes} bytes"
                 used -= rows[0].archive_size or 0
-    stored: list[StoredEvent] = []
-    paths: list[str] = []
+    removed = 0
     for key, why in doomed.items():
         rows = groups[key]
         if rows[0].archive_path and not await shares_archive(
             session, rows[0].archive_path, [row.id for row in rows]
         ):  # a copy locked by a concurrent CreateDownload keeps the file; it goes at the next sweep
-            paths.append(rows[0].archive_path)
-        stored += await _expire(session, rows, why, now)
+            after_commit(session).delete_archive(rows[0].archive_path)
+            removed += 1
+        await _expire(session, rows, why, now)
     items = {(row.app_id, row.workshop_id) for key in doomed for row in groups[key]}
-    return Sweep(stored, paths, [item for item in sorted(items) if not await item_in_use(session, *item)])
+    for item in sorted(items):
+        if not await item_in_use(session, *item):
+            after_commit(session).remove_item_dir(*item)
+    return removed
 
 
-async def _expire(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> list[StoredEvent]:
-    stored: list[StoredEvent] = []
+async def _expire(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> None:
     for download in rows:
-        download.archive_state = EXPIRED
+        download.archive_state = ArchiveState.EXPIRED
         download.archive_expire_time = now
         download.update_time = now
-        stored += await events.append(
+        await events.append(
             session,
             download,
             [NewEvent(EventKind.LOG, {"stream": "server", "line": f"archive removed by retention: {why}"})],
             now,
         )
-    return stored
 
 
 def _hours(age: timedelta) -> str:

@@ -1,22 +1,23 @@
-"""Steam accounts of the pool. Passwords are sealed with the keyring and never leave this module
-in clear except towards DepotDownloader's password prompt."""
+"""Steam accounts of the pool: their management and their health. Passwords are sealed with the
+keyring and never leave this module in clear except towards DepotDownloader's password prompt."""
 
 from __future__ import annotations
 
 import hmac
 import re
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency, paging
-from wallwhale.core.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.core.paging import Page
 from wallwhale.core.secretbox import Keyring, Sealed
-from wallwhale.db.models import SteamAccount, SteamAccountStatus
+from wallwhale.db.models import Download, SteamAccount, SteamAccountStatus
+from wallwhale.errors import AlreadyExists, InvalidArgument, NotFound
 from wallwhale.ids import new_id
+from wallwhale.steam.output import AccountEffect, Failure
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_]{2,64}$")
 # DepotDownloader's default -loginid is 0x534B32; ours start elsewhere and are distinct per account.
@@ -170,3 +171,84 @@ async def rotate_passwords(session: AsyncSession, keyring: Keyring) -> int:
             count += 1
     await session.flush()
     return count
+
+
+# Health: what the worker learns about an account from its DepotDownloader runs -------------------
+
+
+async def record_failure(
+    session: AsyncSession,
+    account_id: str,
+    failure: Failure,
+    app_id: int,
+    now: datetime,
+    throttle_cooldown: timedelta,
+) -> None:
+    """Records what a failed run says about the account: a bad password disables it, throttling
+    cools it down, a missing license is remembered per app, a rejected token is forgotten."""
+    account = await session.get(SteamAccount, account_id, with_for_update=True)
+    if account is None:
+        return
+    account.downloads_failed += 1
+    effect = failure.account_effect
+    if effect is AccountEffect.BAD_PASSWORD:
+        account.status, account.status_reason = SteamAccountStatus.DISABLED, failure.message[:256]
+    elif effect is AccountEffect.THROTTLED:
+        account.status, account.status_reason = SteamAccountStatus.COOLING_DOWN, failure.message[:256]
+        account.cooldown_end_time = now + throttle_cooldown
+    elif effect is AccountEffect.NOT_OWNED:
+        account.not_owned_app_ids = sorted({*(account.not_owned_app_ids or []), app_id})
+        account.owned_app_ids = [app for app in account.owned_app_ids or [] if app != app_id]
+    elif effect is AccountEffect.TOKEN_REJECTED:
+        account.has_remembered_login = False
+
+
+async def another_could_run(session: AsyncSession, account_id: str, app_id: int, download_id: str) -> bool:
+    """Whether an account besides this one could run the job (never for a job that asked for one)."""
+    if await session.get(SteamAccount, account_id) is None:
+        return False
+    download = await session.get(Download, download_id)
+    if download is not None and download.requested_steam_account_id:
+        return False
+    others = await session.scalars(
+        select(SteamAccount).where(
+            SteamAccount.id != account_id,
+            SteamAccount.disabled.is_(False),
+            SteamAccount.status != SteamAccountStatus.DISABLED,
+        )
+    )
+    return any(app_id not in (other.not_owned_app_ids or []) for other in others)
+
+
+async def record_success(session: AsyncSession, account_id: str, app_id: int) -> None:
+    """A run succeeded: the account's login is remembered, and it owns the app."""
+    account = await session.get(SteamAccount, account_id, with_for_update=True)
+    if account is not None:
+        account.has_remembered_login = True
+        if app_id not in (account.owned_app_ids or []):
+            account.owned_app_ids = sorted({*(account.owned_app_ids or []), app_id})
+
+
+async def record_qr_login(session: AsyncSession, account_id: str) -> SteamAccount | None:
+    """A QR login succeeded: the login is remembered, and Steam took it just now, so the account is
+    no longer disabled for a bad password or cooling down. None when the account was deleted."""
+    account = await session.get(SteamAccount, account_id, with_for_update=True)
+    if account is None:
+        return None
+    account.has_remembered_login = True
+    account.status, account.status_reason, account.cooldown_end_time = SteamAccountStatus.ACTIVE, "", None
+    return account
+
+
+async def set_status(session: AsyncSession, account_id: str, status: SteamAccountStatus, reason: str) -> None:
+    """The account's own health (waiting for Steam Guard, active again); an account the pool
+    disabled (a bad password) stays disabled."""
+    account = await session.get(SteamAccount, account_id, with_for_update=True)
+    if account is not None and account.status is not SteamAccountStatus.DISABLED:
+        account.status, account.status_reason = status, reason
+
+
+async def password_for(session: AsyncSession, account_id: str, keyring: Keyring) -> str | None:
+    """The account's password for DepotDownloader's prompt (None: none stored, or no such account)."""
+    account = await session.get(SteamAccount, account_id)
+    return password_of(account, keyring) if account is not None else None

@@ -10,10 +10,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency, passwords
-from wallwhale.core.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from wallwhale.core.after_commit import after_commit
 from wallwhale.core.paging import Page
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
 from wallwhale.db.notify import Channel, announce
+from wallwhale.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _EMAIL_MAX = 320
 UPDATABLE = frozenset({"display_name", "role", "disabled"})
@@ -145,6 +146,7 @@ async def update_user(
         await session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
     await session.flush()
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
+    after_commit(session).forget_principals()
     return user
 
 
@@ -158,3 +160,4 @@ async def delete_user(session: AsyncSession, user_id: str, acting_user_id: str) 
     await session.execute(delete(ApiKey).where(ApiKey.owner_user_id == user.id))
     await session.delete(user)
     await announce(session, Channel.CREDENTIALS)  # cached principals are forgotten everywhere
+    after_commit(session).forget_principals()

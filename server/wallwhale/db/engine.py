@@ -67,9 +67,9 @@ def read_only_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 T = TypeVar("T")
 
 
-class QuickWork:
-    """Short work of a busy RPC (a SELECT or two, or one self-contained write), written against a
-    synchronous Connection and run in one go.
+class ConnectionRunner:
+    """Runs short work of a busy RPC (a SELECT or two, or one self-contained write), written against
+    a synchronous Connection, in one go.
 
     SQLite: the whole function runs in a worker thread on connections of its own, one thread hop
     per piece of work; through aiosqlite every cursor, execute, fetch, close, BEGIN, commit and

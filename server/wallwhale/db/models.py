@@ -33,6 +33,7 @@ from sqlalchemy.orm import (
 
 from wallwhale.db.types import JSONType, UTCDateTime, utcnow
 from wallwhale.ids import new_id
+from wallwhale.steam.output import Phase, Reason
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -82,6 +83,21 @@ class DownloadState(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class ArchiveState(StrEnum):
+    """Values match wallwhale.v1.ArchiveState without its prefix."""
+
+    AVAILABLE = "AVAILABLE"
+    EXPIRED = "EXPIRED"  # removed by the retention policy
+
+
+class GuardKind(StrEnum):
+    """What a Steam Guard prompt waits for; values match wallwhale.v1.SteamGuardKind without its prefix."""
+
+    AUTHENTICATOR_CODE = "AUTHENTICATOR_CODE"
+    EMAIL_CODE = "EMAIL_CODE"
+    MOBILE_CONFIRMATION = "MOBILE_CONFIRMATION"
+
+
 class UsagePeriod(StrEnum):
     """The values of UsageCounter.period."""
 
@@ -92,11 +108,11 @@ class UsagePeriod(StrEnum):
 _E = TypeVar("_E", bound=StrEnum)
 
 
-def _enum(enum_cls: type[_E]) -> sa.Enum:
+def _enum(enum_cls: type[_E], length: int = 32) -> sa.Enum:
     return sa.Enum(
         enum_cls,
         native_enum=False,
-        length=32,
+        length=length,
         validate_strings=True,
         values_callable=lambda members: [member.value for member in members],
     )
@@ -355,26 +371,26 @@ class Download(Base):
     preview_url: Mapped[str] = _text(2048)
     content_handle: Mapped[int | None] = mapped_column(sa.BigInteger)
 
-    # Progress.
-    phase: Mapped[str] = _text(32)
+    # Progress. The phases and failure reasons are DepotDownloader's (steam.output), plus the server's own.
+    phase: Mapped[Phase] = mapped_column(_enum(Phase), default=Phase.STARTING)
     percent: Mapped[float] = mapped_column(default=0.0, server_default=sa.text("0"))
     bytes_downloaded: Mapped[int] = _counter()
     bytes_total: Mapped[int] = _counter()
     current_file: Mapped[str] = _text(1024)
 
     # Failure: a machine-readable reason (the ErrorInfo reason) and a message for people.
-    failure_reason: Mapped[str | None] = mapped_column(sa.String(48))
+    failure_reason: Mapped[Reason | None] = mapped_column(_enum(Reason, 48))
     failure_message: Mapped[str | None] = mapped_column(sa.Text)
     failure_retryable: Mapped[bool] = _flag()
 
     # Steam Guard prompt, while the job waits for a code.
-    guard_kind: Mapped[str | None] = mapped_column(sa.String(32))
+    guard_kind: Mapped[GuardKind | None] = mapped_column(_enum(GuardKind))
     guard_email_hint: Mapped[str | None] = mapped_column(sa.String(64))
     guard_previous_rejected: Mapped[bool] = _flag()
     guard_expire_time: Mapped[datetime | None]
 
     # The archive; archive_path is relative to the storage root, never absolute.
-    archive_state: Mapped[str | None] = mapped_column(sa.String(16))
+    archive_state: Mapped[ArchiveState | None] = mapped_column(_enum(ArchiveState, 16))
     archive_path: Mapped[str | None] = mapped_column(sa.String(1024))
     archive_filename: Mapped[str | None] = mapped_column(sa.String(255))
     archive_size: Mapped[int | None] = mapped_column(sa.BigInteger)
@@ -475,3 +491,26 @@ class IdempotencyRecord(Base):
     status_code: Mapped[int]
     create_time: Mapped[datetime] = _create_time()
     expire_time: Mapped[datetime] = mapped_column(index=True)
+
+
+class ArchiveLink(Base):
+    """A share link to the archive of a download or a batch: fetched with no credentials until
+    `expire_time`, a revoke, or (single use) its one request. Only the token's SHA-256 is stored."""
+
+    __tablename__ = "archive_links"
+
+    id: Mapped[str] = _id()
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    # Exactly one is set; the link goes with what it names.
+    download_id: Mapped[str | None] = mapped_column(
+        sa.String(26), sa.ForeignKey("downloads.id", ondelete="CASCADE"), index=True
+    )
+    batch_id: Mapped[str | None] = mapped_column(
+        sa.String(26), sa.ForeignKey("batches.id", ondelete="CASCADE"), index=True
+    )
+    expire_time: Mapped[datetime]
+    single_use: Mapped[bool] = _flag()
+    use_count: Mapped[int] = _counter()
+    revoke_time: Mapped[datetime | None]
+    last_use_time: Mapped[datetime | None]
+    create_time: Mapped[datetime] = _create_time()

@@ -26,7 +26,7 @@ class Channel(StrEnum):
     EVENTS = "wallwhale_events"  # payload: a download id with new events
     QUEUE = "wallwhale_queue"  # a job became claimable
     CANCEL = "wallwhale_cancel"  # payload: a download id whose cancel was requested
-    GUARD = "wallwhale_guard"  # payload: a sealed Steam Guard code (core.steam_guard)
+    GUARD = "wallwhale_guard"  # payload: a sealed Steam Guard code (worker.steam_guard)
     CREDENTIALS = "wallwhale_credentials"  # an API key or a user changed (core.identity)
 
 

@@ -12,7 +12,7 @@ import grpc
 from grpc import aio
 
 from wallwhale.core.audit import AuditRecord, AuditWriter, action_name
-from wallwhale.core.errors import WallWhaleError
+from wallwhale.errors import WallWhaleError
 from wallwhale.rpc import errors
 from wallwhale.rpc.access import Rule
 from wallwhale.rpc.calls import Call, CallInterceptor, current_call, on_end

@@ -18,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
-from wallwhale.core.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.core.identity import Principal, PrincipalCache, authenticate_api_key, require_scope
-from wallwhale.core.network import IpRules
-from wallwhale.core.sessions import SessionService
+from wallwhale.core.login_sessions import LoginSessions
+from wallwhale.errors import PermissionDenied, Unauthenticated, WallWhaleError
+from wallwhale.network import IpRules
 from wallwhale.rpc.access import Rule
 from wallwhale.rpc.audit import deny
 from wallwhale.rpc.calls import CallInterceptor, current_call
@@ -65,7 +65,7 @@ class AuthenticationInterceptor(CallInterceptor):
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
         audit: AuditWriter,
-        logins: SessionService,
+        logins: LoginSessions,
         principals: PrincipalCache | None = None,
     ):
         self._rules = rules

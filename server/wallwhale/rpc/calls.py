@@ -21,8 +21,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
-from wallwhale.core.errors import Unauthenticated
 from wallwhale.core.identity import Principal
+from wallwhale.errors import Unauthenticated
 
 REQUEST_ID_HEADER = "x-request-id"
 _MAX_REQUEST_ID = 64  # the size of the audit trail's column

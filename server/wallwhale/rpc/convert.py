@@ -11,20 +11,23 @@ from google.protobuf.message import Message
 
 from wallwhale.core import batches
 from wallwhale.core.batches import Member
-from wallwhale.core.errors import InvalidArgument
 from wallwhale.core.events import EventKind, StoredEvent
 from wallwhale.core.limits import QuotaUsage
+from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.db.models import (
     ApiKey,
+    ArchiveLink,
     AuditEvent,
     Batch,
     BatchState,
+    DownloadState,
     SteamAccount,
     SteamAccountStatus,
     User,
     UserRole,
 )
 from wallwhale.db.types import from_signed64
+from wallwhale.errors import InvalidArgument
 from wallwhale.v1 import admin_pb2, download_pb2
 
 _ROLES = {UserRole.ADMIN: admin_pb2.USER_ROLE_ADMIN, UserRole.USER: admin_pb2.USER_ROLE_USER}
@@ -168,8 +171,8 @@ def steam_account(row: SteamAccount) -> admin_pb2.SteamAccount:
 
 
 # --- downloads ---------------------------------------------------------------------------------
-# Downloads are converted from core.downloads.snapshot() values (a row's columns, JSON-safe), so a
-# live row and the copy remembered in a state event produce the same message.
+# Downloads are converted from core.snapshots.DownloadSnapshot, so a live row and the copy remembered
+# in a state event produce the same message.
 
 
 def _enum(enum: Any, prefix: str, name: str | None) -> Any:  # a ValueType of `enum`
@@ -181,81 +184,77 @@ def _enum(enum: Any, prefix: str, name: str | None) -> Any:  # a ValueType of `e
         return 0
 
 
-def _time(value: str | None) -> timestamp_pb2.Timestamp | None:
-    return timestamp(datetime.fromisoformat(value)) if value else None
-
-
-def download(values: Mapping[str, Any], queue_position: int = 0) -> download_pb2.Download:
-    state = values["state"]
+def download(values: DownloadSnapshot, queue_position: int = 0) -> download_pb2.Download:
+    state = values.state
     message = download_pb2.Download(
-        id=values["id"],
-        workshop_id=values["workshop_id"],
-        app_id=values["app_id"],
+        id=values.id,
+        workshop_id=values.workshop_id,
+        app_id=values.app_id,
         state=_enum(download_pb2.DownloadState, "DOWNLOAD_STATE_", state),
-        priority=values["priority"],
+        priority=values.priority,  # type: ignore[arg-type]  # validated when the job was created
         progress=download_pb2.DownloadProgress(
-            phase=_enum(download_pb2.DownloadPhase, "DOWNLOAD_PHASE_", values["phase"]),
-            percent=values["percent"],
-            bytes_downloaded=values["bytes_downloaded"],
-            bytes_total=values["bytes_total"],
-            current_file=values["current_file"],
+            phase=_enum(download_pb2.DownloadPhase, "DOWNLOAD_PHASE_", values.phase),
+            percent=values.percent,
+            bytes_downloaded=values.bytes_downloaded,
+            bytes_total=values.bytes_total,
+            current_file=values.current_file,
         ),
-        steam_account_id=values["steam_account_id"] or "",
-        owner_user_id=values["owner_user_id"] or "",
-        api_key_id=values["api_key_id"] or "",
-        batch_id=values["batch_id"] or "",
-        from_cache=values["from_cache"],
-        attempt=values["attempt"],
-        max_attempts=values["max_attempts"],
-        next_attempt_time=_time(values["next_attempt_time"]) if state == "QUEUED" else None,
+        steam_account_id=values.steam_account_id or "",
+        owner_user_id=values.owner_user_id or "",
+        api_key_id=values.api_key_id or "",
+        batch_id=values.batch_id or "",
+        from_cache=values.from_cache,
+        attempt=values.attempt,
+        max_attempts=values.max_attempts,
+        next_attempt_time=timestamp(values.next_attempt_time) if state is DownloadState.QUEUED else None,
         queue_position=queue_position,
-        create_time=_time(values["create_time"]),
-        start_time=_time(values["start_time"]),
-        end_time=_time(values["end_time"]),
-        update_time=_time(values["update_time"]),
-        last_event_sequence=values["last_event_sequence"],
+        create_time=timestamp(values.create_time),
+        start_time=timestamp(values.start_time),
+        end_time=timestamp(values.end_time),
+        update_time=timestamp(values.update_time),
+        last_event_sequence=values.last_event_sequence,
     )
-    if values["title"] or values["content_handle"]:
+    if values.title or values.content_handle:
         message.item.CopyFrom(
             download_pb2.WorkshopItem(
-                workshop_id=values["workshop_id"],
-                app_id=values["app_id"],
-                title=values["title"],
-                file_size=values["item_file_size"] or 0,
-                update_time=_time(values["item_update_time"]),
-                preview_url=values["preview_url"],
-                content_handle=from_signed64(values["content_handle"] or 0),
+                workshop_id=values.workshop_id,
+                app_id=values.app_id,
+                title=values.title,
+                file_size=values.item_file_size or 0,
+                update_time=timestamp(values.item_update_time),
+                preview_url=values.preview_url,
+                content_handle=from_signed64(values.content_handle or 0),
             )
         )
-    if values["failure_reason"] and state in ("FAILED", "QUEUED"):
+    if values.failure_reason and state in (DownloadState.FAILED, DownloadState.QUEUED):
         message.failure.CopyFrom(
             download_pb2.DownloadFailure(
-                reason=_enum(download_pb2.FailureReason, "FAILURE_REASON_", values["failure_reason"]),
-                message=values["failure_message"] or "",
-                retryable=values["failure_retryable"],
+                reason=_enum(download_pb2.FailureReason, "FAILURE_REASON_", values.failure_reason),
+                message=values.failure_message or "",
+                retryable=values.failure_retryable,
             )
         )
-    if state == "WAITING_FOR_STEAM_GUARD" and values["guard_kind"]:
+    if state is DownloadState.WAITING_FOR_STEAM_GUARD and values.guard_kind:
         message.steam_guard.CopyFrom(
             download_pb2.SteamGuardChallenge(
-                steam_account_id=values["steam_account_id"] or "",
-                kind=_enum(download_pb2.SteamGuardKind, "STEAM_GUARD_KIND_", values["guard_kind"]),
-                email_hint=values["guard_email_hint"] or "",
-                previous_code_rejected=values["guard_previous_rejected"],
-                expire_time=_time(values["guard_expire_time"]),
+                steam_account_id=values.steam_account_id or "",
+                kind=_enum(download_pb2.SteamGuardKind, "STEAM_GUARD_KIND_", values.guard_kind),
+                email_hint=values.guard_email_hint or "",
+                previous_code_rejected=values.guard_previous_rejected,
+                expire_time=timestamp(values.guard_expire_time),
             )
         )
-    if values["archive_state"]:
+    if values.archive_state:
         message.archive.CopyFrom(
             download_pb2.Archive(
-                state=_enum(download_pb2.ArchiveState, "ARCHIVE_STATE_", values["archive_state"]),
-                filename=values["archive_filename"] or "",
-                size_bytes=values["archive_size"] or 0,
-                sha256=values["archive_sha256"] or "",
-                file_count=values["archive_file_count"] or 0,
-                content_bytes=values["archive_content_bytes"] or 0,
-                create_time=_time(values["archive_create_time"]),
-                expire_time=_time(values["archive_expire_time"]),
+                state=_enum(download_pb2.ArchiveState, "ARCHIVE_STATE_", values.archive_state),
+                filename=values.archive_filename or "",
+                size_bytes=values.archive_size or 0,
+                sha256=values.archive_sha256 or "",
+                file_count=values.archive_file_count or 0,
+                content_bytes=values.archive_content_bytes or 0,
+                create_time=timestamp(values.archive_create_time),
+                expire_time=timestamp(values.archive_expire_time),
             )
         )
     return message
@@ -288,10 +287,11 @@ def watch_event(event: StoredEvent) -> download_pb2.WatchDownloadResponse:
     )
     payload = event.payload
     if event.kind is EventKind.STATE:
+        change = StateChange.from_json(payload)
         message.state_changed.CopyFrom(
             download_pb2.StateChangedEvent(
-                previous_state=_enum(download_pb2.DownloadState, "DOWNLOAD_STATE_", payload["previous"]),
-                download=download(payload["download"]),
+                previous_state=_enum(download_pb2.DownloadState, "DOWNLOAD_STATE_", change.previous),
+                download=download(change.download),
             )
         )
     elif event.kind is EventKind.PROGRESS:
@@ -329,4 +329,19 @@ def batch(row: Batch, members: Sequence[Member]) -> download_pb2.Batch:
         api_key_id=row.api_key_id or "",
         create_time=timestamp(row.create_time),
         end_time=timestamp(row.end_time),
+    )
+
+
+def archive_link(row: ArchiveLink) -> download_pb2.ArchiveLink:
+    return download_pb2.ArchiveLink(
+        name=f"archive-links/{row.id}",
+        id=row.id,
+        download_id=row.download_id or "",
+        batch_id=row.batch_id or "",
+        expire_time=timestamp(row.expire_time),
+        single_use=row.single_use,
+        use_count=row.use_count,
+        revoked=row.revoke_time is not None,
+        create_time=timestamp(row.create_time),
+        last_use_time=timestamp(row.last_use_time),
     )

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from wallwhale.core import errors
+from wallwhale import errors
 from wallwhale.rpc.calls import current_call
 
 ERROR_DOMAIN = "wallwhale"

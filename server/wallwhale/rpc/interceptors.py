@@ -25,7 +25,7 @@ import structlog
 from grpc import aio
 
 from wallwhale import metrics
-from wallwhale.core.errors import InvalidArgument, WallWhaleError
+from wallwhale.errors import InvalidArgument, WallWhaleError
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.calls import CallInterceptor, Undecodable, current_call, on_end, start_call

@@ -16,9 +16,9 @@ import grpc
 from grpc import aio
 
 from wallwhale.core.audit import AuditWriter
-from wallwhale.core.errors import Unavailable
 from wallwhale.core.identity import Principal
 from wallwhale.core.limits import RateDecision, RateLimit, RateLimiter, rate_limited
+from wallwhale.errors import Unavailable
 from wallwhale.log import get_logger
 from wallwhale.rpc import errors
 from wallwhale.rpc.audit import deny

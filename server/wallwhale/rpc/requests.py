@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 
 
 def check_request(request: Any) -> None:

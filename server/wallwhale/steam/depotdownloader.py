@@ -10,11 +10,28 @@ an empty argv opens a blocking message box on Windows). It prints, then exits 0:
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+# Passed through to DepotDownloader when set; everything else in our environment (secrets among
+# it) stays ours.
+_INHERITED_ENV = (
+    "PATH",
+    "TZ",
+    "DOTNET_ROOT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 _VERSION = re.compile(r"^DepotDownloader v(\S+)", re.MULTILINE)
 _RUNTIME = re.compile(r"^Runtime: (.+?)\s*$", re.MULTILINE)
 
@@ -25,6 +42,20 @@ class DownloaderInfo:
     version: str = ""
     runtime: str = ""
     error: str = ""
+
+
+def minimal_environment(home: Path) -> dict[str, str]:
+    """The whole environment of a DepotDownloader process, with `home` as its private HOME."""
+    env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
+    env.update(
+        HOME=str(home),
+        # .NET's LocalApplicationData, where the isolated storage with account.config lives.
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        TMPDIR=str(home / "tmp"),
+        LANG="C.UTF-8",
+        DOTNET_CLI_TELEMETRY_OPTOUT="1",
+    )
+    return env
 
 
 def resolve(path: Path) -> Path | None:
@@ -39,6 +70,11 @@ async def probe(path: Path, time_limit: float = 10.0) -> DownloaderInfo:
     executable = resolve(path)
     if executable is None:
         return DownloaderInfo(False, error=f"DepotDownloader not found at {path}")
+    with tempfile.TemporaryDirectory(prefix="wallwhale-probe-") as home:
+        return await _probe(executable, Path(home), time_limit)
+
+
+async def _probe(executable: Path, home: Path, time_limit: float) -> DownloaderInfo:
     try:
         process = await asyncio.create_subprocess_exec(
             str(executable),
@@ -46,6 +82,7 @@ async def probe(path: Path, time_limit: float = 10.0) -> DownloaderInfo:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=minimal_environment(home),  # not the server's: its secrets stay ours
         )
     except OSError as exc:
         return DownloaderInfo(False, error=f"cannot run {executable}: {exc.strerror or exc}")

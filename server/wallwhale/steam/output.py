@@ -1,6 +1,6 @@
 """Reading DepotDownloader's output: raw chunks in, lines, prompts and a verdict out.
 
-Everything here follows ../shared/reference/depotdownloader.md (release 3.4.0; "row N" below is a row
+Everything here follows docs/depotdownloader-reference.md (release 3.4.0; "row N" below is a row
 of its §2.2 catalogue). The rules that shape this module:
 
 * Prompts end without a newline, so the unfinished tail of each stream is checked for a prompt after
@@ -381,7 +381,8 @@ class Transcript:
 
     @property
     def too_many_chunk_errors(self) -> bool:
-        # The chunk loop retries forever (reference §4.5); past the limit the run is stopped.
+        # The chunk loop retries forever (docs/depotdownloader-reference.md §4.5); past the limit the
+        # run is stopped.
         return self.chunk_errors >= self.chunk_error_limit
 
 

@@ -1,10 +1,11 @@
 """DepotDownloader's QR login code: read from its output, drawn again as SVG and PNG.
 
-With `-qr` it prints (reference §2.2 row 10, §3) `Use the Steam Mobile App to sign in with this QR
-code:` and then the code line by line, two characters per module (dark `██`, light two spaces), quiet
-zone included, and again after `The QR code has changed:`. The matrix is square, so the block is
-complete once there are as many rows as a row has modules: nothing follows it until the code is
-scanned, changed or expired, so waiting for a terminating line would hold the code back.
+With `-qr` it prints (docs/depotdownloader-reference.md §2.2 row 10, §3) `Use the Steam Mobile App to
+sign in with this QR code:` and then the code line by line, two characters per module (dark `██`,
+light two spaces), quiet zone included, and again after `The QR code has changed:`. The matrix is
+square, so the block is complete once there are as many rows as a row has modules: nothing follows
+it until the code is scanned, changed or expired, so waiting for a terminating line would hold the
+code back.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Runs DepotDownloader for one workshop item, as ../shared/reference/depotdownloader.md prescribes.
+"""Runs DepotDownloader for one workshop item, as docs/depotdownloader-reference.md prescribes.
 
 * argv is a list (no shell) with validated numbers; the password never goes on it: it is written to
   stdin when the prompt appears, and only then (a pre-written answer would be read as a Steam Guard code).
@@ -26,23 +26,10 @@ from pathlib import Path
 
 from wallwhale.log import get_logger
 from wallwhale.steam import output
-from wallwhale.steam.depotdownloader import resolve
+from wallwhale.steam.depotdownloader import minimal_environment, resolve
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
+from wallwhale.steam.sandbox import UNCONFINED, Sandbox
 
-# Passed through to DepotDownloader when set; everything else in our environment stays ours.
-_INHERITED_ENV = (
-    "PATH",
-    "TZ",
-    "DOTNET_ROOT",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "no_proxy",
-)
 _MOBILE_CONFIRMATION = "STEAM GUARD! Use the Steam Mobile App to confirm your sign in"
 _READ_SIZE = 64 * 1024
 # Clients see this; the configured path (a server detail) is in the status service for admins.
@@ -101,12 +88,15 @@ class RunRequest:
     chunk_error_limit: int = 50
     # Log in by QR code (-qr, no -username) instead of as `username` with its remembered login.
     qr: bool = False
-    # Fetch the item's file list only (reference §1.2), no content.
+    # Fetch the item's file list only (docs/depotdownloader-reference.md §1.2), no content.
     manifest_only: bool = False
+    # Where the run may write: its directory and home only (steam.sandbox).
+    sandbox: Sandbox = UNCONFINED
 
     def argv(self) -> list[str]:
         # Values are validated numbers and a username the admin API checked; -dir is ours, absolute.
-        # -remember-password with -qr asks Steam for a long-lived token (reference §5.2).
+        # -remember-password with -qr asks Steam for a long-lived token
+        # (docs/depotdownloader-reference.md §5.2).
         login = ["-qr"] if self.qr else ["-username", self.username]
         return [
             str(self.executable),
@@ -124,20 +114,11 @@ class RunRequest:
         ]
 
     def environment(self) -> dict[str, str]:
-        env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
-        env.update(
-            HOME=str(self.home),
-            # .NET's LocalApplicationData, where the isolated storage with account.config lives.
-            XDG_DATA_HOME=str(self.home / ".local" / "share"),
-            TMPDIR=str(self.home / "tmp"),
-            LANG="C.UTF-8",
-            DOTNET_CLI_TELEMETRY_OPTOUT="1",
-        )
-        return env
+        return minimal_environment(self.home)
 
 
 class RunHooks:
-    """What the runner tells its job, and asks it. Subclassed by the engine."""
+    """What the runner tells its job, and asks it. Subclassed by the worker (worker.job, worker.qr_login)."""
 
     async def line(self, line: Line) -> None:
         """A cleaned line of output (secrets removed, job directory shown relative)."""
@@ -208,9 +189,12 @@ class Runner:
         if self._stop.is_set():
             return RunResult(None, None, transcript, self._stop_reason)
         try:
+            argv = self.request.sandbox.wrap(
+                [str(executable), *self.request.argv()[1:]], self.request.directory, self.request.home
+            )
             process = await asyncio.create_subprocess_exec(
                 *_death_pact(),
-                *self.request.argv(),
+                *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -310,7 +294,8 @@ class Runner:
         if stdin is None or stdin.is_closing():
             return
         if not answer:
-            # EOF aborts the login (reference §3): DepotDownloader reports it and exits.
+            # EOF aborts the login (docs/depotdownloader-reference.md §3): DepotDownloader reports it
+            # and exits.
             if prompt.kind is PromptKind.PASSWORD:
                 run.override = Failure(
                     Reason.INVALID_CREDENTIALS,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
-from wallwhale.core.errors import InvalidArgument
+from wallwhale.errors import InvalidArgument
 
 WALLPAPER_ENGINE_APP_ID = 431960
 # PublishedFileId is a ulong, but ids are stored in a signed BIGINT; real ids are far below 2**63.

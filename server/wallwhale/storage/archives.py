@@ -130,10 +130,14 @@ class Storage:
         final = self.archive_root / f"{_checked_id(download_id)}.zip"
         partial = final.with_suffix(".zip.partial")
         self.archive_root.mkdir(parents=True, exist_ok=True)
+        if only is not None:
+            self.verify_reported(source, only)
         files = sorted(self.content_files(source, only))
         try:
             with _ArchiveWriter(partial, zip64_limit) as writer:
-                content_bytes = sum(writer.add(path, path.relative_to(source).as_posix()) for path in files)
+                content_bytes = sum(
+                    writer.add(path, entry_name(path.relative_to(source).as_posix())) for path in files
+                )
                 size, sha256 = writer.finish()
             os.replace(partial, final)
         except StorageError:
@@ -159,8 +163,42 @@ class Storage:
         wanted = {Path(name).as_posix() for name in only}
         return [path for path in files if path.relative_to(source).as_posix() in wanted]
 
+    def verify_reported(self, source: Path, names: set[str]) -> None:
+        """Each file DepotDownloader reported must be a plain name for a regular file inside `source`,
+        reached without links: anything else wrote outside its folder, or would be silently missing
+        from the archive."""
+        root = source.resolve()
+        for name in sorted(names):
+            entry_name(name)
+            path = root / name
+            if os.path.realpath(path) != str(path):
+                raise StorageError(f"DepotDownloader's file {name!r} leads out of its folder through a link")
+            if path.is_symlink() or not path.is_file():
+                raise StorageError(f"DepotDownloader reported {name!r}, but its folder has no such file")
+
     def used_bytes(self) -> int:
         return sum(entry.stat().st_size for entry in self.archive_root.glob("*.zip") if entry.is_file())
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def entry_name(name: str) -> str:
+    """`name` if it unpacks inside the target folder on any system, else StorageError naming why."""
+    problem = None
+    if any(ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F for char in name):
+        problem = "a control character"
+    elif "\\" in name:
+        problem = "a backslash"
+    elif name.startswith("/"):
+        problem = "an absolute path"
+    elif _DRIVE.match(name):
+        problem = "a drive letter"
+    elif any(part in ("", ".", "..") for part in name.split("/")):
+        problem = "an empty, '.' or '..' component"
+    if problem is not None:
+        raise StorageError(f"the file name {name!r} is refused: it has {problem}")
+    return name
 
 
 def _checked_id(download_id: str) -> str:
@@ -193,8 +231,9 @@ class _ArchiveWriter:
     Deflated entries are compressed here, then hashed the same way. A source that changes while it
     is copied fails the build.
 
-    (copy_file_range was measured as the copy: on ext4, at the unaligned offsets of zip entries, it
-    spent 1.5x the CPU of the read + pwrite that the CRC-32 needs anyway, and was no faster.)
+    (copy_file_range is not used: at the unaligned offsets of zip entries it cost more CPU than the
+    read + pwrite the CRC-32 needs anyway, and was no faster: docs/benchmarks.md, "Archive build
+    and FetchArchive".)
     """
 
     def __init__(self, path: Path, zip64_limit: int):

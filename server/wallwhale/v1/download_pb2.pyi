@@ -1433,3 +1433,224 @@ class FetchBatchArchiveRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FetchBatchArchiveRequest: _TypeAlias = FetchBatchArchiveRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveLink(_message.Message):
+    """A share link to an archive. Its token is not part of it: the server keeps only its hash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    SINGLE_USE_FIELD_NUMBER: _builtins.int
+    USE_COUNT_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_USE_TIME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"archive-links/{id}"."""
+    id: _builtins.str
+    download_id: _builtins.str
+    """What it fetches: a download's archive or a batch's (one of the two is set)."""
+    batch_id: _builtins.str
+    single_use: _builtins.bool
+    use_count: _builtins.int
+    """Fetches that started (a resumed fetch counts again)."""
+    revoked: _builtins.bool
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_use_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        id: _builtins.str = ...,
+        download_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        single_use: _builtins.bool = ...,
+        use_count: _builtins.int = ...,
+        revoked: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        last_use_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "last_use_time", b"last_use_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "create_time", b"create_time", "download_id", b"download_id", "expire_time", b"expire_time", "id", b"id", "last_use_time", b"last_use_time", "name", b"name", "revoked", b"revoked", "single_use", b"single_use", "use_count", b"use_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveLink: _TypeAlias = ArchiveLink  # noqa: Y015
+
+@_typing.final
+class CreateArchiveLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOWNLOAD_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    SINGLE_USE_FIELD_NUMBER: _builtins.int
+    download_id: _builtins.str
+    """Exactly one of download_id and batch_id."""
+    batch_id: _builtins.str
+    single_use: _builtins.bool
+    """The link serves one request only."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long the link works; at most the server's maximum (WALLWHALE_ARCHIVE_LINK_MAX_SECONDS).
+        Unset: the maximum.
+        """
+
+    def __init__(
+        self,
+        *,
+        download_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
+        single_use: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "download_id", b"download_id", "single_use", b"single_use", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateArchiveLinkRequest: _TypeAlias = CreateArchiveLinkRequest  # noqa: Y015
+
+@_typing.final
+class CreateArchiveLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    URL_PATH_FIELD_NUMBER: _builtins.int
+    url_path: _builtins.str
+    """"/v1/links/<token>": append it to the server's base URL. Shown only in this response."""
+    @_builtins.property
+    def link(self) -> Global___ArchiveLink: ...
+    def __init__(
+        self,
+        *,
+        link: Global___ArchiveLink | None = ...,
+        url_path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link", "url_path", b"url_path"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateArchiveLinkResponse: _TypeAlias = CreateArchiveLinkResponse  # noqa: Y015
+
+@_typing.final
+class ListArchiveLinksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOWNLOAD_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    download_id: _builtins.str
+    """Exactly one of download_id and batch_id."""
+    batch_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        download_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "download_id", b"download_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArchiveLinksRequest: _TypeAlias = ListArchiveLinksRequest  # noqa: Y015
+
+@_typing.final
+class ListArchiveLinksResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def links(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArchiveLink]: ...
+    def __init__(
+        self,
+        *,
+        links: _abc.Iterable[Global___ArchiveLink] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["links", b"links"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArchiveLinksResponse: _TypeAlias = ListArchiveLinksResponse  # noqa: Y015
+
+@_typing.final
+class RevokeArchiveLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeArchiveLinkRequest: _TypeAlias = RevokeArchiveLinkRequest  # noqa: Y015
+
+@_typing.final
+class RevokeArchiveLinkResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def link(self) -> Global___ArchiveLink: ...
+    def __init__(
+        self,
+        *,
+        link: Global___ArchiveLink | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["link", b"link"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeArchiveLinkResponse: _TypeAlias = RevokeArchiveLinkResponse  # noqa: Y015
+
+@_typing.final
+class FetchArchiveLinkRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    offset: _builtins.int
+    """As in FetchArchiveRequest; an HTTP Range header through Envoy sets them."""
+    length: _builtins.int
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchArchiveLinkRequest: _TypeAlias = FetchArchiveLinkRequest  # noqa: Y015

@@ -79,6 +79,25 @@ class DownloadServiceStub:
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
+    CreateArchiveLink: _grpc.UnaryUnaryMultiCallable[_download_pb2.CreateArchiveLinkRequest, _download_pb2.CreateArchiveLinkResponse]
+    """Makes a share link to the archive of a download or a batch the caller may fetch: a URL path
+    (/v1/links/<token>) that fetches the zip with no credentials until it expires, is revoked or,
+    when single use, has served its one request. The token is shown only here; the server keeps
+    its SHA-256. The link reveals neither the key nor the user that made it.
+    """
+    ListArchiveLinks: _grpc.UnaryUnaryMultiCallable[_download_pb2.ListArchiveLinksRequest, _download_pb2.ListArchiveLinksResponse]
+    """The share links of one download or batch, newest first (expired and revoked ones too)."""
+    RevokeArchiveLink: _grpc.UnaryUnaryMultiCallable[_download_pb2.RevokeArchiveLinkRequest, _download_pb2.RevokeArchiveLinkResponse]
+    """Ends a share link at once; fetching it then answers NOT_FOUND with reason LINK_REVOKED."""
+    FetchArchiveLink: _grpc.UnaryStreamMultiCallable[_download_pb2.FetchArchiveLinkRequest, _httpbody_pb2.HttpBody]
+    """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
+    saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
+    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
+    with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+    exactly one request (whatever its range). Rate limited per link.
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
 
 @_typing.type_check_only
 class DownloadServiceAsyncStub(DownloadServiceStub):
@@ -127,6 +146,25 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
     whose archives were removed and are left out). The bytes are the same on every call, so
     offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    CreateArchiveLink: _aio.UnaryUnaryMultiCallable[_download_pb2.CreateArchiveLinkRequest, _download_pb2.CreateArchiveLinkResponse]  # type: ignore[assignment]
+    """Makes a share link to the archive of a download or a batch the caller may fetch: a URL path
+    (/v1/links/<token>) that fetches the zip with no credentials until it expires, is revoked or,
+    when single use, has served its one request. The token is shown only here; the server keeps
+    its SHA-256. The link reveals neither the key nor the user that made it.
+    """
+    ListArchiveLinks: _aio.UnaryUnaryMultiCallable[_download_pb2.ListArchiveLinksRequest, _download_pb2.ListArchiveLinksResponse]  # type: ignore[assignment]
+    """The share links of one download or batch, newest first (expired and revoked ones too)."""
+    RevokeArchiveLink: _aio.UnaryUnaryMultiCallable[_download_pb2.RevokeArchiveLinkRequest, _download_pb2.RevokeArchiveLinkResponse]  # type: ignore[assignment]
+    """Ends a share link at once; fetching it then answers NOT_FOUND with reason LINK_REVOKED."""
+    FetchArchiveLink: _aio.UnaryStreamMultiCallable[_download_pb2.FetchArchiveLinkRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
+    """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
+    saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
+    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
+    with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+    exactly one request (whatever its range). Rate limited per link.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
@@ -259,6 +297,49 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         when the set of item archives does: check it when resuming), x-archive-missing (workshop ids
         whose archives were removed and are left out). The bytes are the same on every call, so
         offset/length resume; there is no x-archive-sha256 (each entry's CRC-32 is checked by unzip).
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def CreateArchiveLink(
+        self,
+        request: _download_pb2.CreateArchiveLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_pb2.CreateArchiveLinkResponse, _abc.Awaitable[_download_pb2.CreateArchiveLinkResponse]]:
+        """Makes a share link to the archive of a download or a batch the caller may fetch: a URL path
+        (/v1/links/<token>) that fetches the zip with no credentials until it expires, is revoked or,
+        when single use, has served its one request. The token is shown only here; the server keeps
+        its SHA-256. The link reveals neither the key nor the user that made it.
+        """
+
+    @_abc_1.abstractmethod
+    def ListArchiveLinks(
+        self,
+        request: _download_pb2.ListArchiveLinksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_pb2.ListArchiveLinksResponse, _abc.Awaitable[_download_pb2.ListArchiveLinksResponse]]:
+        """The share links of one download or batch, newest first (expired and revoked ones too)."""
+
+    @_abc_1.abstractmethod
+    def RevokeArchiveLink(
+        self,
+        request: _download_pb2.RevokeArchiveLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_pb2.RevokeArchiveLinkResponse, _abc.Awaitable[_download_pb2.RevokeArchiveLinkResponse]]:
+        """Ends a share link at once; fetching it then answers NOT_FOUND with reason LINK_REVOKED."""
+
+    @_abc_1.abstractmethod
+    def FetchArchiveLink(
+        self,
+        request: _download_pb2.FetchArchiveLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
+        """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
+        saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
+        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
+        with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+        exactly one request (whatever its range). Rate limited per link.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """

@@ -3,10 +3,11 @@
     async with AsyncClient("127.0.0.1:50051", api_key="ww_...") as client:
         path = await client.download("https://steamcommunity.com/sharedfiles/filedetails/?id=...", "out")
 
-AsyncClient gathers the service areas (downloads.py, batches.py, admin.py, auth.py, status.py) over one
-Transport (transport.py: credentials, deadlines, retries); watches and archive fetches resume through
-streams.py and archives.py. The raw stubs stay public (`client.downloads`, `.admin`, `.auth`,
-`.status`) for anything the wrapper does not cover; pass `await client.metadata()` with them.
+AsyncClient gathers the service areas (downloads.py, batches.py, links.py, admin.py, auth.py,
+status.py) over one Transport (transport.py: credentials, deadlines, retries); watches and archive
+fetches resume through streams.py and archives.py. The raw stubs stay public (`client.downloads`,
+`.admin`, `.auth`, `.status`) for anything the wrapper does not cover; pass `await
+client.metadata()` with them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from wallwhale_client.archives import ArchiveInfo, BatchArchiveInfo
 from wallwhale_client.auth import AuthApi, PasswordLogin
 from wallwhale_client.batches import BatchArchive, BatchesApi, BatchProgress, BatchProgressCallback
 from wallwhale_client.downloads import FINAL_STATES, DownloadsApi, Progress, ProgressCallback
+from wallwhale_client.links import LinksApi
 from wallwhale_client.retry import RetryPolicy
 from wallwhale_client.status import StatusApi
 from wallwhale_client.transport import ApiKeyCredentials, Metadata, Tls, Transport, open_channel
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class AsyncClient(DownloadsApi, BatchesApi, AdminApi, AuthApi, StatusApi):
+class AsyncClient(DownloadsApi, BatchesApi, LinksApi, AdminApi, AuthApi, StatusApi):
     """A WallWhale client for asyncio code.
 
     Credentials: an API key, or a person's e-mail and password (logged in on the first call, the

@@ -49,7 +49,7 @@ def _ask(prompt: str) -> str | None:
 async def download_direct(args: argparse.Namespace, password: str | None, screen: Screen) -> dict[str, Any]:
     """Runs DepotDownloader for args.item; returns what was downloaded, raises WallWhaleError on failure."""
     try:
-        from wallwhale.core.errors import InvalidArgument
+        from wallwhale.errors import InvalidArgument
         from wallwhale.steam import output, runner, workshop
     except ModuleNotFoundError as missing:
         if missing.name != "wallwhale":

@@ -11,6 +11,7 @@ import asyncio
 import os
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Unpack
 
@@ -197,6 +198,28 @@ class Client:
         self, batch_id: str, *, exclude_logs: bool = False
     ) -> Iterator[download_pb2.WatchBatchResponse]:
         return self._iterate(self.aio.watch_batch(batch_id, exclude_logs=exclude_logs))
+
+    def create_archive_link(
+        self,
+        *,
+        download_id: str = "",
+        batch_id: str = "",
+        expires: timedelta | None = None,
+        single_use: bool = False,
+    ) -> download_pb2.CreateArchiveLinkResponse:
+        return self._run(
+            self.aio.create_archive_link(
+                download_id=download_id, batch_id=batch_id, expires=expires, single_use=single_use
+            )
+        )
+
+    def list_archive_links(
+        self, *, download_id: str = "", batch_id: str = ""
+    ) -> list[download_pb2.ArchiveLink]:
+        return self._run(self.aio.list_archive_links(download_id=download_id, batch_id=batch_id))
+
+    def revoke_archive_link(self, link_id: str) -> download_pb2.ArchiveLink:
+        return self._run(self.aio.revoke_archive_link(link_id))
 
     def save_batch_archive(
         self,

@@ -1,6 +1,6 @@
 """AdminService: users and API keys (core.users, core.api_keys), the audit trail and statistics
-(core.reports), Steam accounts (core.steam_accounts), Steam Guard answers (core.steam_guard) and QR
-logins (core.qr_login, run by the engine)."""
+(core.reports), Steam accounts (core.steam_accounts), Steam Guard answers (worker.steam_guard) and QR
+logins (worker.qr_login, run by the worker's dispatcher)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,18 @@ from google.protobuf import field_mask_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import api_keys, idempotency, limits, reports, steam_accounts, steam_guard, users
-from wallwhale.core.engine import Engine
-from wallwhale.core.errors import InvalidArgument
-from wallwhale.core.identity import PrincipalCache
+from wallwhale.core import api_keys, idempotency, limits, reports, steam_accounts, users
 from wallwhale.core.paging import page
-from wallwhale.core.qr_login import QrCode, QrEvent, QrSucceeded
 from wallwhale.core.secretbox import Keyring
 from wallwhale.db.models import UserRole
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.steam.runner import StopReason
 from wallwhale.v1 import admin_pb2, admin_pb2_grpc, download_pb2
+from wallwhale.worker import steam_guard
+from wallwhale.worker.dispatcher import Dispatcher
+from wallwhale.worker.qr_login import QrCode, QrEvent, QrSucceeded
 
 _ROLES = {admin_pb2.USER_ROLE_ADMIN: UserRole.ADMIN, admin_pb2.USER_ROLE_USER: UserRole.USER}
 
@@ -85,16 +85,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         sessions: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
         keyring: Keyring,
-        engine: Engine,
-        principals: PrincipalCache,
+        worker: Dispatcher,
         heartbeat_seconds: float = 15.0,
     ):
         self._sessions = sessions
         self._clock = clock
         self._keyring = keyring
-        self._engine = engine
-        # Cleared after every committed change of a key or user (other instances hear the NOTIFY).
-        self._principals = principals
+        self._worker = worker
         self._heartbeat_seconds = heartbeat_seconds
 
     async def CreateUser(
@@ -138,7 +135,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             user = await users.update_user(
                 session, request.user.id, _user_input(request.user), fields, request.password
             )
-        self._principals.clear()
         return admin_pb2.UpdateUserResponse(user=convert.user(user))
 
     async def DeleteUser(
@@ -147,7 +143,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         principal = current_call().principal
         async with self._sessions.begin() as session:
             await users.delete_user(session, request.id, principal.user_id if principal else "")
-        self._principals.clear()
         return admin_pb2.DeleteUserResponse()
 
     async def CreateApiKey(
@@ -206,7 +201,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             row = await api_keys.update_api_key(
                 session, request.api_key.id, _key_input(request.api_key, ""), fields, self._clock()
             )
-        self._principals.clear()
         return admin_pb2.UpdateApiKeyResponse(api_key=convert.api_key(row))
 
     async def RevokeApiKey(
@@ -214,7 +208,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.RevokeApiKeyResponse:
         async with self._sessions.begin() as session:
             row = await api_keys.revoke_api_key(session, request.id, self._clock())
-        self._principals.clear()
         return admin_pb2.RevokeApiKeyResponse(api_key=convert.api_key(row))
 
     async def ListAuditEvents(
@@ -323,14 +316,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             account = await steam_accounts.get_account(session, request.id)
             waiting = await steam_guard.waiting_download(session, account.id)
         current_call().audit_details.update(download_id=waiting.id)  # never the code
-        await self._engine.submit_guard_code(account.id, code)
+        await self._worker.submit_guard_code(account.id, code)
         return admin_pb2.SubmitSteamGuardCodeResponse(steam_account=convert.steam_account(account))
 
     async def StartQrLogin(
         self, request: admin_pb2.StartQrLoginRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[admin_pb2.StartQrLoginResponse]:
         # Refusals (NOT_FOUND, STEAM_ACCOUNT_BUSY, SHUTTING_DOWN) come before the first message.
-        login = await self._engine.start_qr_login(request.id)
+        login = await self._worker.start_qr_login(request.id)
         current_call().audit_details["username"] = login.username
         try:
             while True:

@@ -1,4 +1,4 @@
-"""AuthService: people's login sessions (core.sessions) and who-am-I."""
+"""AuthService: people's login sessions (core.login_sessions) and who-am-I."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core.errors import Unauthenticated
-from wallwhale.core.sessions import ClientInfo, SessionService, Tokens
-from wallwhale.db.models import ApiKey, User
+from wallwhale.core.identity import caller_records
+from wallwhale.core.login_sessions import ClientInfo, LoginSessions, Tokens
+from wallwhale.errors import Unauthenticated
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.v1 import admin_pb2, auth_pb2, auth_pb2_grpc
@@ -30,7 +30,7 @@ def _client() -> ClientInfo:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, logins: SessionService, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, logins: LoginSessions, sessions: async_sessionmaker[AsyncSession]):
         self._logins = logins
         self._sessions = sessions
 
@@ -62,8 +62,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if principal is None:  # the access rule requires credentials; this is a safety net
             raise Unauthenticated("credentials are missing", reason="CREDENTIALS_MISSING")
         async with self._sessions() as session:
-            user = await session.get(User, principal.user_id)
-            key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+            user, key = await caller_records(session, principal)
         kind = admin_pb2.ACTOR_KIND_API_KEY if principal.api_key_id else admin_pb2.ACTOR_KIND_USER
         return auth_pb2.GetCallerResponse(
             actor=admin_pb2.Actor(

@@ -15,38 +15,31 @@ item archives, and a client resuming checks that it did not change. There is no 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
-import unicodedata
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from google.api import httpbody_pb2
 from grpc import aio
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale.core import batches, downloads, events
-from wallwhale.core.batches import BatchInput, Member
+from wallwhale.core import batches, downloads, watching
+from wallwhale.core.batches import BatchInput
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.downloads import JobLimits
-from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from wallwhale.core.events import EventHub, EventKind, StoredEvent
+from wallwhale.core.events import EventHub, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.db.models import Batch, BatchState, Download, DownloadEvent, DownloadState
+from wallwhale.core.watching import Heartbeat
+from wallwhale.db.models import Batch
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, encoded_in_batch
-from wallwhale.storage.archives import Storage, StorageError
-from wallwhale.storage.bundle import Bundle, BundleError
+from wallwhale.rpc.servicers.streams import check_range, encoded_in_batch, range_end, send_batch_archive
+from wallwhale.storage.archives import Storage
 from wallwhale.v1 import download_pb2
+from wallwhale.worker.dispatcher import Dispatcher
 
 _log = get_logger("wallwhale.batches")
-_REPLAY_PAGE = 500
 
 
 class _Options(Protocol):
@@ -68,7 +61,7 @@ class BatchMethods:
     _sessions: async_sessionmaker[AsyncSession]
     _readers: async_sessionmaker[AsyncSession]
     _clock: Callable[[], datetime]
-    _engine: Engine
+    _worker: Dispatcher
     _hub: EventHub
     _storage: Storage
     _catalog: Catalog
@@ -104,9 +97,6 @@ class BatchMethods:
             limits = await self._limits(session, principal)
             created = await batches.create(session, principal, checked, expansion, limits, now)
             message = await self._batch_message(session, created.batch)
-        self._hub.publish(created.events)
-        if not created.replayed:
-            self._engine.wake()
         _audit(created.batch.id)
         current_call().audit_details.update(
             items=message.total_count, collection_id=message.collection_id, replayed=created.replayed
@@ -139,20 +129,11 @@ class BatchMethods:
     ) -> download_pb2.CancelBatchResponse:
         principal = current_call().caller()
         _audit(request.id)
-        async with self._sessions.begin() as session:
-            active = await batches.request_cancel(session, principal, request.id, self._clock())
-        for download_id in active:
-            # One transaction per download, as CancelDownload does it (see batches.request_cancel).
-            try:
-                async with self._sessions.begin() as session:
-                    stored = await downloads.cancel(session, principal, download_id, self._clock())
-            except FailedPrecondition:
-                continue  # it became final meanwhile
-            self._hub.publish(stored)
+        active = await batches.cancel(self._sessions, principal, request.id, self._clock)
         # Jobs running here are stopped now; the answer waits (bounded) until they are cancelled.
         await asyncio.gather(
             *(
-                self._engine.cancel_local(download_id, self._options.cancel_wait_seconds)
+                self._worker.cancel_local(download_id, self._options.cancel_wait_seconds)
                 for download_id in active
             )
         )
@@ -163,213 +144,27 @@ class BatchMethods:
     async def WatchBatch(
         self, request: download_pb2.WatchBatchRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[download_pb2.WatchBatchResponse | bytes]:
-        async with self._readers() as session:
-            row = await batches.get_visible(session, current_call().caller(), request.id)
-            members = (await batches.members(session, [row.id]))[row.id]
-        stream = _BatchStream(self._readers, row.id, members, request.exclude_logs)
-        known = {member.id: member.last_event_sequence for member in members}
-        with self._hub.watch_many(known, request.exclude_logs) as watcher:
-            # Registered before the replay, so nothing written in between is missed.
-            async for message in stream.replay():
-                yield message
-            async for message in stream.catch_up():
-                yield message
-            while not stream.done:
-                event = await watcher.next(self._options.heartbeat_seconds)
-                if event is not None:
-                    if (accepted := stream.accept(event)) is not None:
-                        yield accepted
-                    continue
-                watcher.drain()  # behind, written elsewhere, or quiet: read the database
-                caught_up = False
-                async for message in stream.catch_up():
-                    caught_up = True
-                    yield message
-                if not caught_up and not stream.done:
-                    yield download_pb2.WatchBatchResponse(heartbeat=download_pb2.HeartbeatEvent())
-        async with self._readers() as session:
-            row = await batches.get_visible(session, current_call().caller(), request.id)
-            yield download_pb2.WatchBatchResponse(finished=await self._batch_message(session, row))
+        async for item in watching.watch_batch(
+            self._readers,
+            self._hub,
+            current_call().caller(),
+            request.id,
+            request.exclude_logs,
+            self._options.heartbeat_seconds,
+        ):
+            if isinstance(item, StoredEvent):
+                yield encoded_in_batch(item)
+            elif isinstance(item, Heartbeat):
+                yield download_pb2.WatchBatchResponse(heartbeat=download_pb2.HeartbeatEvent())
+            else:
+                yield download_pb2.WatchBatchResponse(finished=convert.batch(item.batch, item.members))
 
     async def FetchBatchArchive(
         self, request: download_pb2.FetchBatchArchiveRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         check_range(request.offset, request.length)
-        async with self._readers() as session:
-            row = await batches.get_visible(session, current_call().caller(), request.id)
-            succeeded = list(
-                await session.scalars(
-                    select(Download)
-                    .where(Download.batch_id == row.id, Download.state == DownloadState.SUCCEEDED)
-                    .order_by(Download.create_time, Download.id)
-                )
-            )
-        if row.state is BatchState.ACTIVE:
-            raise FailedPrecondition(
-                "the batch is still active; its archive exists once every download is final",
-                reason="ARCHIVE_NOT_READY",
-            )
-        if not succeeded:
-            raise FailedPrecondition(
-                f"no download of the batch succeeded ({row.state.value.lower().replace('_', ' ')})",
-                reason="ARCHIVE_NOT_READY",
-            )
         # Everything that can go wrong is found before the first byte (HTTP clients see no trailers).
-        available, missing = self._item_archives(succeeded)
-        if not available:
-            raise NotFound(
-                "archive", row.id, "the archives of the batch's items were removed; download them again"
-            )
-        try:
-            bundle = await asyncio.to_thread(Bundle.plan, [(folder, path) for folder, path, _ in available])
-        except BundleError as exc:
-            _log.warning("batch archive unreadable", batch_id=row.id, error=str(exc))
-            raise NotFound("archive", row.id, "an item's archive in storage is damaged") from None
-        size = bundle.size
-        if request.offset > size:
-            raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
-        end = size if request.length == 0 else min(size, request.offset + request.length)
-        version = hashlib.sha256(
-            "\n".join(f"{folder} {sha256}" for folder, _, sha256 in available).encode()
-        ).hexdigest()
-        filename = _batch_filename(row)
-        call = current_call()
-        for key, value in (
-            ("x-archive-size", str(size)),
-            ("x-archive-version", version),
-            ("x-archive-filename", filename),
-            ("content-disposition", f'attachment; filename="{filename}"'),
-            ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
-        ):
-            call.add_header(key, value)
-        if missing:
-            call.add_header("x-archive-missing", ",".join(missing))
-        chunks = bundle.chunks(request.offset, end, ARCHIVE_CHUNK)
-        reading: asyncio.Future[bytes | None] | None = None
-        try:
-            while True:
-                # Shielded: a client that leaves cancels this wait, but the read goes on in its
-                # thread, and the generator cannot be closed until it ends (see finally).
-                reading = asyncio.ensure_future(asyncio.to_thread(_next_chunk, chunks))
-                if (data := await asyncio.shield(reading)) is None:
-                    break
-                yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
-        except BundleError as exc:
-            # Removed or damaged while it was being sent: the client sees a short body and a size
-            # that does not match; the reason is in the server's log.
-            _log.warning("batch archive stream broken", batch_id=row.id, error=str(exc))
-            raise NotFound("archive", row.id, "an item's archive changed while it was being sent") from None
-        finally:
-            if reading is not None:
-                await asyncio.wait([reading])
-            await asyncio.to_thread(chunks.close)
-        if request.offset == end:  # nothing to send: an empty body still tells the headers
-            yield httpbody_pb2.HttpBody(content_type="application/zip")
-
-    def _item_archives(self, succeeded: list[Download]) -> tuple[list[tuple[str, Path, str]], list[str]]:
-        """(folder, path, sha256) of each item whose zip is in storage as recorded; the workshop
-        ids of the others (expired, deleted or damaged), which the archive leaves out."""
-        available: list[tuple[str, Path, str]] = []
-        missing: list[str] = []
-        for download in succeeded:
-            folder = str(download.workshop_id)
-            if download.archive_state != "AVAILABLE" or not download.archive_path:
-                missing.append(folder)
-                continue
-            try:
-                path = self._storage.path_of(download.archive_path)
-                intact = path.stat().st_size == download.archive_size
-            except (StorageError, OSError):
-                intact = False
-            if intact:
-                available.append((folder, path, download.archive_sha256 or ""))
-            else:
-                missing.append(folder)
-        return available, missing
-
-
-def _next_chunk(chunks: Generator[bytes]) -> bytes | None:
-    return next(chunks, None)
-
-
-def _batch_filename(row: Batch) -> str:
-    """'3078111111-my-collection.zip', or 'batch-<id>-12-items.zip' (ASCII, no path characters)."""
-    ascii_title = unicodedata.normalize("NFKD", row.title).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", ascii_title).strip("-").lower()[:60].rstrip("-")
-    prefix = str(row.collection_id) if row.collection_id else f"batch-{row.id}"
-    return f"{prefix}-{slug}.zip" if slug else f"{prefix}.zip"
-
-
-class _BatchStream:
-    """The position of one WatchBatch stream: the last sequence sent per download, and which are final."""
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        batch_id: str,
-        members: list[Member],
-        exclude_logs: bool,
-    ):
-        self._sessions = sessions
-        self._batch_id = batch_id
-        self._exclude_logs = exclude_logs
-        self._sent = {member.id: 0 for member in members}
-        self._final = {member.id: False for member in members}
-
-    @property
-    def done(self) -> bool:
-        return all(self._final.values())
-
-    def accept(self, event: StoredEvent) -> bytes | None:
-        last = self._sent.get(event.download_id)
-        if last is None or event.sequence <= last:
-            return None  # not of this batch, or already sent
-        self._sent[event.download_id] = event.sequence
-        if event.kind is EventKind.STATE:
-            self._final[event.download_id] = event.payload["download"]["state"] in FINAL_NAMES
-        if event.kind is EventKind.LOG and self._exclude_logs:
-            return None
-        return encoded_in_batch(event)
-
-    async def replay(self) -> AsyncIterator[bytes]:
-        """The batch's history in the order it was written (its downloads' events interleaved)."""
-        after = 0
-        while True:
-            query = (
-                select(DownloadEvent)
-                .join(Download, Download.id == DownloadEvent.download_id)
-                .where(Download.batch_id == self._batch_id, DownloadEvent.id > after)
-                .order_by(DownloadEvent.id)
-                .limit(_REPLAY_PAGE)
-            )
-            if self._exclude_logs:
-                query = query.where(DownloadEvent.kind != EventKind.LOG.value)
-            async with self._sessions() as session:
-                rows = list(await session.scalars(query))
-            for row in rows:
-                after = row.id
-                if (message := self.accept(StoredEvent.from_row(row))) is not None:
-                    yield message
-            if len(rows) < _REPLAY_PAGE:
-                return
-
-    async def catch_up(self) -> AsyncIterator[bytes]:
-        """Every event not sent yet, download by download (one query tells which have news)."""
-        async with self._sessions() as session:
-            newest = await session.execute(
-                select(Download.id, Download.last_event_sequence).where(Download.batch_id == self._batch_id)
-            )
-            behind = [
-                download_id
-                for download_id, sequence in newest
-                if sequence > self._sent.get(download_id, sequence)
-            ]
-        for download_id in behind:
-            while True:
-                async with self._sessions() as session:
-                    page = await events.history(session, download_id, self._sent[download_id], _REPLAY_PAGE)
-                for event in page:
-                    if (message := self.accept(event)) is not None:
-                        yield message
-                if len(page) < _REPLAY_PAGE:
-                    break
+        plan = await batches.plan_archive(self._readers, current_call().caller(), request.id, self._storage)
+        end = range_end(request.offset, request.length, plan.bundle.size)
+        async for body in send_batch_archive(plan, request.id, request.offset, end):
+            yield body

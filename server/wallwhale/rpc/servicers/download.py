@@ -1,40 +1,40 @@
 """DownloadService: jobs (core.downloads), their event streams (core.events) and archives (storage).
 
-The batch RPCs are in servicers/batch.py, mixed into the same servicer.
+The batch RPCs are in servicers/batch.py, the share links in servicers/links.py, mixed into the same
+servicer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from google.api import httpbody_pb2
 from grpc import aio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from wallwhale import metrics
-from wallwhale.core import downloads, events
+from wallwhale.core import archives, downloads, watching
 from wallwhale.core.catalog import Catalog
-from wallwhale.core.downloads import FINAL_STATES, CreateInput, JobLimits, ListFilter
-from wallwhale.core.engine import Engine
-from wallwhale.core.errors import FailedPrecondition, InvalidArgument, NotFound
-from wallwhale.core.events import EventHub, EventKind, StoredEvent
+from wallwhale.core.downloads import CreateInput, JobLimits, ListFilter
+from wallwhale.core.events import EventHub, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.db.engine import QuickWork
-from wallwhale.db.models import ApiKey, Download, DownloadState
+from wallwhale.core.snapshots import DownloadSnapshot
+from wallwhale.core.watching import Heartbeat
+from wallwhale.db.engine import ConnectionRunner
+from wallwhale.db.models import Download, DownloadState
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.servicers.batch import BatchMethods
-from wallwhale.rpc.servicers.streams import ARCHIVE_CHUNK, FINAL_NAMES, check_range, encoded
+from wallwhale.rpc.servicers.links import LinkMethods, LinkOptions
+from wallwhale.rpc.servicers.streams import check_range, encoded, range_end, send_archive
 from wallwhale.steam.workshop import MAX_WORKSHOP_ID, parse_workshop_id
-from wallwhale.storage.archives import Storage, StorageError
+from wallwhale.storage.archives import Storage
 from wallwhale.v1 import download_pb2, download_pb2_grpc
+from wallwhale.worker.dispatcher import Dispatcher
 
-_REPLAY_BATCH = 500
 _STATES = {
     value: DownloadState(name.removeprefix("DOWNLOAD_STATE_"))
     for name, value in download_pb2.DownloadState.items()
@@ -59,41 +59,37 @@ def _audit(download_id: str) -> None:
 
 
 # WatchBatch, like WatchDownload, yields events encoded once (streams.encoded): unlike the stub says.
-class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):  # type: ignore[misc]
+class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         readers: async_sessionmaker[AsyncSession],
         clock: Callable[[], datetime],
-        engine: Engine,
+        worker: Dispatcher,
         hub: EventHub,
         storage: Storage,
         options: DownloadOptions,
         catalog: Catalog,
-        quick: QuickWork,
+        connections: ConnectionRunner,
+        links: LinkOptions,
     ):
         self._sessions = sessions
         self._readers = readers
         self._clock = clock
-        self._engine = engine
+        self._worker = worker
         self._hub = hub
         self._storage = storage
         self._options = options
         self._catalog = catalog
-        self._quick = quick
+        self._connections = connections
+        self._links = links
 
     async def _limits(self, session: AsyncSession, principal: Principal) -> JobLimits:
-        runtime = None
-        if principal.api_key_id:
-            runtime = await session.get(ApiKey, principal.api_key_id)
-        return JobLimits(
-            max_attempts=self._options.max_attempts,
-            max_runtime_seconds=runtime.max_runtime_seconds if runtime else None,
-        )
+        return await downloads.job_limits(session, principal, self._options.max_attempts)
 
     async def _message(self, session: AsyncSession, row: Download) -> download_pb2.Download:
         position = await downloads.queue_position(session, row, self._clock())
-        return convert.download(downloads.snapshot(row), position)
+        return convert.download(DownloadSnapshot.of(row), position)
 
     async def CreateDownload(
         self, request: download_pb2.CreateDownloadRequest, context: aio.ServicerContext[Any, Any]
@@ -115,11 +111,6 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
                 session, principal, data, await self._limits(session, principal), now, item
             )
             message = await self._message(session, created.download)
-        self._hub.publish(created.events)
-        if created.download.from_cache and not created.replayed:
-            metrics.CACHE_HITS.inc()
-        elif not created.replayed:
-            self._engine.wake()
         _audit(created.download.id)
         current_call().audit_details.update(
             workshop_id=created.download.workshop_id, replayed=created.replayed
@@ -130,7 +121,7 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         self, request: download_pb2.GetDownloadRequest, context: aio.ServicerContext[Any, Any]
     ) -> download_pb2.GetDownloadResponse:
         principal, now = _principal(), self._clock()
-        values, position = await self._quick.read(
+        values, position = await self._connections.read(
             lambda connection: downloads.read_visible(connection, principal, request.id, now)
         )
         return download_pb2.GetDownloadResponse(download=convert.download(values, position))
@@ -164,11 +155,10 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         principal = _principal()
         _audit(request.id)
         async with self._sessions.begin() as session:
-            stored = await downloads.cancel(session, principal, request.id, self._clock())
-        self._hub.publish(stored)
+            await downloads.cancel(session, principal, request.id, self._clock())
         # Running here: stop it now and answer with the final state. Running elsewhere: that
         # instance sees the request at its next lease renewal.
-        await self._engine.cancel_local(request.id, self._options.cancel_wait_seconds)
+        await self._worker.cancel_local(request.id, self._options.cancel_wait_seconds)
         async with self._readers() as session:
             row = await downloads.get_visible(session, principal, request.id)
             return download_pb2.CancelDownloadResponse(download=await self._message(session, row))
@@ -180,12 +170,10 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         _audit(request.id)
         async with self._sessions.begin() as session:
             limits = await self._limits(session, principal)
-            row, stored = await downloads.retry(
+            row = await downloads.retry(
                 session, principal, request.id, request.request_id, limits, self._clock()
             )
             message = await self._message(session, row)
-        self._hub.publish(stored)
-        self._engine.wake()
         return download_pb2.RetryDownloadResponse(download=message)
 
     async def DeleteDownload(
@@ -193,62 +181,37 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
     ) -> download_pb2.DeleteDownloadResponse:
         _audit(request.id)
         async with self._sessions.begin() as session:
-            deleted = await downloads.delete(session, _principal(), request.id, self._clock())
-        if deleted.archive_path:
-            self._storage.delete(deleted.archive_path)
-        if deleted.item:
-            self._storage.remove_item_dir(*deleted.item)
+            await downloads.delete(session, _principal(), request.id, self._clock())
         return download_pb2.DeleteDownloadResponse()
 
     async def WatchDownload(  # type: ignore[override]  # events go out encoded once (streams.encoded)
         self, request: download_pb2.WatchDownloadRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[download_pb2.WatchDownloadResponse | bytes]:
-        if request.after_sequence < 0:
-            raise InvalidArgument.field("after_sequence", "must not be negative")
-        principal = _principal()
-        async with self._readers() as session:
-            row = await downloads.get_visible(session, principal, request.id)
-            final = row.state in FINAL_STATES
-            snapshot = downloads.snapshot(row)
-        if request.after_sequence > snapshot["last_event_sequence"]:
-            # Checked before the first message: a stream waiting for events that never come would
-            # only ever send heartbeats.
-            raise InvalidArgument.field(
-                "after_sequence", f"is past the newest event ({snapshot['last_event_sequence']})"
-            )
-        stream = _EventStream(self._readers, request)
-        with self._hub.watch(request.id, snapshot["last_event_sequence"], request.exclude_logs) as watcher:
-            # Registered before the replay, so nothing written in between is missed.
-            async for message in stream.replay():
-                yield message
-            if stream.finished is None and final and stream.last >= snapshot["last_event_sequence"]:
-                stream.finished = snapshot
-            while stream.finished is None:
-                event = await watcher.next(self._options.heartbeat_seconds)
-                if event is not None:
-                    if (accepted := stream.accept(event)) is not None:
-                        yield accepted
-                    continue
-                # Behind, written elsewhere, or quiet: read the database. Drained first, so events
-                # offered during the read stay buffered (duplicates are skipped by sequence).
-                watcher.drain()
-                caught_up = False
-                async for message in stream.replay():
-                    caught_up = True
-                    yield message
-                if not caught_up and stream.finished is None:
-                    yield download_pb2.WatchDownloadResponse(
-                        sequence=stream.last,
-                        event_time=convert.timestamp(self._clock()),
-                        download_id=request.id,
-                        heartbeat=download_pb2.HeartbeatEvent(),
-                    )
-        yield download_pb2.WatchDownloadResponse(
-            sequence=stream.last,
-            event_time=convert.timestamp(self._clock()),
-            download_id=request.id,
-            finished=download_pb2.FinishedEvent(download=convert.download(stream.finished)),
-        )
+        async for item in watching.watch_download(
+            self._readers,
+            self._hub,
+            _principal(),
+            request.id,
+            request.after_sequence,
+            request.exclude_logs,
+            self._options.heartbeat_seconds,
+        ):
+            if isinstance(item, StoredEvent):
+                yield encoded(item)
+            elif isinstance(item, Heartbeat):
+                yield download_pb2.WatchDownloadResponse(
+                    sequence=item.sequence,
+                    event_time=convert.timestamp(self._clock()),
+                    download_id=request.id,
+                    heartbeat=download_pb2.HeartbeatEvent(),
+                )
+            else:
+                yield download_pb2.WatchDownloadResponse(
+                    sequence=item.sequence,
+                    event_time=convert.timestamp(self._clock()),
+                    download_id=request.id,
+                    finished=download_pb2.FinishedEvent(download=convert.download(item.download)),
+                )
 
     async def FetchArchive(
         self, request: download_pb2.FetchArchiveRequest, context: aio.ServicerContext[Any, Any]
@@ -256,86 +219,11 @@ class DownloadServicer(BatchMethods, download_pb2_grpc.DownloadServiceServicer):
         check_range(request.offset, request.length)
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
-        archive, size = self._open_archive(row)
-        if request.offset > size:
-            archive.close()
-            raise InvalidArgument.field("offset", f"is past the end of the archive ({size} bytes)")
-        end = size if request.length == 0 else min(size, request.offset + request.length)
-        call = current_call()
-        for key, value in (
-            ("x-archive-size", str(size)),
-            ("x-archive-sha256", row.archive_sha256 or ""),
-            ("x-archive-filename", row.archive_filename or f"{row.workshop_id}.zip"),
-            ("content-disposition", f'attachment; filename="{row.archive_filename or row.workshop_id}"'),
-            ("x-content-range", f"bytes {request.offset}-{max(end - 1, request.offset)}/{size}"),
-        ):
-            call.add_header(key, value)
-        with archive:
-            archive.seek(request.offset)
-            position = request.offset
-            while position < end:
-                data = await asyncio.to_thread(archive.read, min(ARCHIVE_CHUNK, end - position))
-                if not data:
-                    break  # the file shrank under us: the client sees a short body and a size mismatch
-                position += len(data)
-                yield httpbody_pb2.HttpBody(content_type="application/zip", data=data)
-        if request.offset == end:  # nothing to send: an empty body still tells the headers
-            yield httpbody_pb2.HttpBody(content_type="application/zip")
-
-    def _open_archive(self, row: Download) -> tuple[BinaryIO, int]:
-        """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
-        the file is opened here, so retention removing it later cannot fail the stream."""
-        if row.state is not DownloadState.SUCCEEDED:
-            raise FailedPrecondition(
-                f"the download is {row.state.value.lower()}; its archive exists once it has succeeded",
-                reason="ARCHIVE_NOT_READY",
-            )
-        if row.archive_state == "EXPIRED":
-            raise NotFound(
-                "archive", row.id, "the archive was removed by the retention policy; download the item again"
-            )
-        if row.archive_state != "AVAILABLE" or not row.archive_path:
-            raise NotFound("archive", row.id, "the archive was deleted")
+        opened = archives.open_for_fetch(row, self._storage)
         try:
-            archive = self._storage.path_of(row.archive_path).open("rb")
-        except (StorageError, OSError):
-            raise NotFound("archive", row.id, "the archive is missing from storage") from None
-        size = os.fstat(archive.fileno()).st_size
-        if size != row.archive_size:
-            archive.close()
-            raise NotFound("archive", row.id, "the archive in storage is damaged (its size changed)")
-        return archive, size
-
-
-class _EventStream:
-    """The position of one WatchDownload stream: replays from the database, skips what was sent."""
-
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], request: download_pb2.WatchDownloadRequest
-    ):
-        self._sessions = sessions
-        self._request = request
-        self.last = request.after_sequence
-        self.finished: dict[str, Any] | None = None
-
-    async def replay(self) -> AsyncIterator[bytes]:
-        """Everything recorded after `last`; a final state that a retry left behind does not end it."""
-        while True:
-            async with self._sessions() as session:
-                batch = await events.history(session, self._request.id, self.last, _REPLAY_BATCH)
-            for event in batch:
-                if (message := self.accept(event)) is not None:
-                    yield message
-            if len(batch) < _REPLAY_BATCH:
-                return
-
-    def accept(self, event: StoredEvent) -> bytes | None:
-        if event.sequence <= self.last:
-            return None  # already sent (live copy of a replayed event, or the reverse)
-        self.last = event.sequence
-        if event.kind is EventKind.STATE:
-            state = event.payload["download"]["state"]
-            self.finished = event.payload["download"] if state in FINAL_NAMES else None
-        if event.kind is EventKind.LOG and self._request.exclude_logs:
-            return None
-        return encoded(event)
+            end = range_end(request.offset, request.length, opened.size)
+        except InvalidArgument:
+            opened.file.close()
+            raise
+        async for body in send_archive(opened, request.offset, end):
+            yield body

@@ -1,6 +1,7 @@
 """wallwhale-cli: WallWhale at a terminal, through the Python client.
 
     wallwhale-cli download URL... [--out DIR]      progress bars, then a summary table
+    wallwhale-cli share ID [--expires 2h] [--single-use]   a link to the zip, no credentials needed
     wallwhale-cli jobs list|show|cancel|retry|watch
     wallwhale-cli keys create|list|revoke
     wallwhale-cli accounts add|list|guard-code|qr
@@ -32,7 +33,7 @@ from rich.markup import escape
 
 from wallwhale_client._version import __version__
 from wallwhale_client.aio import AsyncClient
-from wallwhale_client.cli import accounts, batches, direct, downloads, jobs, keys, settings, status
+from wallwhale_client.cli import accounts, batches, direct, downloads, jobs, keys, settings, share, status
 from wallwhale_client.cli.exits import EXIT_INTERRUPTED, UsageError, exit_code
 from wallwhale_client.cli.output import Output, error_dict
 from wallwhale_client.errors import WallWhaleError
@@ -43,6 +44,7 @@ Command = Callable[[AsyncClient, argparse.Namespace, Output], Awaitable[int]]
 COMMANDS: dict[str, Command] = {
     "download": downloads.run,
     "batch": batches.run,
+    "share": share.run,
     "jobs": jobs.run,
     "keys": keys.run,
     "accounts": accounts.run,
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_options(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (downloads, batches, jobs, keys, accounts, status, direct):
+    for group in (downloads, batches, share, jobs, keys, accounts, status, direct):
         group.add_parser(commands)
     return parser
 

@@ -108,6 +108,26 @@ class DownloadServiceStub:
                 request_serializer=wallwhale_dot_v1_dot_download__pb2.FetchBatchArchiveRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.CreateArchiveLink = channel.unary_unary(
+                '/wallwhale.v1.DownloadService/CreateArchiveLink',
+                request_serializer=wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkRequest.SerializeToString,
+                response_deserializer=wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkResponse.FromString,
+                _registered_method=True)
+        self.ListArchiveLinks = channel.unary_unary(
+                '/wallwhale.v1.DownloadService/ListArchiveLinks',
+                request_serializer=wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksRequest.SerializeToString,
+                response_deserializer=wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksResponse.FromString,
+                _registered_method=True)
+        self.RevokeArchiveLink = channel.unary_unary(
+                '/wallwhale.v1.DownloadService/RevokeArchiveLink',
+                request_serializer=wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkRequest.SerializeToString,
+                response_deserializer=wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkResponse.FromString,
+                _registered_method=True)
+        self.FetchArchiveLink = channel.unary_stream(
+                '/wallwhale.v1.DownloadService/FetchArchiveLink',
+                request_serializer=wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
 
 
 class DownloadServiceServicer:
@@ -224,6 +244,43 @@ class DownloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateArchiveLink(self, request, context):
+        """Makes a share link to the archive of a download or a batch the caller may fetch: a URL path
+        (/v1/links/<token>) that fetches the zip with no credentials until it expires, is revoked or,
+        when single use, has served its one request. The token is shown only here; the server keeps
+        its SHA-256. The link reveals neither the key nor the user that made it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArchiveLinks(self, request, context):
+        """The share links of one download or batch, newest first (expired and revoked ones too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeArchiveLink(self, request, context):
+        """Ends a share link at once; fetching it then answers NOT_FOUND with reason LINK_REVOKED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FetchArchiveLink(self, request, context):
+        """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
+        saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
+        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
+        with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+        exactly one request (whatever its range). Rate limited per link.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DownloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +352,26 @@ def add_DownloadServiceServicer_to_server(servicer, server):
             'FetchBatchArchive': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchBatchArchive,
                     request_deserializer=wallwhale_dot_v1_dot_download__pb2.FetchBatchArchiveRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'CreateArchiveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateArchiveLink,
+                    request_deserializer=wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkRequest.FromString,
+                    response_serializer=wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkResponse.SerializeToString,
+            ),
+            'ListArchiveLinks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArchiveLinks,
+                    request_deserializer=wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksRequest.FromString,
+                    response_serializer=wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksResponse.SerializeToString,
+            ),
+            'RevokeArchiveLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeArchiveLink,
+                    request_deserializer=wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkRequest.FromString,
+                    response_serializer=wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkResponse.SerializeToString,
+            ),
+            'FetchArchiveLink': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchArchiveLink,
+                    request_deserializer=wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
     }
@@ -678,6 +755,114 @@ class DownloadService:
             target,
             '/wallwhale.v1.DownloadService/FetchBatchArchive',
             wallwhale_dot_v1_dot_download__pb2.FetchBatchArchiveRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateArchiveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallwhale.v1.DownloadService/CreateArchiveLink',
+            wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkRequest.SerializeToString,
+            wallwhale_dot_v1_dot_download__pb2.CreateArchiveLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArchiveLinks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallwhale.v1.DownloadService/ListArchiveLinks',
+            wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksRequest.SerializeToString,
+            wallwhale_dot_v1_dot_download__pb2.ListArchiveLinksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeArchiveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallwhale.v1.DownloadService/RevokeArchiveLink',
+            wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkRequest.SerializeToString,
+            wallwhale_dot_v1_dot_download__pb2.RevokeArchiveLinkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchArchiveLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/wallwhale.v1.DownloadService/FetchArchiveLink',
+            wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,

@@ -59,6 +59,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 51
     ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 52
     ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 53
+    ERROR_REASON_LINK_UNKNOWN: _ErrorReason.ValueType  # 54
+    """A share link (FetchArchiveLink): no link has this token; it has expired; it was revoked; or,
+    single use, it has served its request.
+    """
+    ERROR_REASON_LINK_EXPIRED: _ErrorReason.ValueType  # 55
+    ERROR_REASON_LINK_REVOKED: _ErrorReason.ValueType  # 56
+    ERROR_REASON_LINK_USED_UP: _ErrorReason.ValueType  # 57
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Machine-readable reasons sent in google.rpc.ErrorInfo (domain "wallwhale"). ErrorInfo.reason
@@ -103,4 +110,11 @@ ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 50
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 51
 ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 52
 ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 53
+ERROR_REASON_LINK_UNKNOWN: ErrorReason.ValueType  # 54
+"""A share link (FetchArchiveLink): no link has this token; it has expired; it was revoked; or,
+single use, it has served its request.
+"""
+ERROR_REASON_LINK_EXPIRED: ErrorReason.ValueType  # 55
+ERROR_REASON_LINK_REVOKED: ErrorReason.ValueType  # 56
+ERROR_REASON_LINK_USED_UP: ErrorReason.ValueType  # 57
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,8 +1,9 @@
 """QR logins of Steam accounts (AdminService.StartQrLogin).
 
 DepotDownloader `-qr` shows a code; an admin scans it with the Steam app; DepotDownloader stores the
-refresh token under the account name Steam returns, in the account's private HOME (reference §5.2),
-where every later job of the account finds it with `-username <name> -remember-password`.
+refresh token under the account name Steam returns, in the account's private HOME
+(docs/depotdownloader-reference.md §5.2), where every later job of the account finds it with
+`-username <name> -remember-password`.
 
     QrLogin   one login: the account's session lease (as a job's claim takes it, so the scheduler
               starts no job on the account meanwhile), one DepotDownloader run through the jobs'
@@ -23,19 +24,16 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from wallwhale.core import queue, steam_accounts
-from wallwhale.core.errors import FailedPrecondition
-from wallwhale.db.models import SteamAccount, SteamAccountStatus
+from wallwhale.db.models import SteamAccount
+from wallwhale.errors import FailedPrecondition
 from wallwhale.log import get_logger
 from wallwhale.steam.output import Line, Prompt, PromptKind
 from wallwhale.steam.qr import QrMatrix, QrReader
 from wallwhale.steam.runner import RunHooks, Runner, RunRequest, RunResult, StopReason
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID
-
-if TYPE_CHECKING:
-    from wallwhale.core.engine import Engine
+from wallwhale.worker.context import WorkerContext
 
 _log = get_logger("wallwhale.qr_login")
 
@@ -74,11 +72,11 @@ QrEvent = QrCode | QrSucceeded | QrFailed
 
 
 class QrLogin(RunHooks):
-    """One QR login. `begin()` takes the account or refuses; `run()` (a task of the engine) runs
+    """One QR login. `begin()` takes the account or refuses; `run()` (a task of the dispatcher) runs
     DepotDownloader and ends with one QrSucceeded or QrFailed event, after the lease is released."""
 
-    def __init__(self, engine: Engine, account_id: str):
-        self.engine = engine
+    def __init__(self, context: WorkerContext, account_id: str):
+        self.context = context
         self.account_id = account_id
         self.username = ""
         self.events: asyncio.Queue[QrEvent] = asyncio.Queue()
@@ -102,11 +100,11 @@ class QrLogin(RunHooks):
     async def begin(self, in_use_here: bool) -> None:
         """Takes the account's session lease, unless a DepotDownloader of this instance (`in_use_here`)
         or of another holds it."""
-        settings = self.engine.settings
-        async with self.engine.sessions() as session, session.begin():
+        settings = self.context.settings
+        async with self.context.sessions.begin() as session:
             account = await steam_accounts.get_account(session, self.account_id)
             if in_use_here or not await queue.take_account(
-                session, account.id, settings.instance_id, self.engine.clock(), settings.lease
+                session, account.id, settings.instance_id, self.context.clock(), settings.lease
             ):
                 raise FailedPrecondition(
                     f"the Steam account {account.username!r} is in use by a download or another login; "
@@ -125,8 +123,8 @@ class QrLogin(RunHooks):
         finally:
             shutil.rmtree(self._scratch(), ignore_errors=True)
             with contextlib.suppress(Exception):  # if even this fails, the lease runs out by itself
-                async with self.engine.sessions() as session, session.begin():
-                    await queue.release_account(session, self.account_id, self.engine.settings.instance_id)
+                async with self.context.sessions.begin() as session:
+                    await queue.release_account(session, self.account_id, self.context.settings.instance_id)
             # Only now: a caller told "succeeded" may start a job on the account at once.
             if event is not None:
                 self.events.put_nowait(event)
@@ -139,10 +137,10 @@ class QrLogin(RunHooks):
         return await self._runner.run()
 
     def _scratch(self) -> Path:
-        return self.engine.settings.homes / self.account_id / "qr-login"
+        return self.context.settings.homes / self.account_id / "qr-login"
 
     def _request(self, qr: bool) -> RunRequest:
-        settings = self.engine.settings
+        settings = self.context.settings
         limit = settings.qr_limit
         return RunRequest(
             executable=settings.executable,
@@ -151,6 +149,7 @@ class QrLogin(RunHooks):
             username=self.username,
             login_id=self._login_id,
             directory=self._scratch(),
+            sandbox=settings.sandbox,
             home=settings.homes / self.account_id,
             # The scan is a person's; no output meanwhile is normal.
             time_limit=limit if qr else settings.inactivity_limit,
@@ -185,7 +184,7 @@ class QrLogin(RunHooks):
         return QrFailed(self._why(result))
 
     def _why(self, result: RunResult) -> str:
-        limit = self.engine.settings.qr_limit
+        limit = self.context.settings.qr_limit
         if match := _POLL_FAILED.search(self._auth_failure):
             if match.group(1) == "Expired":
                 return "the QR code expired before it was scanned (Steam: Expired); start again"
@@ -209,18 +208,8 @@ class QrLogin(RunHooks):
         return check.logged_on and not check.asked_password
 
     async def _remember(self) -> SteamAccount | None:
-        async with self.engine.sessions() as session, session.begin():
-            account = await session.get(SteamAccount, self.account_id, with_for_update=True)
-            if account is None:
-                return None
-            account.has_remembered_login = True
-            # Steam took a login of it just now: no longer disabled for a bad password or cooling down.
-            account.status, account.status_reason, account.cooldown_end_time = (
-                SteamAccountStatus.ACTIVE,
-                "",
-                None,
-            )
-            return account
+        async with self.context.sessions.begin() as session:
+            return await steam_accounts.record_qr_login(session, self.account_id)
 
     # --- runner hooks ----------------------------------------------------------------------------
 

@@ -23,10 +23,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
-from wallwhale.core.errors import InvalidArgument, Unauthenticated
 from wallwhale.core.identity import Principal, role_scopes
 from wallwhale.core.tokens import new_token, token_hash
 from wallwhale.db.models import RefreshToken, User
+from wallwhale.errors import InvalidArgument, Unauthenticated
 from wallwhale.ids import new_id
 
 ALGORITHM = "HS256"
@@ -58,7 +58,7 @@ class ClientInfo:
     address: str = ""
 
 
-class SessionService:
+class LoginSessions:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
