@@ -33,7 +33,7 @@ import openapi  # noqa: E402  (scripts/ is not a package)
 # Left out of the schemathesis run, each with its reason:
 #  - the Server-Sent Events streams (WatchDownload, WatchBatch, StartQrLogin) stay open until a
 #    download ends (or a QR code is scanned): a client that waits for the end of the body waits
-#    forever. tests/test_envoy.py covers them through Envoy.
+#    forever. tests/ops/test_envoy.py covers them through Envoy.
 EXCLUDED_PATHS = r":watch$|:startQrLogin$"
 # The checks: no 5xx, and nothing in a response contradicts the document (status, content type,
 # headers, body). Not run: negative_data_rejection and positive_data_acceptance judge how strict
