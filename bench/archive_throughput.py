@@ -20,6 +20,10 @@ over loopback TCP (the transport alone), and a bare grpc.aio server (a child pro
 same bytes from memory in the same HttpBody chunks (the ceiling of grpc.aio here). Each stream's
 bytes are counted (the Python client also checks the sha256 once, h2load's DATA bytes must cover
 the archive); ratios are taken within this run.
+
+Through Envoy (with h2load): GET /v1/downloads/{id}/archive, the REST download, through an Envoy as
+run.sh configures it, once over plain HTTP/2 and once over TLS (a `wallwhale certs dev` certificate,
+h2 by ALPN): the cost of TLS on archive throughput.
 """
 
 from __future__ import annotations
@@ -45,12 +49,15 @@ from pathlib import Path
 from typing import Any
 
 from support import (  # isort: skip
+    ENVOY_SOURCE,
     ServerProcess,
     command,
     database,
+    dev_certificates,
     machine,
     require,
     server_env,
+    start_envoy,
     succeeded_download,
 )
 
@@ -232,6 +239,25 @@ def fetch_h2load(port: int, key: str, download: download_pb2.Download, body: Pat
     return seconds / calls
 
 
+def fetch_rest_h2load(url: str, key: str, size: int, calls: int) -> float:
+    """Seconds per REST download of the whole archive through Envoy, h2load discarding the bytes."""
+    done = subprocess.run(
+        [require("h2load", "nghttp2-client"), "-n", str(calls), "-c", "1", "-m", "1", "-t", "1",
+         "-H", f"x-api-key: {key}", url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = done.stdout
+    finished = re.search(r"finished in ([\d.]+)(m?s)", out)
+    data = re.search(r"traffic: .*, [\d.]+[KMG]?B \((\d+)\) data", out)
+    succeeded = re.search(r"(\d+) succeeded", out)
+    if not (finished and data and succeeded):
+        raise SystemExit(f"bench: cannot read h2load's output:\n{out}")
+    if int(succeeded[1]) != calls or int(data[1]) < calls * size:
+        raise SystemExit(f"bench: h2load got {data[1]} DATA bytes in {succeeded[1]} calls from {url}")
+    seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
+    return seconds / calls
+
+
 def loopback_send(path: Path) -> float:
     """The file sent over a loopback TCP connection (sendfile) and received in 1 MiB blocks: what
     the transport alone allows, with no HTTP/2, gRPC or Python per chunk."""
@@ -318,6 +344,8 @@ class FetchFigures:
     h2load: float | None
     bare_saved: float  # the bare server, grpc.aio client writing a file
     bare_h2load: float | None
+    envoy_h2load: float | None  # GET /v1/downloads/{id}/archive through Envoy, HTTP/2
+    tls_h2load: float | None  # the same through Envoy with TLS
 
 
 async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures:
@@ -329,16 +357,29 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
         name: [] for name in FetchFigures.__dataclass_fields__ if name != "size"
     }
     with database("sqlite", directory / "data") as url:
-        server = ServerProcess(
-            directory, server_env(directory / "data", url, depotdownloader_path=str(steam.executable))
+        env = server_env(
+            directory / "data", url, depotdownloader_path=str(steam.executable), trusted_proxies=ENVOY_SOURCE
         )
+        server = ServerProcess(directory, env)
         server.cli("migrate")
         key = json.loads(server.cli("bootstrap", "--json", "--email", "bench@example.test"))["api_key"]
         admin = (("x-api-key", key),)
         await server.start()
         bare = None
+        envoys: list[subprocess.Popen[bytes]] = []
         try:
             download = await succeeded_download(server.port, admin, steam, ITEM, limit_seconds=600)
+            rest_urls = {}
+            if not args.no_h2load:
+                path = f"/v1/downloads/{download.id}/archive"
+                envoy, port = start_envoy(directory / "envoy", server.port)
+                envoys.append(envoy)
+                rest_urls["envoy_h2load"] = f"http://127.0.0.1:{port}{path}"
+                envoy, port = start_envoy(
+                    directory / "envoy-tls", server.port, 2, dev_certificates(directory / "c")
+                )
+                envoys.append(envoy)
+                rest_urls["tls_h2load"] = f"https://127.0.0.1:{port}{path}"
             archive = next((directory / "data").rglob(f"{download.id}.zip"))
             context = multiprocessing.get_context("spawn")
             ports = context.Queue()
@@ -361,7 +402,15 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
                     body = directory / "fetch.bin"
                     rounds["h2load"].append(fetch_h2load(server.port, key, download, body, 2))
                     rounds["bare_h2load"].append(fetch_h2load(bare_port, key, download, body, 2))
+                    for name, rest_url in rest_urls.items():
+                        size = download.archive.size_bytes
+                        rounds[name].append(
+                            await asyncio.to_thread(fetch_rest_h2load, rest_url, key, size, 2)
+                        )
         finally:
+            for envoy in envoys:
+                envoy.terminate()
+                envoy.wait(30)
             if bare is not None:
                 bare.kill()
             await server.stop()
@@ -432,6 +481,20 @@ async def run(args: argparse.Namespace) -> None:
             f", {fetched.read / fetched.h2load:.2f} of reading",
         )
         best = max(best, unsynced / fetched.h2load)
+    if fetched.envoy_h2load is not None and fetched.tls_h2load is not None:
+        line(
+            "REST through Envoy, h2load",
+            fetched.envoy_h2load,
+            f"{unsynced / fetched.envoy_h2load:.2f} of the copy",
+        )
+        line(
+            "REST through Envoy + TLS, h2load",
+            fetched.tls_h2load,
+            f"{unsynced / fetched.tls_h2load:.2f} of the copy",
+        )
+        print(
+            f"TLS / plain through Envoy, archive throughput: {fetched.envoy_h2load / fetched.tls_h2load:.2f}"
+        )
     print(f"FetchArchive / copy throughput: {best:.2f} (target >= 0.8: {'met' if best >= 0.8 else 'MISSED'})")
 
 

@@ -15,6 +15,9 @@ Targets, each a separate process on this machine:
   envoy-rest   GET /v1/downloads/{id} through Envoy's JSON transcoder (HTTP/1.1 keep-alive)
   bare-rest    the same REST call through a second Envoy in front of the bare server: what Envoy
                and wrk allow when the upstream costs almost nothing
+  tls-grpc     envoy-grpc through a third Envoy with TLS on (a `wallwhale certs dev` certificate,
+  tls-rest     h2 by ALPN) and envoy-rest through it (HTTPS, HTTP/1.1 keep-alive): the cost of TLS
+  bare-tls-rest  bare-rest through a fourth Envoy with TLS on: the cost of TLS to Envoy itself
 
 Load: h2load (C, HTTP/2) sends gRPC unary requests (content-type application/grpc, te: trailers, the
 length-prefixed request as the body) with --connections x --streams in flight; wrk the REST calls
@@ -35,11 +38,10 @@ import json
 import multiprocessing
 import re
 import signal
-import socket
+import ssl
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -48,14 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from support import (  # isort: skip
-    BIN,
-    ROOT,
+    ENVOY_SOURCE,
     ServerProcess,
     command,
     database,
+    dev_certificates,
     machine,
     require,
     server_env,
+    start_envoy,
     succeeded_download,
 )
 
@@ -68,13 +71,6 @@ from wallwhale.v1 import download_pb2, download_pb2_grpc
 
 METHOD = "/wallwhale.v1.DownloadService/GetDownload"
 ITEM = 3_200_000_001
-ENVOY_SOURCE = "127.0.0.2"  # Envoy connects from here; the server trusts its x-forwarded-for
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _frame(message: bytes) -> bytes:
@@ -128,7 +124,7 @@ class Result:
     note: str = ""
 
 
-def _h2load_command(port: int, body: Path, key: str | None, *options: str) -> list[str]:
+def _h2load_command(port: int, body: Path, key: str | None, *options: str, scheme: str = "http") -> list[str]:
     headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
     if key:
         headers += ["-H", f"x-api-key: {key}"]
@@ -138,7 +134,7 @@ def _h2load_command(port: int, body: Path, key: str | None, *options: str) -> li
         *headers,
         "-d",
         str(body),
-        f"http://127.0.0.1:{port}{METHOD}",
+        f"{scheme}://127.0.0.1:{port}{METHOD}",
     ]
 
 
@@ -152,11 +148,13 @@ def _h2load_counts(out: str) -> tuple[float, int, int, int]:
     return float(rate[1]), int(requests[2]), int(requests[3]), int(data[1])
 
 
-def h2load_check(port: int, body: Path, key: str | None, reply_bytes: int, calls: int = 500) -> None:
+def h2load_check(
+    port: int, body: Path, key: str | None, reply_bytes: int, calls: int = 500, scheme: str = "http"
+) -> None:
     """A counted run without warm-up: every reply must carry one message of reply_bytes (a gRPC
     error is an HTTP 200 with no message and a non-zero grpc-status, which h2load counts as a success)."""
     done = subprocess.run(
-        _h2load_command(port, body, key, "-n", str(calls), "-c", "1", "-m", "10"),
+        _h2load_command(port, body, key, "-n", str(calls), "-c", "1", "-m", "10", scheme=scheme),
         capture_output=True,
         text=True,
         check=True,
@@ -169,17 +167,17 @@ def h2load_check(port: int, body: Path, key: str | None, reply_bytes: int, calls
         )
 
 
-def h2load(args: argparse.Namespace, port: int, body: Path, key: str | None) -> Result:
+def h2load(args: argparse.Namespace, port: int, body: Path, key: str | None, scheme: str = "http") -> Result:
     options = ["-c", str(args.connections), "-m", str(args.streams), "-t", "1"]
     options += ["-D", f"{round(args.seconds * 1000)}ms", "--warm-up-time", f"{round(args.warmup * 1000)}ms"]
     done = subprocess.run(
-        _h2load_command(port, body, key, *options), capture_output=True, text=True, check=True
+        _h2load_command(port, body, key, *options, scheme=scheme), capture_output=True, text=True, check=True
     )
     rate, succeeded, failed, _ = _h2load_counts(done.stdout)
     return Result(rate * succeeded / max(1, succeeded + failed), succeeded, failed)
 
 
-def wrk(args: argparse.Namespace, port: int, path: str, key: str) -> Result:
+def wrk(args: argparse.Namespace, port: int, path: str, key: str, scheme: str = "http") -> Result:
     in_flight = args.connections * args.streams
 
     def load(seconds: float) -> subprocess.CompletedProcess[str]:
@@ -194,7 +192,7 @@ def wrk(args: argparse.Namespace, port: int, path: str, key: str) -> Result:
                 f"{max(1, round(seconds))}s",
                 "-H",
                 f"x-api-key: {key}",
-                f"http://127.0.0.1:{port}{path}",
+                f"{scheme}://127.0.0.1:{port}{path}",
             ],
             capture_output=True,
             text=True,
@@ -231,53 +229,15 @@ async def _check_grpc(port: int, request: download_pb2.GetDownloadRequest, key: 
         return reply.SerializeToString()  # type: ignore[no-any-return]
 
 
-def _check_rest(port: int, path: str, key: str, download_id: str) -> None:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"x-api-key": key})
-    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - our own Envoy on loopback
+def _check_rest(port: int, path: str, key: str, download_id: str, ca: Path | None = None) -> None:
+    scheme = "https" if ca else "http"
+    url = f"{scheme}://127.0.0.1:{port}{path}"
+    request = urllib.request.Request(url, headers={"x-api-key": key})  # noqa: S310 - our Envoy
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
+    with urllib.request.urlopen(request, timeout=10, context=context) as reply:  # noqa: S310 - our Envoy
         body = json.loads(reply.read())
     if body["download"]["id"] != download_id or body["download"]["state"] != "DOWNLOAD_STATE_SUCCEEDED":
         raise SystemExit(f"bench: unexpected REST reply {body}")
-
-
-def _start_envoy(directory: Path, upstream: int, envoy_workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    port, admin_port = _free_port(), _free_port()
-    subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "envoy_config.py"),
-            f"--out-dir={directory}",
-            f"--listen=127.0.0.1:{port}",
-            f"--admin-port={admin_port}",
-            f"--upstream=127.0.0.1:{upstream}",
-            f"--upstream-source-address={ENVOY_SOURCE}",
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    envoy = subprocess.Popen(
-        [
-            str(BIN / "envoy"),
-            "-c",
-            str(directory / "envoy.yaml"),
-            "--concurrency",
-            str(envoy_workers),
-            "--disable-hot-restart",
-            "--log-level",
-            "error",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
-                if "::health_flags::healthy" in reply.read().decode():
-                    return envoy, port
-        except OSError:
-            pass
-        if envoy.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("bench: Envoy did not come up")
-        time.sleep(0.2)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -313,9 +273,18 @@ async def run(args: argparse.Namespace) -> None:
                 bare = context.Process(target=bare_server, args=(reply, port_queue), daemon=True)
                 bare.start()
                 bare_port = await asyncio.to_thread(port_queue.get, True, 30)
-                envoy, envoy_port = _start_envoy(directory / "envoy", server.port, args.envoy_workers)
+                envoy, envoy_port = start_envoy(directory / "envoy", server.port, args.envoy_workers)
                 envoys.append(envoy)
-                envoy, bare_envoy_port = _start_envoy(directory / "envoy-bare", bare_port, args.envoy_workers)
+                envoy, bare_envoy_port = start_envoy(directory / "envoy-bare", bare_port, args.envoy_workers)
+                envoys.append(envoy)
+                certificates = dev_certificates(directory / "certs")
+                envoy, tls_port = start_envoy(
+                    directory / "envoy-tls", server.port, args.envoy_workers, certificates
+                )
+                envoys.append(envoy)
+                envoy, bare_tls_port = start_envoy(
+                    directory / "envoy-bare-tls", bare_port, args.envoy_workers, certificates
+                )
                 envoys.append(envoy)
                 rest_path = f"/v1/downloads/{download_id}"
                 if await _check_grpc(bare_port, request, None) != reply:
@@ -323,14 +292,17 @@ async def run(args: argparse.Namespace) -> None:
                 if await _check_grpc(envoy_port, request, key) != reply:
                     raise SystemExit("bench: the reply through Envoy differs from the direct one")
                 _check_rest(envoy_port, rest_path, key, download_id)
+                _check_rest(tls_port, rest_path, key, download_id, certificates / "ca.pem")
                 body = directory / "request.bin"
                 body.write_bytes(_frame(request.SerializeToString()))
                 reply_bytes = len(_frame(reply))
                 for target, target_key in ((bare_port, None), (server.port, key), (envoy_port, key)):
                     h2load_check(target, body, target_key, reply_bytes)
+                h2load_check(tls_port, body, key, reply_bytes, scheme="https")
                 await asyncio.sleep(1)  # the first health checks and audit flushes settle
                 _check_rest(bare_envoy_port, rest_path, key, download_id)
-                ports = Ports(bare_port, server.port, envoy_port, bare_envoy_port)
+                _check_rest(bare_tls_port, rest_path, key, download_id, certificates / "ca.pem")
+                ports = Ports(bare_port, server.port, envoy_port, bare_envoy_port, tls_port, bare_tls_port)
                 _measure(args, ports, body, key, reply_bytes, rest_path)
             finally:
                 for envoy in envoys:
@@ -347,6 +319,8 @@ class Ports:
     server: int
     envoy: int  # in front of the server
     bare_envoy: int  # in front of the bare server
+    tls: int  # the same Envoy configuration with TLS on, in front of the server
+    bare_tls: int  # and in front of the bare server
 
 
 def _measure(
@@ -358,6 +332,9 @@ def _measure(
         "grpc": lambda: h2load(args, ports.server, body, key),
         "envoy-grpc": lambda: h2load(args, ports.envoy, body, key),
         "envoy-rest": lambda: wrk(args, ports.envoy, rest_path, key),
+        "tls-grpc": lambda: h2load(args, ports.tls, body, key, scheme="https"),
+        "tls-rest": lambda: wrk(args, ports.tls, rest_path, key, scheme="https"),
+        "bare-tls-rest": lambda: wrk(args, ports.bare_tls, rest_path, key, scheme="https"),
     }
     in_flight = args.connections * args.streams
     print(
@@ -399,6 +376,12 @@ def _measure(
     print(
         f"REST through Envoy / direct gRPC:   {rest:.2f}"
         f" (target >= 0.4: {'met' if rest >= 0.4 else 'MISSED'})"
+    )
+    print(f"TLS / plain through Envoy, REST:    {rate['tls-rest'] / rate['envoy-rest']:.2f}")
+    print(f"TLS / plain through Envoy, gRPC:    {rate['tls-grpc'] / rate['envoy-grpc']:.2f}")
+    print(
+        "TLS / plain through Envoy, REST to the bare server (Envoy's own cost):"
+        f" {rate['bare-tls-rest'] / rate['bare-rest']:.2f}"
     )
     problems = [r.note for rs in results.values() for r in rs if r.note or r.failed]
     if problems:

@@ -1,5 +1,5 @@
-"""What the benches share: the server as its own process on a fresh database, the machine's
-description, percentiles. Not a bench itself."""
+"""What the benches share: the server as its own process on a fresh database, Envoy in front of it
+(plain or TLS), the machine's description, percentiles. Not a bench itself."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -208,3 +210,69 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             await asyncio.to_thread(self.process.wait)
+
+
+ENVOY_SOURCE = "127.0.0.2"  # Envoy connects from here; the server trusts its x-forwarded-for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_envoy(
+    directory: Path, upstream: int, workers: int = 2, certificates: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Envoy in front of the server on `upstream`, configured by scripts/envoy_config.py as run.sh
+    does; with `certificates` (a `wallwhale certs dev` folder) it serves TLS with server.pem. Returns
+    the process and its port once it finds the server healthy."""
+    port, admin_port = free_port(), free_port()
+    tls = []
+    if certificates is not None:
+        tls = [f"--tls-cert={certificates / 'server.pem'}", f"--tls-key={certificates / 'server-key.pem'}"]
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "envoy_config.py"),
+            f"--out-dir={directory}",
+            f"--listen=127.0.0.1:{port}",
+            f"--admin-port={admin_port}",
+            f"--upstream=127.0.0.1:{upstream}",
+            f"--upstream-source-address={ENVOY_SOURCE}",
+            *tls,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    envoy = subprocess.Popen(
+        [
+            str(BIN / "envoy"),
+            "-c",
+            str(directory / "envoy.yaml"),
+            "--concurrency",
+            str(workers),
+            "--disable-hot-restart",
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
+                if "::health_flags::healthy" in reply.read().decode():
+                    return envoy, port
+        except OSError:
+            pass
+        if envoy.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("bench: Envoy did not come up")
+        time.sleep(0.2)
+
+
+def dev_certificates(directory: Path) -> Path:
+    """A development CA and server certificate (`wallwhale certs dev`) in `directory`."""
+    from wallwhale.certs import make_dev_certificates
+
+    return make_dev_certificates(directory).directory

@@ -10,27 +10,24 @@ config rendered again, which scripts/run.sh does on every start.
   - /assets/<name>-<hash>.<ext>: cached for a year, immutable (a new build has new names).
   - any other GET (or HEAD) outside /v1/ (/, /history, /admin/users, ...): index.html, never cached, so a
     deep link or a reload opens the app at that page.
-  - every response: a Content-Security-Policy that allows only the console's own scripts, styles
-    and API calls (no inline script or style), nosniff, no referrer, no framing.
+  - the app page and the assets: a Content-Security-Policy that allows only the console's own
+    scripts, styles and API calls (no inline script or style). The headers every response gets
+    (nosniff, no referrer, no framing) come from Envoy's header_mutation filter.
 """
 
 from __future__ import annotations
 
-import json
 import mimetypes
+from collections.abc import Mapping
 from pathlib import Path
+
+from envoy_static import INDENT, file_route, not_found_route
 
 # Images: the item previews come from Steam's CDN (any https host), the QR code is a data: SVG.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data: https:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS = {
-    "content-security-policy": CSP,
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "x-frame-options": "DENY",
-}
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
 TYPES = {
@@ -39,34 +36,14 @@ TYPES = {
     ".html": "text/html; charset=utf-8",
 }
 ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
-# The biggest file Envoy will hold (its default for a direct response is 4 KiB).
-MAX_FILE_BYTES = 4 * 1024 * 1024
-# Turned off on the console's routes: the transcoder would answer unknown REST paths with 404.
-_NO_TRANSCODER = (
-    '{"envoy.filters.http.grpc_json_transcoder": '
-    '{"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": true}}'
-)
-_INDENT = " " * 14
 
 
 def _content_type(path: Path) -> str:
     return TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def _route(match: dict[str, object], file: Path, headers: dict[str, str]) -> str:
-    if file.stat().st_size > MAX_FILE_BYTES:
-        raise SystemExit(f"{file} is larger than {MAX_FILE_BYTES} bytes: Envoy would not serve it")
-    add = [
-        {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-        for k, v in {**headers, **SECURITY_HEADERS}.items()
-    ]
-    body = json.dumps(str(file.resolve()))
-    return (
-        f"{_INDENT}- match: {json.dumps(match)}\n"
-        f"{_INDENT}  direct_response: {{ status: 200, body: {{ filename: {body} }} }}\n"
-        f"{_INDENT}  response_headers_to_add: {json.dumps(add)}\n"
-        f"{_INDENT}  typed_per_filter_config: {_NO_TRANSCODER}"
-    )
+def _route(match: Mapping[str, object], file: Path, headers: dict[str, str]) -> str:
+    return file_route(match, file, {**headers, "content-security-policy": CSP})
 
 
 def _asset_routes(file: Path, path: str) -> list[str]:
@@ -94,17 +71,13 @@ def web_routes(web_dir: Path | None) -> str:
     index = web_dir / "index.html"
     if not index.is_file():
         raise SystemExit(f"{index} is missing: build the console first (npm --prefix web run build)")
-    routes = [f"{_INDENT}# The web console (scripts/envoy_web.py), built into {web_dir.name}/."]
+    routes = [f"{INDENT}# The web console (scripts/envoy_web.py), built into {web_dir.name}/."]
     assets = web_dir / "assets"
     for file in sorted(assets.iterdir()) if assets.is_dir() else []:
         if file.is_file() and file.suffix not in (".br", ".gz"):
             routes += _asset_routes(file, f"/assets/{file.name}")
     # An asset of another build (a page open across a deploy): 404, not index.html as a script.
-    routes.append(
-        f'{_INDENT}- match: {{ prefix: "/assets/" }}\n'
-        f'{_INDENT}  direct_response: {{ status: 404, body: {{ inline_string: "no such file" }} }}\n'
-        f"{_INDENT}  typed_per_filter_config: {_NO_TRANSCODER}"
-    )
+    routes.append(not_found_route({"prefix": "/assets/"}, "no such file"))
     app_page = {
         "prefix": "/",
         "headers": [

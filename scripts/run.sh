@@ -11,10 +11,24 @@
 #   WALLWHALE_ENVOY_HOST/_PORT  where Envoy serves REST/JSON, gRPC-Web and gRPC (127.0.0.1 / 8080)
 #   WALLWHALE_ENVOY_ADMIN_PORT  Envoy's admin interface, on 127.0.0.1 only (9901)
 #   WALLWHALE_CORS_ORIGINS      comma-separated browser origins allowed to call (none)
+#   WALLWHALE_TLS_CERT_FILE     PEM certificate (chain allowed) and key: Envoy serves HTTPS and gRPC
+#   WALLWHALE_TLS_KEY_FILE      over TLS only; renewed files are picked up without a restart
+#   WALLWHALE_HTTP_REDIRECT_PORT  with TLS: a plain HTTP port that only redirects to HTTPS (none)
+#   WALLWHALE_ACME_WEBROOT      with the redirect port: answer /.well-known/acme-challenge/ from
+#                               this folder's .well-known/acme-challenge/ (certbot --webroot -w)
+#   WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE / _CLIENT_KEY_FILE  Envoy's client certificate for
+#                               mutual TLS to the servers, which then need WALLWHALE_UPSTREAM_TLS_CA_FILE,
+#                               _CERT_FILE, _KEY_FILE (see `wallwhale certs dev`)
+#   WALLWHALE_SKIP_SETUP=1      do not run scripts/setup.sh first (it ran already)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Everything this script and its processes create (database, archives, Envoy's config and log) is
+# the service user's alone.
+umask 077
 
 export WALLWHALE_DATA_DIR=${WALLWHALE_DATA_DIR:-var}
+mkdir -p "$WALLWHALE_DATA_DIR"
+chmod 700 "$WALLWHALE_DATA_DIR"
 export WALLWHALE_GRPC_HOST=${WALLWHALE_GRPC_HOST:-127.0.0.1}
 export WALLWHALE_LOG_FORMAT=${WALLWHALE_LOG_FORMAT:-console}
 first_port=${WALLWHALE_GRPC_PORT:-50051}   # instance i listens on first_port + i
@@ -62,8 +76,9 @@ fi
 # Setup again only when what it installs from changed (a second start takes seconds, not a minute).
 stamp=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh package-lock.json \
   clients/typescript/package-lock.json web/package-lock.json 2>/dev/null | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/wallwhale ] || [ ! -d node_modules ] || [ ! -d web/node_modules ] \
-    || [ ! -d clients/typescript/node_modules ] || [ "$(cat .venv/.run-stamp 2>/dev/null)" != "$stamp" ]; then
+if [ "${WALLWHALE_SKIP_SETUP:-0}" != 1 ] && { [ ! -x .venv/bin/wallwhale ] || [ ! -d node_modules ] \
+    || [ ! -d web/node_modules ] || [ ! -d clients/typescript/node_modules ] \
+    || [ "$(cat .venv/.run-stamp 2>/dev/null)" != "$stamp" ]; }; then
   bash scripts/setup.sh >/dev/null
   echo "$stamp" >.venv/.run-stamp
 fi
@@ -127,10 +142,22 @@ envoy_dir="$WALLWHALE_DATA_DIR/envoy"
 origins=()
 IFS=',' read -r -a cors <<<"${WALLWHALE_CORS_ORIGINS:-}"
 for origin in "${cors[@]}"; do origins+=(--cors-origin "$origin"); done
+edge=()
+scheme=http
+if [ -n "${WALLWHALE_TLS_CERT_FILE:-}${WALLWHALE_TLS_KEY_FILE:-}" ]; then
+  scheme=https
+  edge+=(--tls-cert "${WALLWHALE_TLS_CERT_FILE:-}" --tls-key "${WALLWHALE_TLS_KEY_FILE:-}")
+  [ -n "${WALLWHALE_HTTP_REDIRECT_PORT:-}" ] && edge+=(--redirect-port "$WALLWHALE_HTTP_REDIRECT_PORT")
+  [ -n "${WALLWHALE_ACME_WEBROOT:-}" ] && edge+=(--acme-webroot "$WALLWHALE_ACME_WEBROOT")
+fi
+if [ -n "${WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE:-}${WALLWHALE_UPSTREAM_TLS_CLIENT_KEY_FILE:-}" ]; then
+  edge+=(--upstream-tls-ca "${WALLWHALE_UPSTREAM_TLS_CA_FILE:-}"
+         --upstream-tls-cert "${WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE:-}"
+         --upstream-tls-key "${WALLWHALE_UPSTREAM_TLS_CLIENT_KEY_FILE:-}")
+fi
 .venv/bin/python scripts/envoy_config.py --out-dir "$envoy_dir" --listen "$envoy_host:$envoy_port" \
   --admin-port "$admin_port" --upstream-source-address "$envoy_source" "${upstreams[@]}" "${origins[@]}" \
-  --web-dir web/dist \
-  --validate >/dev/null
+  --web-dir web/dist "${edge[@]}" --validate >/dev/null
 .venv/bin/envoy -c "$envoy_dir/envoy.yaml" --concurrency 2 --disable-hot-restart --log-level warn \
   >"$envoy_dir/envoy.log" 2>&1 &
 pids+=($!)
@@ -150,7 +177,8 @@ while time.monotonic() < deadline:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
             lines = reply.read().decode().splitlines()
-        if sum(line.endswith("::health_flags::healthy") for line in lines) == wanted:
+        # Both clusters (calls, archives) list every instance.
+        if sum(line.startswith("wallwhale::") and line.endswith("::health_flags::healthy") for line in lines) == wanted:
             sys.exit(0)
     except OSError:
         pass
@@ -161,14 +189,16 @@ PY
   exit 1
 fi
 
-base="http://$envoy_host:$envoy_port"
-[ "$envoy_host" = "0.0.0.0" ] && base="http://127.0.0.1:$envoy_port"
+base="$scheme://$envoy_host:$envoy_port"
+[ "$envoy_host" = "0.0.0.0" ] && base="$scheme://127.0.0.1:$envoy_port"
 cat <<INFO
 
 WallWhale runs: $instances instance(s) (gRPC from $WALLWHALE_GRPC_HOST:$first_port) behind Envoy.
   Web console:     $base/
   REST base URL:   $base/v1       (also gRPC-Web and gRPC on $base)
   Envoy admin:     http://127.0.0.1:$admin_port   (access log: $envoy_dir/envoy.log)
+  Health:          $base/healthz (Envoy up), $base/readyz (an instance and its database answer)
+  API docs:        $base/docs   (OpenAPI document: $base/v1/openapi.json)
 Try it (another terminal, from this folder):
   curl -s $base/v1/status -H 'x-api-key: $api_key'
   npx buf curl --protocol grpc --http2-prior-knowledge --reflect -H 'x-api-key: $api_key' \\

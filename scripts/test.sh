@@ -32,6 +32,8 @@ $PY scripts/generate_protos.py --check
 step "promtool: alert rules valid, and each alert's unit tests (firing and not)"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts.test.yml
+step "docs/openapi.json is the document the protos make"
+$PY scripts/openapi.py --check docs/openapi.json
 step "envoy --mode validate (config rendered from envoy/envoy.template.yaml and the protos)"
 $PY scripts/envoy_config.py --out-dir build/envoy --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \
   --cors-origin http://localhost:5173 --validate

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -74,6 +75,20 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
         settings.secret_key.get_secret_value() if settings.secret_key else None,
         settings.secret_key_file,
         settings.data_dir / "secret.key",
+    )
+
+
+def listener_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """Mutual TLS for the gRPC listener when WALLWHALE_UPSTREAM_TLS_* are set: only clients with a
+    certificate signed by the CA (Envoy) get in. None: plain h2c."""
+    if not (
+        settings.upstream_tls_ca_file and settings.upstream_tls_cert_file and settings.upstream_tls_key_file
+    ):
+        return None
+    return grpc.ssl_server_credentials(
+        [(settings.upstream_tls_key_file.read_bytes(), settings.upstream_tls_cert_file.read_bytes())],
+        root_certificates=settings.upstream_tls_ca_file.read_bytes(),
+        require_client_auth=True,
     )
 
 
@@ -325,8 +340,12 @@ class WallWhaleServer:
 
     async def start(self) -> None:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        credentials = listener_credentials(self.settings)
         try:
-            self.port = self.server.add_insecure_port(address)
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
         except RuntimeError:  # grpc says only "Failed to bind"
             self.port = 0
         if self.port == 0:

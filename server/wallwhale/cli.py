@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys, admin, depotdownloader, doctor.
+"""The `wallwhale` command: serve, migrate, bootstrap, keys, admin, depotdownloader, doctor, certs.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -86,6 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--sha256", help="the published sha256 of the platform's zip (required where none is pinned)"
     )
+    certs = commands.add_parser("certs", help="TLS certificates")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
+    dev = certs_commands.add_parser(
+        "dev", help="make a local CA and certificates for development, and print how to trust the CA"
+    )
+    dev.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name or address the certificates are for (repeatable; localhost is always in)",
+    )
+    dev.add_argument("--out", type=Path, help="folder for the files (default: DATA_DIR/certs)")
     return parser
 
 
@@ -111,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_doctor(settings, as_json=args.json))
         if args.command == "depotdownloader":
             return _install_depotdownloader(settings, args.dd_version, args.url, args.sha256)
+        if args.command == "certs":
+            return _certs_dev(args.out or settings.data_dir / "certs", args.host)
         if args.command == "bootstrap":
             return asyncio.run(_bootstrap(settings, args.email, as_json=args.json, if_empty=args.if_empty))
         return _serve(settings, args.port_file)
@@ -257,6 +272,13 @@ def _install_depotdownloader(
             f"note: WALLWHALE_DEPOTDOWNLOADER_PATH={settings.depotdownloader_path} is set and wins;"
             " unset it to use this copy"
         )
+    return EXIT_OK
+
+
+def _certs_dev(directory: Path, hosts: list[str]) -> int:
+    from wallwhale import certs
+
+    print(certs.instructions(certs.make_dev_certificates(directory, hosts)))
     return EXIT_OK
 
 

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     # every call). Changes made through the API reach every instance at once; this bounds what a
     # change made behind the server's back (or a lost notification) leaves in effect.
     api_key_cache_seconds: float = Field(default=5.0, ge=0, le=60)
+    # Mutual TLS on the gRPC listener (Envoy -> instance): this instance's certificate and key
+    # (PEM), and the CA whose client certificates it requires. All three or none; with them the
+    # listener accepts only TLS clients that show a certificate signed by the CA.
+    upstream_tls_ca_file: Path | None = None
+    upstream_tls_cert_file: Path | None = None
+    upstream_tls_key_file: Path | None = None
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
@@ -211,6 +217,26 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @model_validator(mode="after")
+    def _upstream_tls_complete(self) -> Settings:
+        files = {
+            f"{ENV_PREFIX}UPSTREAM_TLS_CA_FILE": self.upstream_tls_ca_file,
+            f"{ENV_PREFIX}UPSTREAM_TLS_CERT_FILE": self.upstream_tls_cert_file,
+            f"{ENV_PREFIX}UPSTREAM_TLS_KEY_FILE": self.upstream_tls_key_file,
+        }
+        given = [name for name, path in files.items() if path is not None]
+        if given and len(given) < len(files):
+            missing = [name for name in files if name not in given]
+            raise ValueError(f"{', '.join(given)} also need {', '.join(missing)}")
+        unreadable = [f"{name}={path}" for name, path in files.items() if path and not path.is_file()]
+        if unreadable:
+            raise ValueError("no such file: " + ", ".join(unreadable))
+        return self
+
+    @property
+    def upstream_tls(self) -> bool:
+        return self.upstream_tls_ca_file is not None
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:

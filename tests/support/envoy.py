@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -90,10 +91,11 @@ class Envoy:
     admin_port: int
     directory: Path
     upstream_ports: list[int]
+    scheme: str = "http"  # https when it was given a certificate
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def grpc_target(self) -> str:
@@ -159,6 +161,7 @@ async def running_envoy(
 ) -> AsyncIterator[Envoy]:
     """Renders the config for `upstream_ports`, starts Envoy on free ports and (unless told not
     to) waits until every upstream is healthy; stops Envoy on the way out."""
+    extra_args = list(extra_args)
     ports = list(upstream_ports)
     port, admin_port = free_port(), free_port()
     config = await asyncio.to_thread(
@@ -184,7 +187,8 @@ async def running_envoy(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    envoy = Envoy(process, port, admin_port, directory, ports)
+    scheme = "https" if any(arg.startswith("--tls-cert") for arg in extra_args) else "http"
+    envoy = Envoy(process, port, admin_port, directory, ports, scheme)
     try:
         if wait_healthy:
             await envoy.wait_healthy()
@@ -202,6 +206,7 @@ async def servers_behind_envoy(
     count: int = 1,
     *,
     cors_origins: Iterable[str] = (),
+    envoy_args: Iterable[str] = (),
     **settings: object,
 ) -> AsyncIterator[tuple[Envoy, list[WallWhaleServer]]]:
     """`count` real servers on one (migrated) database, trusting Envoy as their proxy, and Envoy in
@@ -215,7 +220,7 @@ async def servers_behind_envoy(
         for server in servers:
             await server.start()
         async with running_envoy(
-            directory / "envoy", [s.port for s in servers], cors_origins=cors_origins
+            directory / "envoy", [s.port for s in servers], cors_origins=cors_origins, extra_args=envoy_args
         ) as envoy:
             yield envoy, servers
     finally:
@@ -254,13 +259,16 @@ class Reply:
         return "x-envoy-upstream-service-time" not in self.headers
 
 
-def _connect(url: str, source_address: str | None, timeout: float) -> tuple[http_client.HTTPConnection, str]:
+def _connect(
+    url: str, source_address: str | None, timeout: float, context: ssl.SSLContext | None = None
+) -> tuple[http_client.HTTPConnection, str]:
     parts = urllib.parse.urlsplit(url)
-    connection = http_client.HTTPConnection(
-        parts.hostname or "127.0.0.1",
-        parts.port,
-        timeout=timeout,
-        source_address=(source_address, 0) if source_address else None,
+    source = (source_address, 0) if source_address else None
+    host = parts.hostname or "127.0.0.1"
+    connection = (
+        http_client.HTTPSConnection(host, parts.port, timeout=timeout, source_address=source, context=context)
+        if parts.scheme == "https"
+        else http_client.HTTPConnection(host, parts.port, timeout=timeout, source_address=source)
     )
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     return connection, target
@@ -273,8 +281,9 @@ def _request(
     headers: Mapping[str, str],
     source_address: str | None,
     timeout: float,
+    context: ssl.SSLContext | None,
 ) -> Reply:
-    connection, target = _connect(url, source_address, timeout)
+    connection, target = _connect(url, source_address, timeout, context)
     try:
         connection.request(method, target, body=body, headers=dict(headers))
         response = connection.getresponse()
@@ -293,13 +302,17 @@ async def http(
     headers: Mapping[str, str] | None = None,
     source_address: str | None = None,
     socket_timeout: float = 15,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Reply:
-    """One HTTP/1.1 request, from `source_address` (a loopback address such as 127.0.0.3) if given."""
+    """One HTTP/1.1 request, from `source_address` (a loopback address such as 127.0.0.3) if given;
+    https URLs are checked with `ssl_context`."""
     sent = dict(headers or {})
     if json_body is not None:
         body = json.dumps(json_body).encode()
         sent.setdefault("content-type", "application/json")
-    return await asyncio.to_thread(_request, method, url, body, sent, source_address, socket_timeout)
+    return await asyncio.to_thread(
+        _request, method, url, body, sent, source_address, socket_timeout, ssl_context
+    )
 
 
 @dataclass
