@@ -4,23 +4,14 @@ another job's archive fails the job, and with the sandbox the other archive is u
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
-
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale.steam.sandbox import bwrap_executable
 from wallwhale.v1 import download_pb2 as D
 
 VICTIM = 2831234567
 ATTACKER = 2831234568
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for harness in harness_for(database_url, tmp_path):
-        yield harness
 
 
 async def _attack(harness: Harness) -> tuple[Path, bytes, D.Download]:

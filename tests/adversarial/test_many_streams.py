@@ -8,15 +8,13 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale.v1 import download_pb2 as D
 
 ITEM = 2831234590
@@ -25,12 +23,6 @@ PER_CALLER = 8
 STALLED_READER = Path(__file__).with_name("stalled_reader.py")
 TOTAL = 12
 MB = 1024 * 1024
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 def rss() -> int:

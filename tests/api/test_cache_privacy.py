@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 
 from tests.fakes.webapi import FakeWebApi
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale.v1 import download_pb2 as D
 
 ITEM = 3001234599
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 @pytest.fixture

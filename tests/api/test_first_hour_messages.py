@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest_asyncio
-
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale.v1 import download_pb2 as D
 
 ITEM = 2831234567
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 async def test_a_missing_binary_names_the_install_command_and_the_variable(

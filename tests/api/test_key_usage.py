@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale.db import engine as db_engine
 from wallwhale.db.models import ApiKey
 from wallwhale.v1 import admin_pb2, status_pb2, status_pb2_grpc
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 async def stored(database_url: str, prefix: str) -> ApiKey:

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import grpc
-import pytest_asyncio
 
-from tests.support.harness import Harness, harness_for, rpc_error
+from tests.support.harness import Harness, rpc_error
 from wallwhale.v1 import download_pb2 as D
 
 ITEM = 2831234577
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 async def test_a_retry_is_counted_against_the_daily_quota(harness: Harness) -> None:

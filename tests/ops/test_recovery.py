@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
-import pytest_asyncio
 from sqlalchemy import select
 
-from tests.support.harness import Harness, harness_for
+from tests.support.harness import Harness
 from wallwhale import cli, log
 from wallwhale.db import engine as db_engine
 from wallwhale.db.models import AuditEvent
@@ -26,12 +23,6 @@ def keep_logging(monkeypatch: pytest.MonkeyPatch) -> None:
     """cli.main configures logging for a process; in-process it would point the root logger at this
     test's captured (soon closed) stream for every later test."""
     monkeypatch.setattr(log, "configure", lambda *args, **kwargs: None)
-
-
-@pytest_asyncio.fixture
-async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async for value in harness_for(database_url, tmp_path):
-        yield value
 
 
 async def wallwhale(
