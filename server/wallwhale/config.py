@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     retention_interval_seconds: float = Field(default=300.0, gt=0)
     # Audit events older than this many days are deleted by the same loop (0 keeps them all).
     audit_retention_days: float = Field(default=0.0, ge=0)
+    # Watches (core.watches): the shortest interval a watch may ask for, and the interval when it
+    # asks for none; archives kept per watched item (older versions' archives are removed); how often
+    # an instance looks for due watches, how many it checks at once, how long its claim lasts, and
+    # the first wait after Steam failed (doubling per failure, up to the watch's interval).
+    watch_min_interval_seconds: float = Field(default=300.0, gt=0)
+    watch_default_interval_seconds: float = Field(default=900.0, gt=0)
+    watch_keep_versions: int = Field(default=3, ge=1)
+    watch_poll_interval_seconds: float = Field(default=10.0, gt=0)
+    watch_claim_size: int = Field(default=1000, ge=1, le=10000)
+    watch_lease_seconds: float = Field(default=120.0, ge=1)
+    watch_retry_base_seconds: float = Field(default=60.0, gt=0)
 
     # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
     ip_allow: Annotated[list[str], NoDecode] = []
@@ -217,6 +228,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @model_validator(mode="after")
+    def _watch_interval_floor(self) -> Settings:
+        if self.watch_default_interval_seconds < self.watch_min_interval_seconds:
+            raise ValueError(
+                f"{ENV_PREFIX}WATCH_DEFAULT_INTERVAL_SECONDS is below {ENV_PREFIX}WATCH_MIN_INTERVAL_SECONDS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _upstream_tls_complete(self) -> Settings:

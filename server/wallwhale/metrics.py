@@ -87,6 +87,14 @@ ARCHIVE_SERVED_BYTES = Counter(
 WEBAPI_REQUESTS = Counter(
     "wallwhale_steam_webapi_requests", "Requests to Steam's Web API, by result (ok, error)", ["result"]
 )
+WATCH_CHECKS = Counter(
+    "wallwhale_watch_checks", "Watches checked against Steam's Web API, by result (ok, failed)", ["result"]
+)
+WATCH_CHANGES = Counter(
+    "wallwhale_watch_changes",
+    "Changes watches saw (updated, added, removed, unavailable, available, first), by change",
+    ["change"],
+)
 AUDIT_BACKLOG = Gauge("wallwhale_audit_backlog_records", "Audit records waiting to be stored")
 DEPOTDOWNLOADER_AVAILABLE = Gauge(
     "wallwhale_depotdownloader_available", "1 when the configured DepotDownloader is an executable file"

@@ -70,12 +70,21 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> int:
         ):  # a copy locked by a concurrent CreateDownload keeps the file; it goes at the next sweep
             after_commit(session).delete_archive(rows[0].archive_path)
             removed += 1
-        await _expire(session, rows, why, now)
+        await _expire(session, rows, f"by retention: {why}", now)
     items = {(row.app_id, row.workshop_id) for key in doomed for row in groups[key]}
     for item in sorted(items):
         if not await item_in_use(session, *item):
             after_commit(session).remove_item_dir(*item)
     return removed
+
+
+async def expire_archives(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> None:
+    """Removes these downloads' archives (a file another download still shares stays until its last
+    row goes), e.g. the older versions a watch does not keep; each job says why."""
+    for row in rows:
+        if row.archive_path and not await shares_archive(session, row.archive_path, [row.id]):
+            after_commit(session).delete_archive(row.archive_path)
+    await _expire(session, rows, f"because {why}", now)
 
 
 async def _expire(session: AsyncSession, rows: list[Download], why: str, now: datetime) -> None:
@@ -86,7 +95,7 @@ async def _expire(session: AsyncSession, rows: list[Download], why: str, now: da
         await events.append(
             session,
             download,
-            [NewEvent(EventKind.LOG, {"stream": "server", "line": f"archive removed by retention: {why}"})],
+            [NewEvent(EventKind.LOG, {"stream": "server", "line": f"archive removed {why}"})],
             now,
         )
 
