@@ -18,22 +18,24 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 from sqlalchemy import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from wallwhale import metrics
 from wallwhale.config import ConfigError, Settings
+from wallwhale.core import downloads as core_downloads
 from wallwhale.core import reports, secretbox
 from wallwhale.core.after_commit import Targets, install
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.catalog import Catalog
 from wallwhale.core.events import EventHub
-from wallwhale.core.identity import PrincipalCache
+from wallwhale.core.identity import Principal, PrincipalCache
 from wallwhale.core.key_usage import KeyUsage
 from wallwhale.core.limits import RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
+from wallwhale.core.watches import Rules
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
@@ -51,19 +53,22 @@ from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.rpc.servicers.watch import WatchServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
-from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc, watch_pb2_grpc
 from wallwhale.worker.context import WorkerSettings
 from wallwhale.worker.dispatcher import Dispatcher
+from wallwhale.worker.watch_checker import CheckerSettings, WatchChecker
 
 _log = get_logger("wallwhale.server")
 
 
 class CannotListen(Exception):
     """The gRPC address is taken or not ours; the message names the setting that moves it."""
+
 
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
@@ -122,6 +127,16 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
             else None,
         ),
         retention_interval=settings.retention_interval_seconds,
+    )
+
+
+def watch_rules(settings: Settings) -> Rules:
+    return Rules(
+        min_interval_seconds=settings.watch_min_interval_seconds,
+        default_interval_seconds=settings.watch_default_interval_seconds,
+        keep_versions=settings.watch_keep_versions,
+        retry_base_seconds=settings.watch_retry_base_seconds,
+        max_attempts=settings.max_attempts,
     )
 
 
@@ -302,6 +317,28 @@ class WallWhaleServer:
             StatusServicer(probe, self.instance_id, self.catalog, settings.max_concurrent_downloads),
             self.server,
         )
+        watching_rules = watch_rules(settings)
+
+        async def limits_for(session: AsyncSession, principal: Principal) -> core_downloads.JobLimits:
+            return await core_downloads.job_limits(session, principal, settings.max_attempts)
+
+        watch_pb2_grpc.add_WatchServiceServicer_to_server(
+            WatchServicer(self.sessions, readers, clock, self.catalog.api, watching_rules, limits_for),
+            self.server,
+        )
+        self.watch_checker = WatchChecker(
+            self.sessions,
+            self.catalog.api,
+            CheckerSettings(
+                poll_seconds=settings.watch_poll_interval_seconds,
+                claim_size=settings.watch_claim_size,
+                lease_seconds=settings.watch_lease_seconds,
+                rules=watching_rules,
+            ),
+            self.instance_id,
+            clock,
+            limits_for,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (
@@ -364,6 +401,7 @@ class WallWhaleServer:
         if self.listener is not None:
             self.listener.start()
         self.worker.start()
+        self.watch_checker.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -411,6 +449,7 @@ class WallWhaleServer:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
+        await self.watch_checker.stop()  # watches it claimed and did not check are due again
         await self.worker.stop()  # claims nothing more; running jobs go back to the queue
         if self.listener is not None:
             await self.listener.stop()

@@ -96,13 +96,16 @@ async def look_up(api: SteamWebApi | None, url_or_id: str) -> Target:
     return Target(workshop_id, WatchKind.ITEM, app, item.title[:256], {workshop_id: item})
 
 
-def check_interval(seconds: float | None, rules: Rules) -> int:
+def check_interval(seconds: float | None, rules: Rules, field: str = "interval") -> int:
+    """The interval in whole seconds: the default when none is asked for, never below the floor."""
     if seconds is None:
         return int(rules.default_interval_seconds)
     if seconds < rules.min_interval_seconds:
-        raise InvalidArgument.field("interval", f"must be at least {rules.min_interval_seconds:g}s")
+        raise InvalidArgument.field(
+            field, f"must be at least {rules.min_interval_seconds:g}s (the server's floor)"
+        )
     if seconds > MAX_INTERVAL_SECONDS:
-        raise InvalidArgument.field("interval", f"must be at most {MAX_INTERVAL_SECONDS}s (30 days)")
+        raise InvalidArgument.field(field, f"must be at most {MAX_INTERVAL_SECONDS}s (30 days)")
     return int(seconds)
 
 
@@ -454,16 +457,16 @@ async def update(
     now: datetime,
     rng: random.Random,
 ) -> Watch:
-    if not changes.paths:
-        raise InvalidArgument.field("update_mask", f"names no field; one of {', '.join(UPDATE_PATHS)}")
     unknown = [path for path in changes.paths if path not in UPDATE_PATHS]
     if unknown:
         raise InvalidArgument.field(
             "update_mask", f"{', '.join(unknown)} cannot be changed; one of {', '.join(UPDATE_PATHS)}"
         )
-    interval = check_interval(changes.interval_seconds, rules) if "interval" in changes.paths else None
-    if "interval" in changes.paths and changes.interval_seconds is None:
-        raise InvalidArgument.field("watch.interval", "is required when update_mask names it")
+    interval = None
+    if "interval" in changes.paths:
+        if changes.interval_seconds is None:
+            raise InvalidArgument.field("watch.interval", "is required when update_mask names it")
+        interval = check_interval(changes.interval_seconds, rules, "watch.interval")
     watch = await get_visible(session, principal, watch_id, lock=True)
     if interval is not None:
         watch.interval_seconds = interval

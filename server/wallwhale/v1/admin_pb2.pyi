@@ -511,7 +511,9 @@ class ApiKey(_message.Message):
     """A disabled key stops working until enabled again."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Any of download:read, download:write, download:*, admin:read, admin:write, admin:*."""
+        """Any of download:read, download:write, download:*, admin:read, admin:write, admin:*, watch:read,
+        watch:write, watch:*.
+        """
 
     @_builtins.property
     def limits(self) -> Global___ApiKeyLimits: ...

@@ -413,7 +413,8 @@ export type ApiKey = Message<"wallwhale.v1.ApiKey"> & {
   prefix: string;
 
   /**
-   * Any of download:read, download:write, download:*, admin:read, admin:write, admin:*.
+   * Any of download:read, download:write, download:*, admin:read, admin:write, admin:*, watch:read,
+   * watch:write, watch:*.
    *
    * @generated from field: repeated string scopes = 5;
    */
