@@ -19,7 +19,7 @@ from tests.fakes.webapi import DETAILS_PATH, FakeWebApi
 from tests.support.database import add_key
 from tests.support.harness import Harness, rpc_error, unzip
 from tests.support.server import Metadata, error_info
-from wallwhale.v1 import download_pb2, watch_pb2, watch_pb2_grpc
+from wallwhale.v1 import admin_pb2, download_pb2, watch_pb2, watch_pb2_grpc
 
 W = watch_pb2
 ITEM = 3100000001
@@ -297,3 +297,47 @@ async def test_watches_are_their_owners_and_refuse_bad_input(
     await api.DeleteWatch(W.DeleteWatchRequest(id=watch.id), metadata=harness.admin)
     gone = await rpc_error(api.GetWatch(W.GetWatchRequest(id=watch.id), metadata=harness.admin))
     assert gone.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_version_the_quota_refuses_is_tried_again_not_skipped(
+    harness: Harness, api: watch_pb2_grpc.WatchServiceStub
+) -> None:
+    harness.steam.add_item(ITEM, files={"a.txt": b"1"})
+    created = await harness.admin_api.CreateApiKey(
+        admin_pb2.CreateApiKeyRequest(
+            api_key=admin_pb2.ApiKey(
+                name="watcher",
+                scopes=["watch:*", "download:*"],
+                limits=admin_pb2.ApiKeyLimits(daily_download_quota=1),
+            )
+        ),
+        metadata=harness.admin,
+    )
+    key: Metadata = (("x-api-key", created.plaintext_key),)
+    watch = (
+        await api.CreateWatch(
+            W.CreateWatchRequest(url_or_id=str(ITEM), interval=duration_pb2.Duration(seconds=1)), metadata=key
+        )
+    ).watch
+    first = watch.items[0].download_id
+    await succeeded(harness, first)  # the key's one download of the day
+
+    harness.steam.add_item(ITEM, files={"a.txt": b"2"})
+    refused = await until(api, harness, watch.id, lambda found: found.consecutive_failures >= 2)
+    assert "quota" in refused.last_error
+    assert refused.items[0].download_id == first  # still the old version: the next check tries again
+    assert changes(await versions(api, harness, watch.id)) == [("FIRST", ITEM)]
+
+    await harness.admin_api.UpdateApiKey(
+        admin_pb2.UpdateApiKeyRequest(
+            api_key=admin_pb2.ApiKey(id=created.api_key.id, limits=admin_pb2.ApiKeyLimits()),
+            update_mask=field_mask_pb2.FieldMask(paths=["limits"]),
+        ),
+        metadata=harness.admin,
+    )
+    watch = await until(api, harness, watch.id, lambda found: found.items[0].download_id != first)
+    assert (watch.consecutive_failures, watch.last_error) == (0, "")
+    assert changes(await versions(api, harness, watch.id)) == [("FIRST", ITEM), ("UPDATED", ITEM)]
+    assert unzip((await harness.fetch((await succeeded(harness, watch.items[0].download_id)).id))[0]) == {
+        "a.txt": b"2"
+    }

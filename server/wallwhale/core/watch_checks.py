@@ -121,7 +121,7 @@ def members(collections: dict[int, CollectionDetails], root: int) -> list[int] |
             walk(child)
 
     walk(root)
-    return list(dict.fromkeys(found))[:MAX_COLLECTION_ITEMS]
+    return list(dict.fromkeys(found))
 
 
 def _item_change(workshop_id: int, stored: StoredItem, details: ItemDetails | None) -> list[ItemChange]:

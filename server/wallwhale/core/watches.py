@@ -84,6 +84,11 @@ async def look_up(api: SteamWebApi | None, url_or_id: str) -> Target:
             collections = await nested_collections(api, [workshop_id])
             ids = members(collections, workshop_id)
             if ids is not None and collections[workshop_id].is_collection:
+                if len(ids) > MAX_COLLECTION_ITEMS:
+                    raise InvalidArgument.field(
+                        "url_or_id",
+                        f"the collection holds {len(ids)} items, more than {MAX_COLLECTION_ITEMS}",
+                    )
                 items = await api.item_details(ids) if ids else {}
                 title = details.title or f"Collection {workshop_id}"
                 app = details.app_id or WALLPAPER_ENGINE_APP_ID
