@@ -59,6 +59,7 @@ from wallwhale.v1 import (
     download_pb2_grpc,
     status_pb2,
     status_pb2_grpc,
+    watch_pb2,
 )
 
 pytestmark = pytest.mark.slow
@@ -137,6 +138,7 @@ def _our_methods() -> list[tuple[str, str, bool]]:
         auth_pb2.DESCRIPTOR,
         download_pb2.DESCRIPTOR,
         status_pb2.DESCRIPTOR,
+        watch_pb2.DESCRIPTOR,
     ]
     found = []
     for file in files:

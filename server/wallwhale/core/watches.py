@@ -393,8 +393,11 @@ async def _remove(
 
 
 async def get_visible(
-    session: AsyncSession, principal: Principal, watch_id: str, *, lock: bool = False
+    session: AsyncSession, principal: Principal, watch_id: str, *, lock: bool = False, field: str = "id"
 ) -> Watch:
+    """The watch if the caller may see it; NOT_FOUND otherwise (whether it exists or not)."""
+    if not watch_id:
+        raise InvalidArgument.field(field, "is required")
     missing = ownership.checked_id("watch", watch_id)
     query = select(Watch).where(Watch.id == watch_id)
     if lock:
@@ -436,7 +439,7 @@ async def list_visible(
 async def list_versions(
     session: AsyncSession, principal: Principal, watch_id: str, page_size: int, page_token: str
 ) -> tuple[list[WatchVersion], int, str]:
-    await get_visible(session, principal, watch_id)
+    await get_visible(session, principal, watch_id, field="watch_id")
     page = paging.page(page_size, page_token, watch=watch_id)
     query: Select[Any] = select(WatchVersion).where(WatchVersion.watch_id == watch_id)
     rows, total = await paging.fetch(
@@ -472,7 +475,7 @@ async def update(
         if changes.interval_seconds is None:
             raise InvalidArgument.field("watch.interval", "is required when update_mask names it")
         interval = check_interval(changes.interval_seconds, rules, "watch.interval")
-    watch = await get_visible(session, principal, watch_id, lock=True)
+    watch = await get_visible(session, principal, watch_id, lock=True, field="watch.id")
     if interval is not None:
         watch.interval_seconds = interval
         watch.next_check_time = min(watch.next_check_time, next_check(now, interval, rng))
