@@ -32,6 +32,7 @@ import {
   type WatchDownloadResponse,
 } from "./gen/wallwhale/v1/download_pb.js";
 import { StatusService } from "./gen/wallwhale/v1/status_pb.js";
+import { WatchService } from "./gen/wallwhale/v1/watch_pb.js";
 import { verifyZip, ZipError } from "./zip.js";
 
 export * from "./gen/wallwhale/v1/admin_pb.js";
@@ -39,6 +40,7 @@ export * from "./gen/wallwhale/v1/auth_pb.js";
 export * from "./gen/wallwhale/v1/download_pb.js";
 export * from "./gen/wallwhale/v1/errors_pb.js";
 export * from "./gen/wallwhale/v1/status_pb.js";
+export * from "./gen/wallwhale/v1/watch_pb.js";
 export { Code } from "@connectrpc/connect";
 export { verifyZip, ZipError } from "./zip.js";
 
@@ -139,6 +141,7 @@ export class WallWhaleClient {
   readonly admin: Client<typeof AdminService>;
   readonly auth: Client<typeof AuthService>;
   readonly status: Client<typeof StatusService>;
+  readonly watches: Client<typeof WatchService>;
   private readonly attempts: number;
   private readonly timeoutMs: number;
 
@@ -156,6 +159,7 @@ export class WallWhaleClient {
     this.admin = createClient(AdminService, transport);
     this.auth = createClient(AuthService, transport);
     this.status = createClient(StatusService, transport);
+    this.watches = createClient(WatchService, transport);
     this.attempts = options.attempts ?? 5;
     this.timeoutMs = options.timeoutMs ?? 30_000;
   }
