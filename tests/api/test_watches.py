@@ -258,6 +258,11 @@ async def test_watches_are_their_owners_and_refuse_bad_input(
     assert listed.total_size == 0
     denied = await rpc_error(api.ListWatches(W.ListWatchesRequest(), metadata=reader))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    # A watch queues downloads: watch:write alone does not make one.
+    watch_only: Metadata = (("x-api-key", await add_key(harness.database_url, ["watch:*"])),)
+    refused = await rpc_error(api.CreateWatch(W.CreateWatchRequest(url_or_id=str(ITEM)), metadata=watch_only))
+    assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "download:write" in (refused.details() or "")
 
     too_often = await rpc_error(
         api.CreateWatch(

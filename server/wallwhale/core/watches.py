@@ -24,9 +24,9 @@ from wallwhale.core import downloads, ownership, paging
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.catalog import Lookup, check_downloadable
 from wallwhale.core.downloads import CreateInput, JobLimits
-from wallwhale.core.identity import Principal
+from wallwhale.core.identity import Principal, require_scope
 from wallwhale.core.retention import expire_archives
-from wallwhale.core.scopes import capped_by_role, role_scopes
+from wallwhale.core.scopes import capped_by_role, grants, role_scopes
 from wallwhale.core.states import FINAL_STATES
 from wallwhale.core.watch_checks import (
     MAX_COLLECTION_ITEMS,
@@ -101,6 +101,11 @@ async def look_up(api: SteamWebApi | None, url_or_id: str) -> Target:
     return Target(workshop_id, WatchKind.ITEM, app, item.title[:256], {workshop_id: item})
 
 
+def check_may_create(principal: Principal) -> None:
+    """A watch queues downloads: its maker needs download:write as well as watch:write."""
+    require_scope(principal, "download:write")
+
+
 def check_interval(seconds: float | None, rules: Rules, field: str = "interval") -> int:
     """The interval in whole seconds: the default when none is asked for, never below the floor."""
     if seconds is None:
@@ -158,6 +163,7 @@ async def create(
     rng: random.Random,
 ) -> Watch:
     """Adds the watch and queues a download of each available item's current version."""
+    check_may_create(principal)
     if len(target.items) > MAX_COLLECTION_ITEMS:
         raise InvalidArgument.field(
             "url_or_id", f"a watched collection holds at most {MAX_COLLECTION_ITEMS} items"
@@ -280,7 +286,10 @@ async def owner_principal(session: AsyncSession, watch: Watch, now: datetime) ->
         raise FailedPrecondition("the API key that made the watch was revoked or disabled")
     if key.expire_time is not None and key.expire_time <= now:
         raise FailedPrecondition("the API key that made the watch has expired")
-    return Principal("api_key", user.id, user.role, capped_by_role(key.scopes, user.role), api_key_id=key.id)
+    scopes = capped_by_role(key.scopes, user.role)
+    if not grants(scopes, "download:write"):
+        raise FailedPrecondition("the API key that made the watch may no longer queue downloads")
+    return Principal("api_key", user.id, user.role, scopes, api_key_id=key.id)
 
 
 async def apply(

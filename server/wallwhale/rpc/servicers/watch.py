@@ -119,6 +119,7 @@ class WatchServicer(watch_pb2_grpc.WatchServiceServicer):
         self, request: watch_pb2.CreateWatchRequest, context: aio.ServicerContext[Any, Any]
     ) -> watch_pb2.CreateWatchResponse:
         principal = current_call().caller()
+        watches.check_may_create(principal)  # before Steam is asked
         interval = watches.check_interval(
             _interval(request.interval, "interval") if request.HasField("interval") else None, self._rules
         )
