@@ -2,8 +2,8 @@
 
 Claims are taken with FOR UPDATE SKIP LOCKED: two instances claiming at the same moment get disjoint
 watches, a leased watch is not claimed again, and a dead instance's lease runs out so its watches
-are checked by another. Two real servers checking the same 60 watches every second never ask
-Steam about one watch twice at once.
+are checked by another (a claim still in use is renewed). Two real servers checking the same 60
+watches every second never ask Steam about one watch twice at once.
 """
 
 from __future__ import annotations
@@ -88,10 +88,16 @@ async def test_claims_at_the_same_moment_are_disjoint_and_a_dead_claim_expires(h
         assert not {watch.id for watch in mine} & {watch.id for watch in theirs}
         async with sessions.begin() as third:
             assert await watch_checks.claim_due(third, "instance-c", now, lease, 100) == []
-        # instance-a and instance-b died holding their claims: once the leases ran out, all are due.
+        # instance-a renews its claim (a long round); instance-b dies holding its own.
+        async with sessions.begin() as renewing:
+            await watch_checks.renew(renewing, "instance-a", [watch.id for watch in mine], now + 3 * lease)
         async with sessions.begin() as later:
             again = await watch_checks.claim_due(later, "instance-c", now + lease, lease, 100)
-        assert len(again) == 15
+        assert {watch.id for watch in again} == {watch.id for watch in theirs}
+        # instance-a and instance-c died too: once every lease ran out, all are due again.
+        async with sessions.begin() as latest:
+            rest = await watch_checks.claim_due(latest, "instance-d", now + 3 * lease, lease, 100)
+        assert len(rest) == 15
     finally:
         await engine.dispose()
 

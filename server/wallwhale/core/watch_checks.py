@@ -333,6 +333,17 @@ async def finish_failed(
     )
 
 
+async def renew(session: AsyncSession, owner: str, watch_ids: Sequence[str], until: datetime) -> None:
+    """Extends this instance's lease on watches it is still writing (a long round of changes)."""
+    if watch_ids:
+        await session.execute(
+            update(Watch)
+            .where(Watch.id.in_(list(watch_ids)), Watch.lease_owner == owner)
+            .values(lease_expire_time=until)
+            .execution_options(synchronize_session=False)
+        )
+
+
 async def release(session: AsyncSession, owner: str, watch_ids: Sequence[str]) -> None:
     """Gives claimed watches back unchecked (the instance is stopping): they are due again at once."""
     if watch_ids:

@@ -4,9 +4,11 @@ records what changed (core.watch_checks, core.watches).
 One round: claim up to `claim_size` due watches (one transaction), ask Steam's Web API (a few
 requests for all of them, outside any transaction), then write the quiet ones in one statement and
 each watch that changed in its own transaction (a refused download of one watch does not undo
-another's). When Steam fails, every claimed watch is backed off and the checker itself waits
-`retry_base_seconds` before it claims again. A full round is followed at once by the next; otherwise
-the checker sleeps `poll_seconds`.
+another's), renewing the lease on the rest when that takes long. Every write is conditional on the
+lease: a watch another instance claimed after this one's lease ran out is left to it. When Steam
+fails, every claimed watch is backed off and the checker itself waits `retry_base_seconds` before it
+claims again. A full round is followed at once by the next; otherwise the checker sleeps
+`poll_seconds`.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class WatchChecker:
         """Claims due watches and checks them; returns what it did."""
         assert self._api is not None
         settings = self._settings
-        now = self._clock()
+        now = claimed_at = self._clock()
         async with self._sessions.begin() as session:
             claimed = await watch_checks.claim_due(
                 session, self._owner, now, timedelta(seconds=settings.lease_seconds), settings.claim_size
@@ -130,11 +132,18 @@ class WatchChecker:
         async with self._sessions.begin() as session:
             await watch_checks.finish_quiet(session, self._owner, quiet, now, self._rng)
         changed = [watch for watch in claimed if not plans[watch.id].quiet(watch)]
-        for watch in changed:
+        lease = timedelta(seconds=settings.lease_seconds)
+        renewed = claimed_at
+        for index, watch in enumerate(changed):
             if self._stopping.is_set():
                 async with self._sessions.begin() as session:  # the rest are due again at once
-                    await watch_checks.release(session, self._owner, [rest.id for rest in changed])
+                    await watch_checks.release(session, self._owner, [other.id for other in changed[index:]])
                 break
+            if self._clock() - renewed > lease / 2:  # many changes: keep the rest ours until written
+                renewed = self._clock()
+                async with self._sessions.begin() as session:
+                    rest = [other.id for other in changed[index:]]
+                    await watch_checks.renew(session, self._owner, rest, renewed + lease)
             async with self._sessions.begin() as session:
                 await watches.apply(
                     session,
