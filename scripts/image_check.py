@@ -1,0 +1,430 @@
+"""Builds the server image with podman and runs it from its own file system (scripts/image_check.sh).
+
+Where Docker Hub cannot be reached, the base image is made here: `debootstrap --variant=minbase
+bookworm` with python3 and python3-venv, imported with `podman import` (kept for the next run). The
+image is built with `podman build --isolation=chroot` from the Dockerfile, with DepotDownloader put
+in by `wallwhale depotdownloader install` at build time: a release zip of the test DepotDownloader
+(tests/fakes/depotdownloader.py), served from 127.0.0.1 with its sha256 given as a build argument.
+
+`podman run` cannot start containers in this sandbox (crun cannot set rlimits), so the check runs
+the image's entry point the way the runtime would: in the container's mounted file system (`podman
+mount`), in new mount and PID namespaces, chrooted, as the image's user, with the image's
+environment. It then checks that the server migrates a fresh PostgreSQL database, answers gRPC
+health (through the image's own HEALTHCHECK command), and serves a download end to end through the
+Python client; and that a SIGTERM stops it with exit 0.
+
+The apt mirror and the pip index come from this machine's configuration at run time
+(/etc/apt/sources.list*, `pip config list`), never from the repository.
+"""
+
+# ruff: noqa: S607 - podman, tar, unshare and chroot are the machine's own, found on PATH
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from base64 import b64encode
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fakes.steam import FakeSteam  # noqa: E402
+from tests.support.database import POSTGRES_ADMIN_URL  # noqa: E402
+
+BASE_IMAGE = "localhost/wallwhale-check-base:bookworm"
+IMAGE = "localhost/wallwhale:check"
+FAKE_DEPOTDOWNLOADER = ROOT / "tests" / "fakes" / "depotdownloader.py"
+DD_VERSION = "3.4.0"
+WORLD_DIR = "/tmp/fake-steam"  # noqa: S108 - inside the image's file system, not this machine's
+ITEM = 2_900_000_001
+USER = "10001:10001"
+
+
+def step(message: str) -> None:
+    print(f"[image-check {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, text=True, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+
+def apt_mirror() -> str:
+    """The first Debian archive this machine's apt uses (not the security archive)."""
+    sources = Path("/etc/apt")
+    texts = [
+        p.read_text()
+        for p in [sources / "sources.list", *sorted(sources.glob("sources.list.d/*"))]
+        if p.is_file() and p.suffix in ("", ".list", ".sources")
+    ]
+    for text in texts:
+        for url in re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE) + re.findall(
+            r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.MULTILINE
+        ):
+            if not url.rstrip("/").endswith("-security"):
+                return url.rstrip("/")
+    return "http://deb.debian.org/debian"
+
+
+def pip_settings() -> dict[str, str]:
+    """pip's own configuration on this machine: index URLs (network ones only), trusted hosts, CA."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    ).stdout
+    config: dict[str, str] = {}
+    for line in listed.splitlines():
+        key, _, value = line.partition("=")
+        config[key.split(".", 1)[-1]] = value.strip().strip("'\"")
+    for name in ("index-url", "extra-index-url", "trusted-host", "cert"):
+        env = os.environ.get(f"PIP_{name.upper().replace('-', '_')}")
+        if env:
+            config[name] = env
+    settings = {}
+    for name in ("index-url", "extra-index-url"):
+        urls = [u for u in config.get(name, "").split() if u.startswith(("http://", "https://"))]
+        if urls:
+            settings[f"PIP_{name.upper().replace('-', '_')}"] = " ".join(urls)
+    if config.get("trusted-host"):
+        settings["PIP_TRUSTED_HOST"] = config["trusted-host"]
+    cert = config.get("cert") or "/etc/ssl/certs/ca-certificates.crt"
+    if Path(cert).is_file():
+        settings["cert"] = cert
+    return settings
+
+
+def ensure_base(mirror: str) -> None:
+    if subprocess.run(["podman", "image", "exists", BASE_IMAGE], check=False).returncode == 0:
+        step(f"base image {BASE_IMAGE} is there (podman rmi it to make it again)")
+        return
+    step(f"debootstrap --variant=minbase bookworm from {mirror}")
+    with tempfile.TemporaryDirectory(prefix="wallwhale-base-") as folder:
+        rootfs = Path(folder) / "rootfs"
+        run(
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(rootfs),
+            mirror,
+            stdout=subprocess.DEVNULL,
+        )
+        # What the official slim images leave out too: package lists and caches, docs, translations.
+        for leftover in (
+            "var/cache/apt",
+            "var/lib/apt/lists",
+            "usr/share/doc",
+            "usr/share/man",
+            "usr/share/locale",
+            "usr/share/info",
+        ):
+            for path in (rootfs / leftover).glob("*"):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        step(f"podman import -> {BASE_IMAGE}")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        run("podman", "import", "-", BASE_IMAGE, stdin=tar.stdout, stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise SystemExit("tar of the base file system failed")
+
+
+def release_zip() -> bytes:
+    """A DepotDownloader release as `wallwhale depotdownloader install` expects it, holding the test
+    DepotDownloader: a launcher that points it at the fake Steam's world inside the image."""
+    launcher = (
+        "#!/bin/sh\n"
+        "# The test DepotDownloader (tests/fakes/depotdownloader.py) against the fake Steam of\n"
+        "# scripts/image_check.py.\n"
+        'here=$(dirname "$(readlink -f "$0")")\n'
+        "# No world yet (the -V of the install at build time): an empty Steam.\n"
+        f"world={WORLD_DIR}/world.json\n"
+        '[ ! -f "$world" ] || export FAKE_STEAM_WORLD="$world"\n'
+        "export PYTHONCOERCECLOCALE=0\n"
+        'exec python3 "$here/depotdownloader.py" "$@"\n'
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("DepotDownloader", launcher)
+        bundle.write(FAKE_DEPOTDOWNLOADER, "depotdownloader.py")
+    return buffer.getvalue()
+
+
+@contextmanager
+def release_server(body: bytes) -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != f"/DepotDownloader_{DD_VERSION}/DepotDownloader-linux-x64.zip":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def build(mirror: str) -> float:
+    pip = pip_settings()
+    body = release_zip()
+    started = time.monotonic()
+    with release_server(body) as url:
+        argv = [
+            "podman",
+            "build",
+            "--isolation=chroot",
+            "--network=host",
+            "--format=docker",
+            "--force-rm",
+            "--target=server",
+            f"--tag={IMAGE}",
+            f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
+            f"--build-arg=DEBIAN_MIRROR={mirror}",
+            f"--build-arg=DEPOTDOWNLOADER_VERSION={DD_VERSION}",
+            f"--build-arg=DEPOTDOWNLOADER_URL={url}",
+            f"--build-arg=DEPOTDOWNLOADER_SHA256={hashlib.sha256(body).hexdigest()}",
+        ]
+        argv += [f"--build-arg={k}={v}" for k, v in pip.items() if k != "cert"]
+        if "cert" in pip:
+            argv.append(f"--secret=id=pip-cert,src={pip['cert']}")
+        step("podman build --isolation=chroot --target=server (log: the lines below)")
+        run(*argv, str(ROOT))
+    return time.monotonic() - started
+
+
+def inspect() -> dict[str, object]:
+    data = json.loads(run("podman", "image", "inspect", IMAGE, capture_output=True).stdout)[0]
+    config = data["Config"]
+    return {
+        "size": int(data["Size"]),
+        "user": config.get("User"),
+        "entrypoint": config.get("Entrypoint"),
+        "cmd": config.get("Cmd"),
+        "volumes": sorted(config.get("Volumes") or {}),
+        "env": config.get("Env") or [],
+        "healthcheck": (data.get("Healthcheck") or config.get("Healthcheck") or {}).get("Test"),
+        "workdir": config.get("WorkingDir"),
+    }
+
+
+def check_contents(rootfs: Path) -> None:
+    """No build tools in the final image."""
+    present = [
+        tool
+        for tool in (
+            "usr/bin/gcc",
+            "usr/bin/cc",
+            "usr/bin/make",
+            "opt/wallwhale/bin/pip",
+            "usr/bin/npm",
+            "usr/bin/node",
+        )
+        if (rootfs / tool).exists()
+    ]
+    lists = list((rootfs / "var/lib/apt/lists").glob("*_Packages"))
+    if present or lists:
+        raise SystemExit(f"build tools or apt lists in the final image: {present + [str(p) for p in lists]}")
+    if not (rootfs / "opt/depotdownloader/DepotDownloader").exists():
+        raise SystemExit("DepotDownloader was not installed into the image")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Chroot:
+    """The image's file system, entered as the container runtime would enter it."""
+
+    def __init__(self, rootfs: Path, env: dict[str, str]):
+        self.rootfs = rootfs
+        self.env = env
+
+    def argv(self, *command: str) -> list[str]:
+        # A private mount namespace (the mounts go when it ends) and a PID namespace in which the
+        # entry point is PID 1, as in a container; the network stays this machine's.
+        enter = (
+            'root="$1"; user="$2"; shift 2; '
+            'mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev" '
+            '&& exec chroot --userspec="$user" "$root" "$@"'
+        )
+        return [
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            enter,
+            "sh",
+            str(self.rootfs),
+            USER,
+            *command,
+        ]
+
+    def run(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*command), env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def start(self, *command: str, log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            return subprocess.Popen(
+                self.argv(*command),
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+
+def main() -> int:
+    started = time.monotonic()
+    if os.geteuid() != 0:
+        raise SystemExit("image_check needs root (podman build, mount, chroot)")
+    for tool in ("podman", "debootstrap", "unshare", "chroot"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is missing: apt-get install podman debootstrap")
+    mirror = apt_mirror()
+    ensure_base(mirror)
+    build_seconds = build(mirror)
+    facts = inspect()
+    step(
+        f"image {IMAGE}: {facts['size'] / 1e6:.0f} MB, user {facts['user']}, entrypoint "
+        f"{facts['entrypoint']} {facts['cmd']}, volumes {facts['volumes']}, "
+        f"healthcheck {facts['healthcheck']}"
+    )
+    if facts["user"] in (None, "", "0", "root") or facts["healthcheck"] is None:
+        raise SystemExit("the image must run as a non-root user and carry a health check")
+
+    import psycopg
+    from alembic.script import ScriptDirectory
+    from psycopg import sql
+
+    container = run("podman", "create", IMAGE, capture_output=True).stdout.strip()
+    database = f"wallwhale_image_{secrets.token_hex(4)}"
+    base_url = POSTGRES_ADMIN_URL.rpartition("/")[0]
+    server: subprocess.Popen[bytes] | None = None
+    work = Path(tempfile.mkdtemp(prefix="wallwhale-image-check-"))
+    try:
+        rootfs = Path(run("podman", "mount", container, capture_output=True).stdout.strip())
+        check_contents(rootfs)
+        steam = FakeSteam(rootfs / WORLD_DIR.lstrip("/"))
+        steam.add_account("alice_we", "correct horse")
+        files = {"project.json": b'{"title": "Image check"}', "scene.pkg": 250_000}
+        steam.add_item(ITEM, files=files)
+        shutil.chown(steam.directory, 10001, 10001)
+        for child in steam.directory.iterdir():
+            shutil.chown(child, 10001, 10001)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+        grpc_port, metrics_port = free_port(), free_port()
+        env = dict(entry.split("=", 1) for entry in facts["env"])  # type: ignore[union-attr]
+        env.update(
+            HOME="/var/lib/wallwhale",
+            WALLWHALE_DATABASE_URL=f"{base_url}/{database}",
+            WALLWHALE_SECRET_KEY=b64encode(secrets.token_bytes(32)).decode(),
+            WALLWHALE_JWT_SECRET=secrets.token_urlsafe(48),
+            WALLWHALE_GRPC_PORT=str(grpc_port),
+            WALLWHALE_METRICS_PORT=str(metrics_port),
+            WALLWHALE_STEAM_WEB_API_URL="",
+            WALLWHALE_LOG_FORMAT="console",
+        )
+        chroot = Chroot(rootfs, env)
+        entry = [*facts["entrypoint"], *facts["cmd"]]  # type: ignore[misc]
+        step(f"starting the entry point {entry} in the image's file system (gRPC :{grpc_port})")
+        boot = time.monotonic()
+        server = chroot.start(*entry, log=work / "server.log")
+        health = facts["healthcheck"][1:]  # type: ignore[index]  # ["CMD", ...]
+        while True:
+            answer = chroot.run(*health, timeout=30)
+            if answer.returncode == 0:
+                break
+            if server.poll() is not None or time.monotonic() - boot > 120:
+                print((work / "server.log").read_text()[-4000:], file=sys.stderr)
+                raise SystemExit(f"not healthy: {answer.stdout}{answer.stderr}")
+            time.sleep(0.5)
+        healthy_seconds = time.monotonic() - boot
+        step(f"healthy after {healthy_seconds:.1f} s: {answer.stdout.strip()} (the image's HEALTHCHECK)")
+
+        with psycopg.connect(f"{base_url}/{database}") as connection:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        head = ScriptDirectory(str(ROOT / "migrations")).get_current_head()
+        if row is None or row[0] != head:
+            raise SystemExit(f"the database is at {row}, not at the head {head}")
+        step(f"migrated to {head}")
+
+        made = chroot.run("wallwhale", "bootstrap", "--json")
+        if made.returncode != 0:
+            raise SystemExit(f"bootstrap failed: {made.stderr}")
+        api_key = json.loads(made.stdout.strip().splitlines()[-1])["api_key"]
+        doctor = chroot.run("wallwhale", "doctor", "--json")
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        step(f"doctor: {next(c['detail'] for n, c in checks.items() if 'depotdownloader' in n.lower())}")
+
+        from wallwhale_client import Client
+
+        with Client(f"127.0.0.1:{grpc_port}", api_key=api_key) as client:
+            client.create_steam_account("alice_we", "correct horse")
+            path = client.download(str(ITEM), work)
+        with zipfile.ZipFile(path) as archive:
+            got = {name: archive.read(name) for name in archive.namelist()}
+        expected = steam.expected_files(ITEM)
+        if got != expected:
+            raise SystemExit(f"the archive holds {sorted(got)}, expected {sorted(expected)}")
+        step(
+            f"download served: {path.name}, {len(got)} files, {sum(map(len, got.values()))} bytes as expected"
+        )
+
+        os.killpg(server.pid, signal.SIGTERM)
+        code = server.wait(timeout=60)
+        if code != 0:
+            raise SystemExit(f"SIGTERM: the server exited with {code}")
+        server = None
+        step("SIGTERM: graceful stop, exit 0")
+        step(
+            f"done in {time.monotonic() - started:.0f} s (build {build_seconds:.0f} s); image size "
+            f"{facts['size'] / 1e6:.0f} MB"
+        )
+        return 0
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        subprocess.run(["podman", "umount", container], check=False, capture_output=True)
+        subprocess.run(["podman", "rm", "--force", container], check=False, capture_output=True)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
