@@ -41,6 +41,11 @@ def _parser() -> argparse.ArgumentParser:
         "health", help="ask this instance's gRPC health service (exit 0 only when SERVING); for probes"
     )
     health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.add_argument(
+        "--service",
+        default="",
+        help="'' (default): the instance and its database answer; 'liveness': the process answers",
+    )
     commands.add_parser("migrate", help="apply database migrations up to the newest")
 
     bootstrap = commands.add_parser(
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     log.configure(settings.log_level, settings.log_format)
     try:
         if args.command == "health":
-            return _health(settings, args.timeout)
+            return _health(settings, args.service, args.timeout)
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "keys":
@@ -370,8 +375,8 @@ def _migrate_in_child(settings: Settings) -> None:
     sys.exit(_migrate(settings))
 
 
-def _health(settings: Settings, timeout: float) -> int:
-    """grpc.health.v1.Health/Check (service "") on the configured listener, as Envoy asks it."""
+def _health(settings: Settings, service: str, timeout: float) -> int:
+    """grpc.health.v1.Health/Check on the configured listener (service "": as Envoy asks it)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -391,7 +396,7 @@ def _health(settings: Settings, timeout: float) -> int:
     with channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
         except grpc.RpcError as exc:
             print(
