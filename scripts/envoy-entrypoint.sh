@@ -17,4 +17,5 @@ for upstream in $(echo "$upstreams" | tr ',' ' '); do
 done
 # shellcheck disable=SC2086  # the extra options are words on purpose
 python3 "$here/envoy_config.py" "$@" ${ENVOY_CONFIG_ARGS:-}
-exec envoy -c "$out/envoy.yaml" --log-level "${ENVOY_LOG_LEVEL:-info}"
+# No hot restart in a container (a new container replaces the old): no shared memory needed.
+exec envoy -c "$out/envoy.yaml" --disable-hot-restart --log-level "${ENVOY_LOG_LEVEL:-info}"

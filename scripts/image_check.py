@@ -20,6 +20,7 @@ The apt mirror and the pip index come from this machine's configuration at run t
 # ruff: noqa: S607 - podman, tar, unshare and chroot are the machine's own, found on PATH
 from __future__ import annotations
 
+import argparse
 import hashlib
 import http.server
 import io
@@ -35,11 +36,14 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 import zipfile
 from base64 import b64encode
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,12 +52,13 @@ from tests.fakes.steam import FakeSteam  # noqa: E402
 from tests.support.database import POSTGRES_ADMIN_URL  # noqa: E402
 
 BASE_IMAGE = "localhost/wallwhale-check-base:bookworm"
+NODE_IMAGE = "localhost/wallwhale-check-node:bookworm"
 IMAGE = "localhost/wallwhale:check"
+ENVOY_IMAGE = "localhost/wallwhale-envoy:check"
 FAKE_DEPOTDOWNLOADER = ROOT / "tests" / "fakes" / "depotdownloader.py"
 DD_VERSION = "3.4.0"
 WORLD_DIR = "/tmp/fake-steam"  # noqa: S108 - inside the image's file system, not this machine's
 ITEM = 2_900_000_001
-USER = "10001:10001"
 
 
 def step(message: str) -> None:
@@ -186,7 +191,37 @@ def release_server(body: bytes) -> Iterator[str]:
         server.shutdown()
 
 
-def build(mirror: str) -> float:
+def ensure_node_base() -> None:
+    """The web stage's NODE_IMAGE: the base image with this machine's Node and npm copied in."""
+    if subprocess.run(["podman", "image", "exists", NODE_IMAGE], check=False).returncode == 0:
+        return
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise SystemExit("node and npm are needed for the envoy image's web stage (or pass --server-only)")
+    step(f"{NODE_IMAGE}: the base image with this machine's node and npm")
+    with tempfile.TemporaryDirectory(prefix="wallwhale-node-") as folder:
+        context = Path(folder)
+        shutil.copy2(Path(node).resolve(), context / "node")
+        shutil.copytree(Path(npm).resolve().parents[1], context / "npm", symlinks=True)
+        (context / "Containerfile").write_text(
+            f"FROM {BASE_IMAGE}\n"
+            "COPY node /usr/local/bin/node\n"
+            "COPY npm /usr/local/lib/node_modules/npm\n"
+            "RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm"
+            " && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx\n"
+        )
+        run(
+            "podman",
+            "build",
+            "--isolation=chroot",
+            "--force-rm",
+            f"--tag={NODE_IMAGE}",
+            str(context),
+            stdout=subprocess.DEVNULL,
+        )
+
+
+def build(mirror: str, target: str, tag: str) -> float:
     pip = pip_settings()
     body = release_zip()
     started = time.monotonic()
@@ -198,8 +233,8 @@ def build(mirror: str) -> float:
             "--network=host",
             "--format=docker",
             "--force-rm",
-            "--target=server",
-            f"--tag={IMAGE}",
+            f"--target={target}",
+            f"--tag={tag}",
             f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
             f"--build-arg=DEBIAN_MIRROR={mirror}",
             f"--build-arg=DEPOTDOWNLOADER_VERSION={DD_VERSION}",
@@ -207,15 +242,21 @@ def build(mirror: str) -> float:
             f"--build-arg=DEPOTDOWNLOADER_SHA256={hashlib.sha256(body).hexdigest()}",
         ]
         argv += [f"--build-arg={k}={v}" for k, v in pip.items() if k != "cert"]
+        if target == "envoy":
+            registry = subprocess.run(["npm", "config", "get", "registry"], capture_output=True, text=True)
+            argv += [
+                f"--build-arg=NODE_IMAGE={NODE_IMAGE}",
+                f"--build-arg=NPM_REGISTRY={registry.stdout.strip()}",
+            ]
         if "cert" in pip:
-            argv.append(f"--secret=id=pip-cert,src={pip['cert']}")
-        step("podman build --isolation=chroot --target=server (log: the lines below)")
+            argv.append(f"--secret=id=ca-bundle,src={pip['cert']}")
+        step(f"podman build --isolation=chroot --target={target} (log: the lines below)")
         run(*argv, str(ROOT))
     return time.monotonic() - started
 
 
-def inspect() -> dict[str, object]:
-    data = json.loads(run("podman", "image", "inspect", IMAGE, capture_output=True).stdout)[0]
+def inspect(image: str) -> dict[str, Any]:
+    data = json.loads(run("podman", "image", "inspect", image, capture_output=True).stdout)[0]
     config = data["Config"]
     return {
         "size": int(data["Size"]),
@@ -259,9 +300,10 @@ def free_port() -> int:
 class Chroot:
     """The image's file system, entered as the container runtime would enter it."""
 
-    def __init__(self, rootfs: Path, env: dict[str, str]):
+    def __init__(self, rootfs: Path, env: dict[str, str], user: str):
         self.rootfs = rootfs
         self.env = env
+        self.user = user
 
     def argv(self, *command: str) -> list[str]:
         # A private mount namespace (the mounts go when it ends) and a PID namespace in which the
@@ -283,7 +325,7 @@ class Chroot:
             enter,
             "sh",
             str(self.rootfs),
-            USER,
+            self.user,
             *command,
         ]
 
@@ -303,7 +345,51 @@ class Chroot:
             )
 
 
+def describe(image: str, facts: dict[str, Any]) -> None:
+    step(
+        f"image {image}: {facts['size'] / 1e6:.0f} MB, user {facts['user']}, entrypoint "
+        f"{facts['entrypoint']} {facts['cmd'] or ''}, volumes {facts['volumes']}, "
+        f"healthcheck {facts['healthcheck']}"
+    )
+    if facts["user"] in (None, "", "0", "root"):
+        raise SystemExit(f"{image} must run as a non-root user")
+
+
+def wait_for(what: str, ready: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> float:
+    began = time.monotonic()
+    while not ready():
+        if process.poll() is not None or time.monotonic() - began > 120:
+            print(log.read_text()[-4000:], file=sys.stderr)
+            raise SystemExit(f"{what}: not ready (exit code {process.poll()})")
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - our own 127.0.0.1
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.headers.get("content-type", ""), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("content-type", ""), error.read()
+    except OSError:
+        return 0, "", b""
+
+
+def stop(name: str, process: subprocess.Popen[bytes]) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    code = process.wait(timeout=60)
+    if code != 0:
+        raise SystemExit(f"SIGTERM: {name} exited with {code}")
+    step(f"SIGTERM: {name} stopped, exit 0")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--server-only", action="store_true", help="build and check the server image only")
+    args = parser.parse_args()
     started = time.monotonic()
     if os.geteuid() != 0:
         raise SystemExit("image_check needs root (podman build, mount, chroot)")
@@ -312,40 +398,46 @@ def main() -> int:
             raise SystemExit(f"{tool} is missing: apt-get install podman debootstrap")
     mirror = apt_mirror()
     ensure_base(mirror)
-    build_seconds = build(mirror)
-    facts = inspect()
-    step(
-        f"image {IMAGE}: {facts['size'] / 1e6:.0f} MB, user {facts['user']}, entrypoint "
-        f"{facts['entrypoint']} {facts['cmd']}, volumes {facts['volumes']}, "
-        f"healthcheck {facts['healthcheck']}"
-    )
-    if facts["user"] in (None, "", "0", "root") or facts["healthcheck"] is None:
-        raise SystemExit("the image must run as a non-root user and carry a health check")
+    build_seconds = build(mirror, "server", IMAGE)
+    facts = inspect(IMAGE)
+    describe(IMAGE, facts)
+    if facts["healthcheck"] is None:
+        raise SystemExit("the server image must carry a health check")
+    envoy_facts: dict[str, Any] | None = None
+    if not args.server_only:
+        ensure_node_base()
+        build_seconds += build(mirror, "envoy", ENVOY_IMAGE)
+        envoy_facts = inspect(ENVOY_IMAGE)
+        describe(ENVOY_IMAGE, envoy_facts)
 
     import psycopg
     from alembic.script import ScriptDirectory
     from psycopg import sql
 
-    container = run("podman", "create", IMAGE, capture_output=True).stdout.strip()
+    containers: list[str] = []
+    processes: list[subprocess.Popen[bytes]] = []
     database = f"wallwhale_image_{secrets.token_hex(4)}"
     base_url = POSTGRES_ADMIN_URL.rpartition("/")[0]
-    server: subprocess.Popen[bytes] | None = None
     work = Path(tempfile.mkdtemp(prefix="wallwhale-image-check-"))
+
+    def mounted(image: str) -> Path:
+        containers.append(run("podman", "create", image, capture_output=True).stdout.strip())
+        return Path(run("podman", "mount", containers[-1], capture_output=True).stdout.strip())
+
     try:
-        rootfs = Path(run("podman", "mount", container, capture_output=True).stdout.strip())
+        rootfs = mounted(IMAGE)
         check_contents(rootfs)
         steam = FakeSteam(rootfs / WORLD_DIR.lstrip("/"))
         steam.add_account("alice_we", "correct horse")
-        files = {"project.json": b'{"title": "Image check"}', "scene.pkg": 250_000}
-        steam.add_item(ITEM, files=files)
-        shutil.chown(steam.directory, 10001, 10001)
-        for child in steam.directory.iterdir():
-            shutil.chown(child, 10001, 10001)
+        steam.add_item(ITEM, files={"project.json": b'{"title": "Image check"}', "scene.pkg": 250_000})
+        steam.add_item(ITEM + 1, files={"project.json": b'{"title": "Through Envoy"}', "scene.pkg": 90_000})
+        for path in (steam.directory, *steam.directory.iterdir()):
+            shutil.chown(path, 10001, 10001)
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
         grpc_port, metrics_port = free_port(), free_port()
-        env = dict(entry.split("=", 1) for entry in facts["env"])  # type: ignore[union-attr]
+        env = dict(entry.split("=", 1) for entry in facts["env"])
         env.update(
             HOME="/var/lib/wallwhale",
             WALLWHALE_DATABASE_URL=f"{base_url}/{database}",
@@ -356,22 +448,16 @@ def main() -> int:
             WALLWHALE_STEAM_WEB_API_URL="",
             WALLWHALE_LOG_FORMAT="console",
         )
-        chroot = Chroot(rootfs, env)
-        entry = [*facts["entrypoint"], *facts["cmd"]]  # type: ignore[misc]
+        chroot = Chroot(rootfs, env, facts["user"])
+        entry = [*facts["entrypoint"], *facts["cmd"]]
         step(f"starting the entry point {entry} in the image's file system (gRPC :{grpc_port})")
-        boot = time.monotonic()
-        server = chroot.start(*entry, log=work / "server.log")
-        health = facts["healthcheck"][1:]  # type: ignore[index]  # ["CMD", ...]
-        while True:
-            answer = chroot.run(*health, timeout=30)
-            if answer.returncode == 0:
-                break
-            if server.poll() is not None or time.monotonic() - boot > 120:
-                print((work / "server.log").read_text()[-4000:], file=sys.stderr)
-                raise SystemExit(f"not healthy: {answer.stdout}{answer.stderr}")
-            time.sleep(0.5)
-        healthy_seconds = time.monotonic() - boot
-        step(f"healthy after {healthy_seconds:.1f} s: {answer.stdout.strip()} (the image's HEALTHCHECK)")
+        server_log = work / "server.log"
+        processes.append(server := chroot.start(*entry, log=server_log))
+        health = facts["healthcheck"][1:]  # ["CMD", ...]
+        seconds = wait_for(
+            "server", lambda: chroot.run(*health, timeout=30).returncode == 0, server, server_log
+        )
+        step(f"healthy after {seconds:.1f} s: {chroot.run(*health).stdout.strip()} (the image's HEALTHCHECK)")
 
         with psycopg.connect(f"{base_url}/{database}") as connection:
             row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
@@ -387,38 +473,70 @@ def main() -> int:
         doctor = chroot.run("wallwhale", "doctor", "--json")
         checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
         step(f"doctor: {next(c['detail'] for n, c in checks.items() if 'depotdownloader' in n.lower())}")
+        sandbox = re.search(r"[^\n]*(?:sandbox|bwrap|bubblewrap)[^\n]*", server_log.read_text(), re.I)
+        step(f"DepotDownloader's confinement: {sandbox.group(0).strip()[:200] if sandbox else 'not logged'}")
 
         from wallwhale_client import Client
 
+        def download(address: str, item: int) -> None:
+            with Client(address, api_key=api_key) as client:
+                path = client.download(str(item), work)
+            with zipfile.ZipFile(path) as archive:
+                got = {name: archive.read(name) for name in archive.namelist()}
+            if got != steam.expected_files(item):
+                raise SystemExit(f"the archive of {item} holds {sorted(got)}")
+            step(
+                f"download via {address}: {path.name}, {len(got)} files, {sum(map(len, got.values()))} bytes"
+            )
+
         with Client(f"127.0.0.1:{grpc_port}", api_key=api_key) as client:
             client.create_steam_account("alice_we", "correct horse")
-            path = client.download(str(ITEM), work)
-        with zipfile.ZipFile(path) as archive:
-            got = {name: archive.read(name) for name in archive.namelist()}
-        expected = steam.expected_files(ITEM)
-        if got != expected:
-            raise SystemExit(f"the archive holds {sorted(got)}, expected {sorted(expected)}")
-        step(
-            f"download served: {path.name}, {len(got)} files, {sum(map(len, got.values()))} bytes as expected"
-        )
+        download(f"127.0.0.1:{grpc_port}", ITEM)
 
-        os.killpg(server.pid, signal.SIGTERM)
-        code = server.wait(timeout=60)
-        if code != 0:
-            raise SystemExit(f"SIGTERM: the server exited with {code}")
-        server = None
-        step("SIGTERM: graceful stop, exit 0")
+        if envoy_facts is not None:
+            envoy_root = mounted(ENVOY_IMAGE)
+            http_port, admin_port = free_port(), free_port()
+            envoy_env = dict(entry.split("=", 1) for entry in envoy_facts["env"])
+            envoy_env.update(
+                HOME="/tmp",  # noqa: S108 - inside the image
+                WALLWHALE_UPSTREAMS=f"localhost:{grpc_port}",
+                ENVOY_LISTEN=f"127.0.0.1:{http_port}",
+                ENVOY_ADMIN_PORT=str(admin_port),
+                ENVOY_LOG_LEVEL="warn",
+            )
+            envoy = Chroot(envoy_root, envoy_env, envoy_facts["user"])
+            step(
+                f"starting the Envoy image's entry point (HTTP :{http_port}, upstream localhost:{grpc_port})"
+            )
+            envoy_log = work / "envoy.log"
+            processes.append(edge := envoy.start(*envoy_facts["entrypoint"], log=envoy_log))
+            base = f"http://127.0.0.1:{http_port}"
+            seconds = wait_for("envoy", lambda: get(f"{base}/readyz")[0] == 200, edge, envoy_log)
+            step(f"Envoy ready after {seconds:.1f} s (its config rendered at start)")
+            status, kind, page = get(f"{base}/")
+            if status != 200 or "text/html" not in kind or b"<script" not in page:
+                raise SystemExit(f"the console at /: {status} {kind}")
+            status, kind, _ = get(f"{base}/v1/status", {"x-api-key": api_key})
+            if status != 200 or "json" not in kind:
+                raise SystemExit(f"GET /v1/status through Envoy: {status} {kind}")
+            step("through Envoy: the console at / (text/html), GET /v1/status 200 (REST)")
+            download(f"127.0.0.1:{http_port}", ITEM + 1)
+            stop("envoy", edge)
+        stop("the server", server)
         step(
-            f"done in {time.monotonic() - started:.0f} s (build {build_seconds:.0f} s); image size "
-            f"{facts['size'] / 1e6:.0f} MB"
+            f"done in {time.monotonic() - started:.0f} s (builds {build_seconds:.0f} s); image sizes: "
+            f"server {facts['size'] / 1e6:.0f} MB"
+            + (f", envoy {envoy_facts['size'] / 1e6:.0f} MB" if envoy_facts else "")
         )
         return 0
     finally:
-        if server is not None and server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-        subprocess.run(["podman", "umount", container], check=False, capture_output=True)
-        subprocess.run(["podman", "rm", "--force", container], check=False, capture_output=True)
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        for container in containers:
+            subprocess.run(["podman", "umount", container], check=False, capture_output=True)
+            subprocess.run(["podman", "rm", "--force", container], check=False, capture_output=True)
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
             connection.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
