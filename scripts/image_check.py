@@ -70,20 +70,24 @@ def run(*argv: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 def apt_mirror() -> str:
-    """The first Debian archive this machine's apt uses (not the security archive)."""
+    """The archive this machine's apt uses for Debian bookworm's main suite (not -security)."""
     sources = Path("/etc/apt")
-    texts = [
-        p.read_text()
-        for p in [sources / "sources.list", *sorted(sources.glob("sources.list.d/*"))]
-        if p.is_file() and p.suffix in ("", ".list", ".sources")
-    ]
-    for text in texts:
-        for url in re.findall(r"^URIs:\s*(\S+)", text, re.MULTILINE) + re.findall(
-            r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)", text, re.MULTILINE
-        ):
-            if not url.rstrip("/").endswith("-security"):
-                return url.rstrip("/")
-    return "http://deb.debian.org/debian"
+    files = [sources / "sources.list", *sorted(sources.glob("sources.list.d/*"))]
+    for path in (p for p in files if p.is_file() and p.suffix in ("", ".list", ".sources")):
+        text = path.read_text()
+        entries = [  # (uri, suites) from one-line entries and from deb822 stanzas
+            (m.group(1), m.group(2))
+            for m in re.finditer(r"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)", text, re.MULTILINE)
+        ]
+        for stanza in re.split(r"\n\s*\n", text):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.MULTILINE)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.MULTILINE)
+            if uris and suites:
+                entries.append((uris.group(1), suites.group(1)))
+        for uri, suites in entries:
+            if "bookworm" in suites.split() and not uri.rstrip("/").endswith("-security"):
+                return uri.rstrip("/")
+    raise SystemExit("no Debian bookworm archive in /etc/apt/sources.list*: debootstrap needs one")
 
 
 def pip_settings() -> dict[str, str]:
