@@ -25,9 +25,6 @@ FROM ${BASE_IMAGE} AS build
 ARG PIP_INDEX_URL
 ARG PIP_EXTRA_INDEX_URL
 ARG PIP_TRUSTED_HOST
-ARG DEPOTDOWNLOADER_VERSION=""
-ARG DEPOTDOWNLOADER_URL=""
-ARG DEPOTDOWNLOADER_SHA256=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 RUN --mount=type=secret,id=ca-bundle \
     [ ! -f /run/secrets/ca-bundle ] || export PIP_CERT=/run/secrets/ca-bundle; \
@@ -46,8 +43,12 @@ COPY migrations ./migrations
 RUN cp -r migrations "$(/opt/wallwhale/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/../migrations" \
  && find /opt/wallwhale -name __pycache__ -prune -exec rm -rf {} + \
  && /opt/wallwhale/bin/python -m compileall -q /opt/wallwhale/lib
-# DepotDownloader: fetched, verified against its pinned (or given) sha256 and run once (-V) by the
-# install command; a fixed path for the server (remembered Steam logins depend on it).
+# ---- depotdownloader: fetched, verified against its pinned (or given) sha256 and run once (-V) by
+# the install command; a fixed path for the server (remembered Steam logins depend on it)
+FROM build AS depotdownloader
+ARG DEPOTDOWNLOADER_VERSION=""
+ARG DEPOTDOWNLOADER_URL=""
+ARG DEPOTDOWNLOADER_SHA256=""
 RUN mkdir -p /opt/depotdownloader \
  && if [ -n "$DEPOTDOWNLOADER_VERSION" ]; then \
       WALLWHALE_DATA_DIR=/opt/depotdownloader WALLWHALE_LOG_FORMAT=console \
@@ -58,44 +59,6 @@ RUN mkdir -p /opt/depotdownloader \
       && ln -s "$(find depotdownloader -type f -name DepotDownloader | head -n 1)" DepotDownloader \
       && rm -rf home; \
     fi
-
-# ---- server: the runtime only (no pip, no compiler, no apt lists), as an unprivileged user
-FROM ${BASE_IMAGE} AS server
-ARG DEBIAN_MIRROR=""
-# bubblewrap confines DepotDownloader where the container runtime allows user namespaces (else the
-# server says so at start and runs it unconfined inside the container); util-linux gives setpriv.
-RUN if [ -n "$DEBIAN_MIRROR" ]; then \
-      for f in /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources; do \
-        if [ -f "$f" ]; then sed -i -E "s#https?://[^ ]+/debian(-security)?#$DEBIAN_MIRROR\1#" "$f"; fi; \
-      done; \
-    fi \
- && apt-get update \
- && apt-get install -y --no-install-recommends bubblewrap util-linux ca-certificates \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \
- && groupadd --system --gid 10001 wallwhale \
- && useradd --system --uid 10001 --gid wallwhale --home-dir /var/lib/wallwhale --no-create-home \
-      --shell /usr/sbin/nologin wallwhale \
- && install -d -o wallwhale -g wallwhale -m 0700 /var/lib/wallwhale
-COPY --from=build /opt/wallwhale /opt/wallwhale
-COPY --from=build /opt/depotdownloader /opt/depotdownloader
-ENV PATH=/opt/wallwhale/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    WALLWHALE_MODE=production \
-    WALLWHALE_DATA_DIR=/var/lib/wallwhale \
-    WALLWHALE_GRPC_HOST=0.0.0.0 \
-    WALLWHALE_GRPC_PORT=50051 \
-    WALLWHALE_METRICS_HOST=0.0.0.0 \
-    WALLWHALE_METRICS_PORT=9464 \
-    WALLWHALE_DEPOTDOWNLOADER_PATH=/opt/depotdownloader/DepotDownloader
-VOLUME /var/lib/wallwhale
-WORKDIR /var/lib/wallwhale
-USER 10001:10001
-EXPOSE 50051 9464
-# The standard gRPC health service, asked over the listener itself (`wallwhale health`).
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 CMD ["wallwhale", "health"]
-ENTRYPOINT ["wallwhale"]
-CMD ["serve"]
 
 # ---- web: the console (web/dist) and the docs page's Swagger UI
 FROM ${NODE_IMAGE} AS web
@@ -135,3 +98,42 @@ ENV PATH=/opt/wallwhale/bin:$PATH PYTHONDONTWRITEBYTECODE=1
 USER 10002:10002
 EXPOSE 8080
 ENTRYPOINT ["/opt/wallwhale-envoy/scripts/envoy-entrypoint.sh"]
+
+# ---- server, the last stage (what a plain `docker build` makes): the runtime only (no pip, no
+# compiler, no apt lists), as an unprivileged user
+FROM ${BASE_IMAGE} AS server
+ARG DEBIAN_MIRROR=""
+# bubblewrap confines DepotDownloader where the container runtime allows user namespaces (else the
+# server says so at start and runs it unconfined inside the container); util-linux gives setpriv.
+RUN if [ -n "$DEBIAN_MIRROR" ]; then \
+      for f in /etc/apt/sources.list /etc/apt/sources.list.d/debian.sources; do \
+        if [ -f "$f" ]; then sed -i -E "s#https?://[^ ]+/debian(-security)?#$DEBIAN_MIRROR\1#" "$f"; fi; \
+      done; \
+    fi \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends bubblewrap util-linux ca-certificates \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/* \
+ && groupadd --system --gid 10001 wallwhale \
+ && useradd --system --uid 10001 --gid wallwhale --home-dir /var/lib/wallwhale --no-create-home \
+      --shell /usr/sbin/nologin wallwhale \
+ && install -d -o wallwhale -g wallwhale -m 0700 /var/lib/wallwhale
+COPY --from=build /opt/wallwhale /opt/wallwhale
+COPY --from=depotdownloader /opt/depotdownloader /opt/depotdownloader
+ENV PATH=/opt/wallwhale/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    WALLWHALE_MODE=production \
+    WALLWHALE_DATA_DIR=/var/lib/wallwhale \
+    WALLWHALE_GRPC_HOST=0.0.0.0 \
+    WALLWHALE_GRPC_PORT=50051 \
+    WALLWHALE_METRICS_HOST=0.0.0.0 \
+    WALLWHALE_METRICS_PORT=9464 \
+    WALLWHALE_DEPOTDOWNLOADER_PATH=/opt/depotdownloader/DepotDownloader
+VOLUME /var/lib/wallwhale
+WORKDIR /var/lib/wallwhale
+USER 10001:10001
+EXPOSE 50051 9464
+# The standard gRPC health service, asked over the listener itself (`wallwhale health`).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 CMD ["wallwhale", "health"]
+ENTRYPOINT ["wallwhale"]
+CMD ["serve"]

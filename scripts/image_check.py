@@ -237,7 +237,8 @@ def build(mirror: str, target: str, tag: str) -> float:
             "--network=host",
             "--format=docker",
             "--force-rm",
-            f"--target={target}",
+            # The server is the last stage: built as a plain `docker build` would, without --target.
+            *([f"--target={target}"] if target != "server" else []),
             f"--tag={tag}",
             f"--build-arg=BASE_IMAGE={BASE_IMAGE}",
             f"--build-arg=DEBIAN_MIRROR={mirror}",
@@ -254,7 +255,8 @@ def build(mirror: str, target: str, tag: str) -> float:
             ]
         if "cert" in pip:
             argv.append(f"--secret=id=ca-bundle,src={pip['cert']}")
-        step(f"podman build --isolation=chroot --target={target} (log: the lines below)")
+        chosen = f"--target={target}" if target != "server" else "(no --target: the last stage)"
+        step(f"podman build --isolation=chroot {chosen} -> {tag} (log: the lines below)")
         run(*argv, str(ROOT))
     return time.monotonic() - started
 
