@@ -526,6 +526,16 @@ def main() -> int:
             if status != 200 or "json" not in kind:
                 raise SystemExit(f"GET /v1/status through Envoy: {status} {kind}")
             step("through Envoy: the console at / (text/html), GET /v1/status 200 (REST)")
+            # deploy/compose.yaml's health check of Envoy, run in the Envoy image (its port moved).
+            import yaml
+
+            compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+            test = compose["services"]["envoy"]["healthcheck"]["test"][1:]
+            test = [part.replace("127.0.0.1:8080", f"127.0.0.1:{http_port}") for part in test]
+            probe = envoy.run(*test)
+            if probe.returncode != 0:
+                raise SystemExit(f"compose's Envoy health check fails in the image: {probe.stderr}")
+            step("compose's Envoy health check passes inside the Envoy image")
             download(f"127.0.0.1:{http_port}", ITEM + 1)
             stop("envoy", edge)
         stop("the server", server)
