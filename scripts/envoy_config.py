@@ -249,14 +249,23 @@ def _snippet(name: str, indent: int, **values: object) -> str:
     return "\n".join(" " * indent + line for line in lines)
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster_type(upstreams: tuple[tuple[str, int], ...]) -> str:
+    """STATIC for addresses; STRICT_DNS as soon as one server is given by name."""
+    return "STATIC" if all(_is_address(host) for host, _ in upstreams) else "STRICT_DNS"
+
+
 def _san_matchers(upstreams: tuple[tuple[str, int], ...]) -> str:
     matchers = []
     for host, _ in dict.fromkeys(upstreams):
-        try:
-            ipaddress.ip_address(host)
-            kind = "IP_ADDRESS"
-        except ValueError:
-            kind = "DNS"
+        kind = "IP_ADDRESS" if _is_address(host) else "DNS"
         matchers.append({"san_type": kind, "matcher": {"exact": host}})
     return json.dumps(matchers)
 
@@ -385,6 +394,7 @@ def render(
         redirect_listener=redirect,
         health_check_interval=_seconds(options.health_check_interval),
         endpoints=json.dumps(endpoints),
+        cluster_type=_cluster_type(options.upstreams),
         max_connections=options.max_connections,
         web_routes=web_routes(web_dir),
     )
@@ -412,7 +422,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--admin-port", type=int, default=9901, help="admin interface (127.0.0.1 only)")
     parser.add_argument(
-        "--upstream", type=_host_port, action="append", help="a server's gRPC HOST:PORT (repeatable)"
+        "--upstream",
+        type=_host_port,
+        action="append",
+        help="a server's gRPC HOST:PORT (repeatable); a host name is resolved by DNS, also while Envoy runs",
     )
     parser.add_argument(
         "--upstream-source-address",

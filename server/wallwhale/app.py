@@ -72,6 +72,9 @@ class CannotListen(Exception):
 
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
+# SERVING from the start until a graceful stop, whatever the database does: the process and its
+# event loop answer (a liveness probe; restarting instances does not bring a database back).
+LIVENESS = "liveness"
 
 
 def keyring_for(settings: Settings) -> secretbox.Keyring:
@@ -392,6 +395,7 @@ class WallWhaleServer:
             )
         serving = await self._database_answers()
         await self._set_health(serving)
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
         self.audit.start()
         self.key_usage.start()

@@ -1,4 +1,4 @@
-"""The `wallwhale` command: serve, migrate, bootstrap, keys, admin, depotdownloader, doctor, certs.
+"""The `wallwhale` command: serve, health, migrate, bootstrap, keys, admin, depotdownloader, doctor, certs.
 
 Exit codes: 0 success, 1 a runtime failure, 2 bad usage or configuration.
 """
@@ -37,6 +37,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on, 0 for any (WALLWHALE_GRPC_PORT)")
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
 
+    health = commands.add_parser(
+        "health", help="ask this instance's gRPC health service (exit 0 only when SERVING); for probes"
+    )
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the answer")
+    health.add_argument(
+        "--service",
+        default="",
+        help="'' (default): the instance and its database answer; 'liveness': the process answers",
+    )
     commands.add_parser("migrate", help="apply database migrations up to the newest")
 
     bootstrap = commands.add_parser(
@@ -114,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     log.configure(settings.log_level, settings.log_format)
     try:
+        if args.command == "health":
+            return _health(settings, args.service, args.timeout)
         if args.command == "migrate":
             return _migrate(settings)
         if args.command == "keys":
@@ -362,6 +373,40 @@ def _port_taken(host: str, port: int) -> str | None:
 def _migrate_in_child(settings: Settings) -> None:
     log.configure(settings.log_level, settings.log_format)
     sys.exit(_migrate(settings))
+
+
+def _health(settings: Settings, service: str, timeout: float) -> int:
+    """grpc.health.v1.Health/Check on the configured listener (service "": as Envoy asks it)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    host = settings.grpc_host
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - a wildcard listener answers on loopback
+        host = "127.0.0.1"
+    target = f"[{host}]:{settings.grpc_port}" if ":" in host else f"{host}:{settings.grpc_port}"
+    if settings.upstream_tls:
+        # Only a client certificate from the listener's CA gets in (Envoy's); this process has none.
+        print(
+            "wallwhale: health cannot ask a listener with WALLWHALE_UPSTREAM_TLS_* (it takes only "
+            "Envoy's client certificate): use Envoy's health checks",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    channel = grpc.insecure_channel(target)
+    with channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            print(
+                f"wallwhale: health of {target}: {exc.code().name} {exc.details() or ''}".rstrip(),
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(f"{target}: {status}")
+    return EXIT_OK if answer.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
 
 
 async def _run_server(settings: Settings, port_file: Path | None) -> None:
