@@ -54,6 +54,7 @@ from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
+from wallwhale.storage import objects
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
 from wallwhale.worker.context import WorkerSettings
@@ -64,6 +65,7 @@ _log = get_logger("wallwhale.server")
 
 class CannotListen(Exception):
     """The gRPC address is taken or not ours; the message names the setting that moves it."""
+
 
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
@@ -250,12 +252,16 @@ class WallWhaleServer:
                 ("grpc.absolute_max_metadata_size", 64 * 1024),
             ],
         )
+        self.storage = Storage(settings.resolved_storage_dir, objects.from_settings(settings))
         probe = StatusProbe(
-            self.engine, self.sessions, settings.resolved_depotdownloader_path, settings.resolved_storage_dir
+            self.engine,
+            self.sessions,
+            settings.resolved_depotdownloader_path,
+            settings.resolved_storage_dir,
+            self.storage.objects,
         )
         keyring = keyring_for(settings)
         self.hub = EventHub(readers)
-        self.storage = Storage(settings.resolved_storage_dir)
         self.catalog = Catalog(
             SteamWebApi(settings.steam_web_api_url, timeout_seconds=settings.steam_web_api_timeout_seconds)
             if settings.steam_web_api_url

@@ -6,6 +6,7 @@ servicer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -219,7 +220,7 @@ class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServ
         check_range(request.offset, request.length)
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
-        opened = archives.open_for_fetch(row, self._storage)
+        opened = await asyncio.to_thread(archives.open_for_fetch, row, self._storage)
         try:
             end = range_end(request.offset, request.length, opened.size)
         except InvalidArgument:

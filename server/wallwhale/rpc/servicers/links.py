@@ -7,6 +7,7 @@ then counts the use, then sends the same bytes and headers as FetchArchive / Fet
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -114,7 +115,7 @@ class LinkMethods:
                 yield body
             return
         assert download is not None
-        opened = archives.open_for_fetch(download, self._storage)
+        opened = await asyncio.to_thread(archives.open_for_fetch, download, self._storage)
         try:
             end = range_end(request.offset, request.length, opened.size)
             await self._count_use(link.id)
