@@ -289,6 +289,7 @@ class WallWhaleServer:
                 max_attempts=settings.max_attempts,
                 heartbeat_seconds=settings.watch_heartbeat_seconds,
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
+                archive_url_seconds=settings.archive_url_seconds,
             ),
             self.catalog,
             self.connections,

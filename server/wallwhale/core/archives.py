@@ -116,10 +116,8 @@ class OpenArchive:
     filename: str  # as offered to save it
 
 
-def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
-    """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
-    the file is opened here, so retention removing it later cannot fail the stream (a local file;
-    an object's stream is one GET, which S3 serves whole once begun). Blocking: run it in a thread."""
+def _check_fetchable(download: Download) -> str:
+    """The archive's path, if the download has one to fetch (NotFound, FailedPrecondition otherwise)."""
     if download.state is not DownloadState.SUCCEEDED:
         raise FailedPrecondition(
             f"the download is {download.state.value.lower()}; its archive exists once it has succeeded",
@@ -131,14 +129,36 @@ def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
         )
     if download.archive_state is not ArchiveState.AVAILABLE or not download.archive_path:
         raise NotFound("archive", download.id, "the archive was deleted")
+    return download.archive_path
+
+
+def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
+    """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
+    the file is opened here, so retention removing it later cannot fail the stream (a local file;
+    an object's stream is one GET, which S3 serves whole once begun). Blocking: run it in a thread."""
+    path = _check_fetchable(download)
     size = download.archive_size or 0
     try:
-        file = storage.open_archive(download.archive_path, size)
+        file = storage.open_archive(path, size)
     except ArchiveGone as exc:
         raise NotFound("archive", download.id, str(exc)) from None
     except StoreUnavailable as exc:
         raise Unavailable(str(exc)) from None
     return OpenArchive(file, size, download.archive_sha256 or "", filename_of(download))
+
+
+def direct_url(download: Download, storage: Storage, seconds: int) -> str:
+    """A presigned URL of the archive in the object store ('' without one), after FetchArchive's
+    checks: the object must be there as recorded. Blocking: run it in a thread."""
+    path = _check_fetchable(download)
+    if storage.objects is None:
+        return ""
+    try:
+        if not storage.archive_intact(path, download.archive_size or 0):
+            raise NotFound("archive", download.id, "the archive is missing from storage")
+        return storage.direct_url(path, filename_of(download), seconds) or ""
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from None
 
 
 def filename_of(download: Download) -> str:
