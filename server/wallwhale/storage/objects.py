@@ -164,7 +164,8 @@ class ObjectStore:
                 self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
         size = self.size(relative_path)
-        if size != path.stat().st_size:
+        if size != path.stat().st_size:  # the store kept something else: it must not be served
+            self.delete(relative_path)
             raise ChecksumMismatch(
                 f"{relative_path}: the store holds {size} bytes, not {path.stat().st_size}"
             )

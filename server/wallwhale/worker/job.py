@@ -274,7 +274,14 @@ class JobRun(RunHooks):
                 with metrics.ARCHIVE_UPLOAD_DURATION.time():
                     await asyncio.to_thread(storage.publish, info)
                 return True
-            except (StoreUnavailable, ChecksumMismatch) as exc:
+            except ChecksumMismatch as exc:
+                # The zip changed on disk after it was built (or the store kept other bytes): a new
+                # attempt builds it again.
+                _log.warning("archive upload refused", download_id=self.id, error=str(exc))
+                storage.delete(info.relative_path)
+                await self._retry_later(f"the archive did not upload intact ({exc}); it is built again")
+                return False
+            except StoreUnavailable as exc:
                 _log.warning("archive upload failed; trying again", download_id=self.id, error=str(exc))
                 if not told:  # once: the job's history says why it waits
                     told = True
