@@ -299,6 +299,7 @@ class WallWhaleServer:
                     settings.archive_link_requests_per_minute, settings.archive_link_burst
                 ),
                 limiter=limiter,
+                url_seconds=settings.archive_url_seconds,
             ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)

@@ -257,3 +257,36 @@ async def test_fetch_errors_name_no_credentials(harness: Harness, s3: S3Server) 
         for text in (error.details() or "", str(error.debug_error_string())):
             assert s3.secret_key not in text
             assert s3.access_key not in text
+
+
+async def test_a_share_link_over_rest_redirects_to_the_object_store(harness: Harness, s3: S3Server) -> None:
+    harness.steam.add_item(ITEM + 6, files={"a.bin": os.urandom(40_000)})
+    async with three_hosts(harness, s3, {}, *[{"max_concurrent_downloads": 0}] * 2) as (envoy, _servers):
+        await harness.add_account("ann_s3", "pw-ann")
+        download = await harness.create(str(ITEM + 6))
+        done = await harness.wait_until(download.id, lambda d: d.state == D.DOWNLOAD_STATE_SUCCEEDED, 30)
+        stored = s3.object_path(f"archives/{download.id}.zip").read_bytes()
+        headers = dict(harness.admin)
+        made = await http(
+            "POST",
+            envoy.url(f"/v1/downloads/{download.id}/links"),
+            json_body={"ttl": "600s"},
+            headers=headers,
+        )
+        assert made.status == 200, made.body
+        link = made.json()["urlPath"]
+        for _ in range(3):  # whichever instance answers
+            reply = await http("GET", envoy.url(link))
+            assert reply.status == 302, reply.body
+            location = reply.headers["location"]
+            assert location.startswith(s3.endpoint)
+            assert "x-wallwhale-location" not in reply.headers
+            assert s3.secret_key not in location
+            direct = await http("GET", location, headers={"range": "bytes=100-"})
+            assert direct.body == stored[100:]
+            assert done.archive.filename in direct.headers["content-disposition"]
+        # gRPC callers of the same link get the bytes through the server.
+        call = download_pb2_grpc.DownloadServiceStub(harness.channels[1]).FetchArchiveLink(
+            D.FetchArchiveLinkRequest(token=link.rsplit("/", 1)[1])
+        )
+        assert b"".join([chunk.data async for chunk in call]) == stored
