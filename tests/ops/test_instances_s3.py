@@ -133,9 +133,17 @@ async def test_an_archive_built_on_one_host_is_served_by_every_host(harness: Har
         )
         assert resumed.status == 206
         assert resumed.body == stored[-1000:]
-        assert (
-            resumed.headers["content-range"] == f"bytes {len(stored) - 1000}-{len(stored) - 1}/{len(stored)}"
-        )
+        size = len(stored)
+        assert resumed.headers["content-range"] == f"bytes {size - 1000}-{size - 1}/{size}"
+
+        # The direct URL, asked over REST: the bytes come from the store, not through Envoy.
+        answer = await http("GET", envoy.url(f"/v1/downloads/{download.id}/archive:url"), headers=headers)
+        assert answer.status == 200, answer.body
+        offered = answer.json()
+        assert offered["sha256"] == done.archive.sha256
+        assert int(offered["sizeBytes"]) == size
+        assert offered["url"].startswith(s3.endpoint)
+        assert (await http("GET", offered["url"])).body == stored
 
 
 async def test_a_batch_zip_spans_items_built_on_different_hosts(harness: Harness, s3: S3Server) -> None:
