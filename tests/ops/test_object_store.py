@@ -77,8 +77,12 @@ def test_a_multipart_upload_is_read_back_in_ranges(s3: S3Server, tmp_path: Path)
         reader.seek(-3, io.SEEK_END)
         assert reader.read() == data[-3:]
         assert reader.read(10) == b""
+    reader = store.open("archives/a.zip", len(data))  # checked, then removed before the first read
     store.delete("archives/a.zip")
     assert s3.keys() == []
+    with pytest.raises(OSError, match="no such object"):
+        reader.read(10)
+    reader.close()
     with pytest.raises(ObjectMissing):
         store.size("archives/a.zip")
 

@@ -288,7 +288,10 @@ class RangeReader(io.RawIOBase):
         if wanted <= 0:
             return 0
         if self._body is None:
-            self._body = self._store._get(self._key, self._position, self._size)
+            try:
+                self._body = self._store._get(self._key, self._position, self._size)
+            except (ObjectMissing, StoreUnavailable) as exc:  # readers of files expect OSError
+                raise OSError(str(exc)) from None
         try:
             data = self._body.read(wanted)
         except (BotoCoreError, OSError) as exc:
