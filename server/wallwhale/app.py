@@ -57,6 +57,7 @@ from wallwhale.rpc.servicers.watch import WatchServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
+from wallwhale.storage import objects
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc, watch_pb2_grpc
 from wallwhale.worker.context import WorkerSettings
@@ -268,12 +269,16 @@ class WallWhaleServer:
                 ("grpc.absolute_max_metadata_size", 64 * 1024),
             ],
         )
+        self.storage = Storage(settings.resolved_storage_dir, objects.from_settings(settings))
         probe = StatusProbe(
-            self.engine, self.sessions, settings.resolved_depotdownloader_path, settings.resolved_storage_dir
+            self.engine,
+            self.sessions,
+            settings.resolved_depotdownloader_path,
+            settings.resolved_storage_dir,
+            self.storage.objects,
         )
         keyring = keyring_for(settings)
         self.hub = EventHub(readers)
-        self.storage = Storage(settings.resolved_storage_dir)
         self.catalog = Catalog(
             SteamWebApi(settings.steam_web_api_url, timeout_seconds=settings.steam_web_api_timeout_seconds)
             if settings.steam_web_api_url
@@ -301,6 +306,7 @@ class WallWhaleServer:
                 max_attempts=settings.max_attempts,
                 heartbeat_seconds=settings.watch_heartbeat_seconds,
                 cancel_wait_seconds=settings.process_stop_grace_seconds + 5,
+                archive_url_seconds=settings.archive_url_seconds,
             ),
             self.catalog,
             self.connections,
@@ -310,6 +316,7 @@ class WallWhaleServer:
                     settings.archive_link_requests_per_minute, settings.archive_link_burst
                 ),
                 limiter=limiter,
+                url_seconds=settings.archive_url_seconds,
             ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)

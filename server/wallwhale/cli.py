@@ -227,11 +227,16 @@ async def _doctor(settings: Settings, *, as_json: bool) -> int:
     from wallwhale.db import engine as db_engine
     from wallwhale.db import migrate
     from wallwhale.steam.webapi import SteamWebApi
+    from wallwhale.storage import objects
 
     engine = db_engine.create_engine(settings.resolved_database_url)
     downloader = settings.resolved_depotdownloader_path
     probe = status.StatusProbe(
-        engine, db_engine.session_factory(engine), downloader, settings.resolved_storage_dir
+        engine,
+        db_engine.session_factory(engine),
+        downloader,
+        settings.resolved_storage_dir,
+        objects.from_settings(settings),
     )
     api = SteamWebApi(settings.steam_web_api_url, timeout_seconds=5.0) if settings.steam_web_api_url else None
     try:

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -82,6 +83,16 @@ class Settings(BaseSettings):
     migrate_on_start: bool = True
 
     storage_dir: Path | None = None
+    # Where finished archives live: empty keeps them in storage_dir; s3://bucket/prefix uploads them
+    # to S3-compatible object storage (every instance reads them there: no shared folder needed).
+    # Credentials come from boto3's usual chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the
+    # shared credentials file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), an instance role.
+    storage_url: str = ""
+    storage_s3_endpoint: str = ""  # empty: AWS S3; MinIO, R2, Ceph...: their URL
+    storage_s3_region: str = ""
+    storage_s3_path_style: bool = False  # bucket in the path (MinIO-like servers), not the host name
+    # How long a presigned archive URL (GetArchiveUrl) works.
+    archive_url_seconds: int = Field(default=300, ge=10, le=7 * 86400)
     # Unset: the copy `wallwhale depotdownloader install` put in data_dir, else DepotDownloader on PATH.
     depotdownloader_path: Path | None = None
     # Where `wallwhale depotdownloader install` downloads releases from (a mirror keeps the layout
@@ -196,6 +207,14 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment):
+            raise ValueError("must be empty (the storage directory) or look like s3://bucket/prefix")
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -76,6 +76,11 @@ RUN_DURATION = Histogram(
     ["result"],
     buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200),
 )
+ARCHIVE_UPLOAD_DURATION = Histogram(
+    "wallwhale_archive_upload_duration_seconds",
+    "Time to upload one archive to the object store (attempts that failed included)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 ARCHIVE_BUILD_DURATION = Histogram(
     "wallwhale_archive_build_duration_seconds",
     "Time to pack one download's files into its zip",

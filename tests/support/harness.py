@@ -68,6 +68,8 @@ class Harness:
         self.admin = (("x-api-key", first.api_key),)
 
     async def start(self, clock: Callable[[], datetime] = utcnow, **overrides: Any) -> WallWhaleServer:
+        """A server on the harness's database; `data_dir` in `overrides` gives it its own (another host)."""
+        data_dir = overrides.pop("data_dir", self.data_dir)
         values = {
             **ENGINE_SETTINGS,
             "depotdownloader_path": self.steam.executable,
@@ -75,7 +77,7 @@ class Harness:
             "depotdownloader_writable": [self.steam.directory.resolve()],
             **overrides,
         }
-        server = WallWhaleServer(make_settings(self.database_url, self.data_dir, **values), clock=clock)
+        server = WallWhaleServer(make_settings(self.database_url, data_dir, **values), clock=clock)
         await server.start()
         self.servers.append(server)
         self.channels.append(aio.insecure_channel(f"127.0.0.1:{server.port}"))

@@ -7,11 +7,9 @@ served from the cache), so a file goes only when no available download names it 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import func, or_, select
@@ -19,9 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core.states import FINAL_STATES
 from wallwhale.db.models import ArchiveState, Download, DownloadState
-from wallwhale.errors import FailedPrecondition, NotFound
+from wallwhale.errors import FailedPrecondition, NotFound, Unavailable
 from wallwhale.steam.output import Phase
-from wallwhale.storage.archives import Storage, StorageError
+from wallwhale.storage.archives import ArchiveGone, Storage
+from wallwhale.storage.bundle import Source
+from wallwhale.storage.objects import StoreUnavailable
 
 # What a download served from the cache copies from the download whose archive it shares. The
 # archive's times are copied too, so that retention removes both rows' claim on the file together.
@@ -116,9 +116,8 @@ class OpenArchive:
     filename: str  # as offered to save it
 
 
-def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
-    """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
-    the file is opened here, so retention removing it later cannot fail the stream."""
+def _check_fetchable(download: Download) -> str:
+    """The archive's path, if the download has one to fetch (NotFound, FailedPrecondition otherwise)."""
     if download.state is not DownloadState.SUCCEEDED:
         raise FailedPrecondition(
             f"the download is {download.state.value.lower()}; its archive exists once it has succeeded",
@@ -130,26 +129,51 @@ def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
         )
     if download.archive_state is not ArchiveState.AVAILABLE or not download.archive_path:
         raise NotFound("archive", download.id, "the archive was deleted")
+    return download.archive_path
+
+
+def open_for_fetch(download: Download, storage: Storage) -> OpenArchive:
+    """Everything that can go wrong is found before the first byte (HTTP clients see no trailers):
+    the file is opened here, so retention removing it later cannot fail the stream (a local file;
+    an object's stream is one GET, which S3 serves whole once begun). Blocking: run it in a thread."""
+    path = _check_fetchable(download)
+    size = download.archive_size or 0
     try:
-        file = storage.path_of(download.archive_path).open("rb")
-    except (StorageError, OSError):
-        raise NotFound("archive", download.id, "the archive is missing from storage") from None
-    size = os.fstat(file.fileno()).st_size
-    if size != download.archive_size:
-        file.close()
-        raise NotFound("archive", download.id, "the archive in storage is damaged (its size changed)")
-    return OpenArchive(
-        file, size, download.archive_sha256 or "", download.archive_filename or f"{download.workshop_id}.zip"
-    )
+        file = storage.open_archive(path, size)
+    except ArchiveGone as exc:
+        raise NotFound("archive", download.id, str(exc)) from None
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+    return OpenArchive(file, size, download.archive_sha256 or "", filename_of(download))
 
 
-def intact_path(download: Download, storage: Storage) -> Path | None:
-    """The download's archive file if it is available and in storage as recorded (its size), else None."""
+def direct_url(download: Download, storage: Storage, seconds: int) -> str:
+    """A presigned URL of the archive in the object store ('' without one), after FetchArchive's
+    checks: the object must be there as recorded. Blocking: run it in a thread."""
+    path = _check_fetchable(download)
+    if storage.objects is None:
+        return ""
+    try:
+        if not storage.archive_intact(path, download.archive_size or 0):
+            raise NotFound("archive", download.id, "the archive is missing from storage")
+        return storage.direct_url(path, filename_of(download), seconds) or ""
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+
+
+def filename_of(download: Download) -> str:
+    return download.archive_filename or f"{download.workshop_id}.zip"
+
+
+def intact_source(download: Download, storage: Storage) -> Source | None:
+    """The download's archive if it is available and in storage as recorded (its size), else None.
+    Blocking: run it in a thread."""
     if download.archive_state is not ArchiveState.AVAILABLE or not download.archive_path:
         return None
+    path, size = download.archive_path, download.archive_size or 0
     try:
-        path = storage.path_of(download.archive_path)
-        intact = path.stat().st_size == download.archive_size
-    except (StorageError, OSError):
-        intact = False
-    return path if intact else None
+        if not storage.archive_intact(path, size):
+            return None
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from None
+    return Source(path, lambda: storage.open_archive(path, size))

@@ -22,7 +22,6 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -43,7 +42,7 @@ from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, check_app_id, parse_workshop_id
 from wallwhale.storage.archives import Storage
-from wallwhale.storage.bundle import Bundle, BundleError
+from wallwhale.storage.bundle import Bundle, BundleError, Source
 
 _log = get_logger("wallwhale.batches")
 
@@ -426,21 +425,21 @@ async def _plan_archive(
             f"no download of the batch succeeded ({row.state.value.lower().replace('_', ' ')})",
             reason="ARCHIVE_NOT_READY",
         )
-    available: list[tuple[str, Path, str]] = []  # (folder, path, sha256)
+    available: list[tuple[str, Source, str]] = []  # (folder, item zip, sha256)
     missing: list[str] = []
     for download in succeeded:
         folder = str(download.workshop_id)
-        path = archives.intact_path(download, storage)
-        if path is None:
+        source = await asyncio.to_thread(archives.intact_source, download, storage)
+        if source is None:
             missing.append(folder)
         else:
-            available.append((folder, path, download.archive_sha256 or ""))
+            available.append((folder, source, download.archive_sha256 or ""))
     if not available:
         raise NotFound(
             "archive", row.id, "the archives of the batch's items were removed; download them again"
         )
     try:
-        bundle = await asyncio.to_thread(Bundle.plan, [(folder, path) for folder, path, _ in available])
+        bundle = await asyncio.to_thread(Bundle.plan, [(folder, source) for folder, source, _ in available])
     except BundleError as exc:
         _log.warning("batch archive unreadable", batch_id=row.id, error=str(exc))
         raise NotFound("archive", row.id, "an item's archive in storage is damaged") from None

@@ -24,6 +24,7 @@ from wallwhale.db.models import DownloadState
 from wallwhale.steam import depotdownloader
 from wallwhale.steam.depotdownloader import HOW_TO_GET_IT, DownloaderInfo
 from wallwhale.steam.webapi import WebApiHealth
+from wallwhale.storage.objects import ObjectStore
 
 # `-V` starts the .NET runtime (about a second); its answer changes only when the binary does.
 _DOWNLOADER_CACHE_SECONDS = 60.0
@@ -69,6 +70,7 @@ class StatusProbe:
     sessions: async_sessionmaker[AsyncSession]
     downloader_path: Path
     storage_dir: Path
+    objects: ObjectStore | None = None
     _downloader: tuple[float, DownloaderInfo] | None = field(default=None, init=False)
 
     async def report(self) -> StatusReport:
@@ -103,6 +105,8 @@ class StatusProbe:
             usage = shutil.disk_usage(self.storage_dir)
         except OSError as exc:
             return StorageReport(False, error=f"{exc.strerror or exc} ({self.storage_dir.name})")
+        if self.objects is not None and (problem := self.objects.check()):
+            return StorageReport(False, usage.free, usage.total, error=problem)
         return StorageReport(os.access(self.storage_dir, os.W_OK), usage.free, usage.total)
 
     async def _counts(self) -> tuple[QueueReport, int, int]:
@@ -164,7 +168,14 @@ def checks(
     store = (
         Check("storage", True, f"writable, {storage.free_bytes / 2**30:.1f} GiB free")
         if storage.writable
-        else Check("storage", False, f"not writable: {storage.error}", "check WALLWHALE_STORAGE_DIR")
+        else Check(
+            "storage",
+            False,
+            f"not usable: {storage.error}",
+            "check WALLWHALE_STORAGE_URL, its endpoint and credentials"
+            if "object store" in storage.error
+            else "check WALLWHALE_STORAGE_DIR",
+        )
     )
     if web_api is None:
         api = Check(

@@ -26,9 +26,11 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from wallwhale.ids import is_valid_id
 from wallwhale.storage import zipformat
+from wallwhale.storage.objects import ObjectMissing, ObjectStore
 
 # Formats that are compressed already: deflating them costs CPU and saves nothing.
 STORED_SUFFIXES = frozenset(
@@ -86,11 +88,19 @@ class ArchiveInfo:
     content_bytes: int
 
 
+class ArchiveGone(Exception):
+    """The archive recorded is not in storage, or not as recorded (its size differs)."""
+
+
 class Storage:
-    def __init__(self, root: Path):
+    """The local root (item folders, archives being built) and where finished archives live: the
+    same root, or an object store (`objects`) that every instance reads."""
+
+    def __init__(self, root: Path, objects: ObjectStore | None = None):
         self.root = root.resolve()
         self.work_root = self.root / "work"
         self.archive_root = self.root / "archives"
+        self.objects = objects
 
     def prepare(self) -> None:
         for directory in (self.work_root, self.archive_root):
@@ -112,7 +122,58 @@ class Storage:
         shutil.rmtree(self.item_dir(app_id, workshop_id), ignore_errors=True)
 
     def delete(self, relative_path: str) -> None:
+        """Removes a finished archive (an object's removal goes on in a thread: called after commits)."""
         self.path_of(relative_path).unlink(missing_ok=True)
+        if self.objects is not None:
+            self.objects.delete_soon(relative_path)
+
+    def publish(self, info: ArchiveInfo) -> None:
+        """Makes a built archive readable by every instance (blocking): with an object store it is
+        uploaded (checked against its sha256) and the local copy removed; StoreUnavailable or
+        ChecksumMismatch otherwise, and the local copy stays for another try."""
+        if self.objects is None:
+            return
+        local = self.path_of(info.relative_path)
+        self.objects.upload(local, info.relative_path, info.sha256)
+        local.unlink(missing_ok=True)
+
+    def open_archive(self, relative_path: str, size: int) -> BinaryIO:
+        """A finished archive opened for reading (blocking); ArchiveGone when it is missing or its
+        size is not `size`, StoreUnavailable when the object store does not answer."""
+        if self.objects is not None:
+            try:
+                stored = self.objects.size(relative_path)
+            except ObjectMissing:
+                raise ArchiveGone("the archive is missing from storage") from None
+            if stored != size:
+                raise ArchiveGone("the archive in storage is damaged (its size changed)")
+            return self.objects.open(relative_path, size)
+        try:
+            file = self.path_of(relative_path).open("rb")
+        except (StorageError, OSError):
+            raise ArchiveGone("the archive is missing from storage") from None
+        if os.fstat(file.fileno()).st_size != size:
+            file.close()
+            raise ArchiveGone("the archive in storage is damaged (its size changed)")
+        return file
+
+    def archive_intact(self, relative_path: str, size: int) -> bool:
+        """Whether the finished archive is in storage with the recorded size (blocking)."""
+        if self.objects is not None:
+            try:
+                return self.objects.size(relative_path) == size
+            except ObjectMissing:
+                return False
+        try:
+            return self.path_of(relative_path).stat().st_size == size
+        except (StorageError, OSError):
+            return False
+
+    def direct_url(self, relative_path: str, filename: str, seconds: int) -> str | None:
+        """A short-lived URL that fetches the archive without the server, where the storage has one."""
+        if self.objects is None:
+            return None
+        return self.objects.presign(relative_path, filename, seconds)
 
     def build_archive(
         self,

@@ -14,9 +14,10 @@ Reading back is the standard library's zipfile, which checks each entry's CRC as
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from wallwhale.storage import zipformat
 from wallwhale.storage.zipformat import LIMIT32
@@ -25,10 +26,22 @@ _READ_BLOCK = 256 * 1024
 
 
 @dataclass(frozen=True)
+class Source:
+    """An item's zip: a local file, or an object read with ranged GETs (storage.objects)."""
+
+    name: str
+    open: Callable[[], BinaryIO]
+
+    @classmethod
+    def file(cls, path: Path) -> Source:
+        return cls(path.name, lambda: path.open("rb"))
+
+
+@dataclass(frozen=True)
 class _Data:
     """The bytes of one entry: a member of an item's zip."""
 
-    source: Path
+    source: Source
     member: zipfile.ZipInfo
 
 
@@ -52,18 +65,17 @@ class Bundle:
         self.entry_count = entry_count
 
     @classmethod
-    def plan(cls, items: Sequence[tuple[str, Path]], *, zip64_limit: int = LIMIT32) -> Bundle:
+    def plan(cls, items: Sequence[tuple[str, Source | Path]], *, zip64_limit: int = LIMIT32) -> Bundle:
         """Lays out the zip of `items` (folder name, path of the item's zip), reading only the
         central directories. `zip64_limit` is lowered by tests to exercise the zip64 records."""
         parts: list[_Part] = []
         central: list[bytes] = []
         position = 0
-        for folder, source in items:
-            try:
-                with zipfile.ZipFile(source) as archive:
-                    members = [info for info in archive.infolist() if not info.is_dir()]
-            except (OSError, zipfile.BadZipFile) as exc:
-                raise BundleError(f"cannot read {source.name}: {exc}") from exc
+        for folder, given in items:
+            source = given if isinstance(given, Source) else Source.file(given)
+            archive = _open(source)
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            _close(archive)
             for member in members:
                 name = f"{folder}/{member.filename}"
                 header, record = _headers(name, member, position, zip64_limit)
@@ -90,6 +102,7 @@ class Bundle:
 
     def _pieces(self, offset: int, end: int) -> Iterator[bytes]:
         archive: zipfile.ZipFile | None = None
+        opened: Source | None = None
         try:
             for part in self._parts:
                 if part.start + part.length <= offset or part.start >= end:
@@ -99,21 +112,35 @@ class Bundle:
                 if isinstance(part.content, bytes):
                     yield part.content[skip : skip + wanted]
                     continue
-                if archive is None or archive.filename != str(part.content.source):
+                if archive is None or opened is not part.content.source:
                     if archive is not None:
-                        archive.close()
-                    archive = _open(part.content.source)
+                        _close(archive)
+                    opened = part.content.source
+                    archive = _open(opened)
                 yield from _member_bytes(archive, part.content.member, skip, wanted)
         finally:
             if archive is not None:
-                archive.close()
+                _close(archive)
 
 
-def _open(source: Path) -> zipfile.ZipFile:
+def _open(source: Source) -> zipfile.ZipFile:
+    file: BinaryIO | None = None
     try:
-        return zipfile.ZipFile(source)
+        file = source.open()
+        archive = zipfile.ZipFile(file)
     except (OSError, zipfile.BadZipFile) as exc:
+        if file is not None:
+            file.close()
         raise BundleError(f"cannot read {source.name}: {exc}") from exc
+    archive.filename = source.name
+    return archive
+
+
+def _close(archive: zipfile.ZipFile) -> None:
+    file = archive.fp
+    archive.close()  # a ZipFile given a file object leaves it open
+    if file is not None:
+        file.close()
 
 
 def _member_bytes(

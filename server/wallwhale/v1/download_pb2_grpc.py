@@ -128,6 +128,11 @@ class DownloadServiceStub:
                 request_serializer=wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
+        self.GetArchiveUrl = channel.unary_unary(
+                '/wallwhale.v1.DownloadService/GetArchiveUrl',
+                request_serializer=wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlRequest.SerializeToString,
+                response_deserializer=wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlResponse.FromString,
+                _registered_method=True)
 
 
 class DownloadServiceServicer:
@@ -281,6 +286,16 @@ class DownloadServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetArchiveUrl(self, request, context):
+        """A short-lived URL that fetches a succeeded download's zip straight from the object store, without
+        credentials and without passing through the server (its Content-Disposition names the file;
+        Range works). Empty `url` when the archives are in the server's own storage directory: use
+        FetchArchive then. The same checks as FetchArchive come first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DownloadServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -373,6 +388,11 @@ def add_DownloadServiceServicer_to_server(servicer, server):
                     servicer.FetchArchiveLink,
                     request_deserializer=wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'GetArchiveUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArchiveUrl,
+                    request_deserializer=wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlRequest.FromString,
+                    response_serializer=wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -864,6 +884,33 @@ class DownloadService:
             '/wallwhale.v1.DownloadService/FetchArchiveLink',
             wallwhale_dot_v1_dot_download__pb2.FetchArchiveLinkRequest.SerializeToString,
             google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArchiveUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/wallwhale.v1.DownloadService/GetArchiveUrl',
+            wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlRequest.SerializeToString,
+            wallwhale_dot_v1_dot_download__pb2.GetArchiveUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,

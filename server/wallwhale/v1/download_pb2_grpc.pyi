@@ -98,6 +98,12 @@ class DownloadServiceStub:
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
+    GetArchiveUrl: _grpc.UnaryUnaryMultiCallable[_download_pb2.GetArchiveUrlRequest, _download_pb2.GetArchiveUrlResponse]
+    """A short-lived URL that fetches a succeeded download's zip straight from the object store, without
+    credentials and without passing through the server (its Content-Disposition names the file;
+    Range works). Empty `url` when the archives are in the server's own storage directory: use
+    FetchArchive then. The same checks as FetchArchive come first.
+    """
 
 @_typing.type_check_only
 class DownloadServiceAsyncStub(DownloadServiceStub):
@@ -167,6 +173,12 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     exactly one request (whatever its range). Rate limited per link.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    GetArchiveUrl: _aio.UnaryUnaryMultiCallable[_download_pb2.GetArchiveUrlRequest, _download_pb2.GetArchiveUrlResponse]  # type: ignore[assignment]
+    """A short-lived URL that fetches a succeeded download's zip straight from the object store, without
+    credentials and without passing through the server (its Content-Disposition names the file;
+    Range works). Empty `url` when the archives are in the server's own storage directory: use
+    FetchArchive then. The same checks as FetchArchive come first.
     """
 
 class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -342,6 +354,18 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
         exactly one request (whatever its range). Rate limited per link.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def GetArchiveUrl(
+        self,
+        request: _download_pb2.GetArchiveUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_download_pb2.GetArchiveUrlResponse, _abc.Awaitable[_download_pb2.GetArchiveUrlResponse]]:
+        """A short-lived URL that fetches a succeeded download's zip straight from the object store, without
+        credentials and without passing through the server (its Content-Disposition names the file;
+        Range works). Empty `url` when the archives are in the server's own storage directory: use
+        FetchArchive then. The same checks as FetchArchive come first.
         """
 
 def add_DownloadServiceServicer_to_server(servicer: DownloadServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,6 +46,9 @@ class WorkerSettings:
     max_log_lines: int = 2000
     retention_policy: retention.Policy = field(default_factory=lambda: retention.Policy(None, None))
     retention_interval: float = 300.0
+    # An archive upload that failed (object store away) is tried again after this, doubling up to max.
+    upload_retry_base: float = 1.0
+    upload_retry_max: float = 30.0
 
     @property
     def backoff(self) -> Backoff:

@@ -29,7 +29,8 @@ from wallwhale.errors import FailedPrecondition, NotFound
 from wallwhale.log import get_logger
 from wallwhale.steam.output import Failure, Line, Phase, Progress, Prompt, PromptKind, Reason
 from wallwhale.steam.runner import RunHooks, Runner, RunRequest, RunResult, StopReason
-from wallwhale.storage.archives import StorageError, archive_filename
+from wallwhale.storage.archives import ArchiveInfo, StorageError, archive_filename
+from wallwhale.storage.objects import ChecksumMismatch, StoreUnavailable
 from wallwhale.worker.context import WorkerContext
 from wallwhale.worker.journal import Journal, LeaseLost, first_line
 
@@ -225,6 +226,8 @@ class JobRun(RunHooks):
         except StorageError as exc:
             await self._fail(Failure(Reason.STORAGE_ERROR, str(exc)))
             return
+        if not await self._publish(info):
+            return
         now = self.context.clock()
         max_age = settings.retention_policy.max_age
         async with self._write_lock, self.context.sessions.begin() as session:
@@ -259,6 +262,48 @@ class JobRun(RunHooks):
                 **queue.released(),
             )
             after_commit(session).count(metrics.DOWNLOADED_BYTES, amount=download.bytes_downloaded)
+
+    async def _publish(self, info: ArchiveInfo) -> bool:
+        """Uploads the archive where every instance reads it (an object store), trying again while the
+        store is away: the download is done, only its upload waits. False when the job ended meanwhile."""
+        storage = self.context.settings.storage
+        delay = self.context.settings.upload_retry_base
+        told = False
+        while True:
+            try:
+                with metrics.ARCHIVE_UPLOAD_DURATION.time():
+                    await asyncio.to_thread(storage.publish, info)
+                return True
+            except ChecksumMismatch as exc:
+                # The zip changed on disk after it was built (or the store kept other bytes): a new
+                # attempt builds it again.
+                _log.warning("archive upload refused", download_id=self.id, error=str(exc))
+                storage.delete(info.relative_path)
+                await self._retry_later(f"the archive did not upload intact ({exc}); it is built again")
+                return False
+            except StoreUnavailable as exc:
+                _log.warning("archive upload failed; trying again", download_id=self.id, error=str(exc))
+                if not told:  # once: the job's history says why it waits
+                    told = True
+                    self.journal.log("server", f"the upload to the object store failed, retrying: {exc}")
+                    with contextlib.suppress(Exception):  # only the history: the upload goes on
+                        await self.journal.flush()
+            if self._stop_reason is not None or self.context.stopping:
+                storage.delete(info.relative_path)
+                if self._stop_reason is StopReason.LEASE_LOST:
+                    raise LeaseLost
+                if self._stop_reason is StopReason.CANCELLED:
+                    await self._write(DownloadState.CANCELLED, note="cancelled", cancel_requested=False)
+                else:
+                    await self._write(
+                        DownloadState.QUEUED,
+                        note="the server is stopping; queued again",
+                        attempt=self.claim.attempt - 1,
+                        next_attempt_time=None,
+                    )
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.context.settings.upload_retry_max)
 
     async def _fail(self, failure: Failure) -> None:
         now = self.context.clock()

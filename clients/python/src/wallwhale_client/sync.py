@@ -147,6 +147,9 @@ class Client:
     ) -> Path:
         return self._run(self.aio.save_archive(download_id, dest_dir, expected=expected, on_bytes=on_bytes))
 
+    def archive_url(self, download_id: str) -> download_pb2.GetArchiveUrlResponse | None:
+        return self._run(self.aio.archive_url(download_id))
+
     def download(
         self,
         url_or_id: str,

@@ -6,9 +6,10 @@ servicer.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.api import httpbody_pb2
@@ -48,6 +49,8 @@ class DownloadOptions:
     heartbeat_seconds: float
     # A running job cancelled on this instance: how long CancelDownload waits to answer CANCELLED.
     cancel_wait_seconds: float
+    # How long GetArchiveUrl's presigned URLs work.
+    archive_url_seconds: int = 300
 
 
 def _principal() -> Principal:
@@ -80,6 +83,7 @@ class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServ
         self._hub = hub
         self._storage = storage
         self._options = options
+        self._archive_url_seconds = options.archive_url_seconds
         self._catalog = catalog
         self._connections = connections
         self._links = links
@@ -219,7 +223,7 @@ class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServ
         check_range(request.offset, request.length)
         async with self._readers() as session:
             row = await downloads.get_visible(session, _principal(), request.id)
-        opened = archives.open_for_fetch(row, self._storage)
+        opened = await asyncio.to_thread(archives.open_for_fetch, row, self._storage)
         try:
             end = range_end(request.offset, request.length, opened.size)
         except InvalidArgument:
@@ -227,3 +231,18 @@ class DownloadServicer(BatchMethods, LinkMethods, download_pb2_grpc.DownloadServ
             raise
         async for body in send_archive(opened, request.offset, end):
             yield body
+
+    async def GetArchiveUrl(
+        self, request: download_pb2.GetArchiveUrlRequest, context: aio.ServicerContext[Any, Any]
+    ) -> download_pb2.GetArchiveUrlResponse:
+        async with self._readers() as session:
+            row = await downloads.get_visible(session, _principal(), request.id)
+        seconds = self._archive_url_seconds
+        url = await asyncio.to_thread(archives.direct_url, row, self._storage, seconds)
+        return download_pb2.GetArchiveUrlResponse(
+            url=url,
+            expire_time=convert.timestamp(self._clock() + timedelta(seconds=seconds)) if url else None,
+            size_bytes=row.archive_size or 0,
+            sha256=row.archive_sha256 or "",
+            filename=archives.filename_of(row),
+        )

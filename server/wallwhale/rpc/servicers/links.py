@@ -7,6 +7,7 @@ then counts the use, then sends the same bytes and headers as FetchArchive / Fet
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,14 @@ class LinkOptions:
     # Every link's own budget of fetches (None: not limited).
     rate_limit: RateLimit | None
     limiter: RateLimiter
+    # The longest life of the presigned URL a link redirects to (never beyond the link's own).
+    url_seconds: int = 300
+
+
+# Envoy asks for a redirect on REST fetches of a link (envoy/envoy.template.yaml) and turns the
+# answer's LOCATION_HEADER into a 302: a browser or curl then fetches straight from the object store.
+REDIRECT_HEADER = "x-wallwhale-link-redirect"
+LOCATION_HEADER = "x-wallwhale-location"
 
 
 def _audit_link(link_id: str, **details: Any) -> None:
@@ -114,7 +123,15 @@ class LinkMethods:
                 yield body
             return
         assert download is not None
-        opened = archives.open_for_fetch(download, self._storage)
+        if current_call().metadata.get(REDIRECT_HEADER) and self._storage.objects is not None:
+            left = int((link.expire_time - self._clock()).total_seconds())
+            seconds = max(1, min(self._links.url_seconds, left))
+            url = await asyncio.to_thread(archives.direct_url, download, self._storage, seconds)
+            await self._count_use(link.id)
+            current_call().add_header(LOCATION_HEADER, url)
+            yield httpbody_pb2.HttpBody(content_type="application/zip")
+            return
+        opened = await asyncio.to_thread(archives.open_for_fetch, download, self._storage)
         try:
             end = range_end(request.offset, request.length, opened.size)
             await self._count_use(link.id)

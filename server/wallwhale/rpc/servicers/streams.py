@@ -14,7 +14,7 @@ from wallwhale import metrics
 from wallwhale.core.archives import OpenArchive
 from wallwhale.core.batches import BatchArchive
 from wallwhale.core.events import StoredEvent
-from wallwhale.errors import InvalidArgument, NotFound
+from wallwhale.errors import InvalidArgument, NotFound, Unavailable
 from wallwhale.log import get_logger
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
@@ -100,7 +100,11 @@ async def _file_chunks(archive: BinaryIO, offset: int, end: int) -> AsyncIterato
     archive.seek(offset)
     position = offset
     while position < end:
-        data = await asyncio.to_thread(archive.read, min(ARCHIVE_CHUNK, end - position))
+        try:
+            data = await asyncio.to_thread(archive.read, min(ARCHIVE_CHUNK, end - position))
+        except OSError as exc:  # an object store that went away (or a disk error) mid-stream
+            _log.warning("archive read failed", error=str(exc))
+            raise Unavailable(f"the archive could not be read: {exc}") from None
         if not data:
             break  # the file shrank under us: the client sees a short body and a size mismatch
         position += len(data)
