@@ -15,6 +15,9 @@ from wallwhale_simulator.steam import DEFAULT_GIF, FakeSteam
 
 ACCOUNT_USERNAME = "wallwhale_demo"
 ACCOUNT_PASSWORD = "demo-steam-password"  # noqa: S105 - the simulator's own account, not a secret
+# A second account the demo does not add: the README's example of adding one.
+SECOND_USERNAME = "wallwhale_demo2"
+SECOND_PASSWORD = "second-demo-password"  # noqa: S105
 
 VIDEO_ITEM = 3370000101
 SCENE_ITEM = 3370000102
@@ -100,6 +103,7 @@ def build(
     steam = FakeSteam(directory)
     steam.set(bytes_per_second=bytes_per_second, record_runs=False)
     steam.add_account(ACCOUNT_USERNAME, ACCOUNT_PASSWORD)
+    steam.add_account(SECOND_USERNAME, SECOND_PASSWORD)
     steam.add_item(
         VIDEO_ITEM,
         title="Rainy Neon Alley",
