@@ -1,9 +1,9 @@
 """The README cannot drift from the product: `scripts/run.sh --demo` starts the demo stack (the
 server, Envoy and the Steam simulator), and every README block marked `<!-- runnable -->` (bash,
 Python) or `<!-- runnable: PATH -->` (TypeScript, saved to PATH and run with node) runs against it
-as written, in order, from a folder that has the checkout's `.venv` and `clients` (issue 16). The
-commands the demo prints are the README's, `wallwhale doctor` against the demo exits 0, and the curl
-example ends with a zip whose sha256 is the server's x-archive-sha256."""
+as written, in order, from a folder that has the checkout's `.venv`, `clients` and `node_modules`
+(issue 16). The commands the demo prints are the README's, `wallwhale doctor` against the demo exits
+0, and the curl example ends with a zip whose sha256 is the server's x-archive-sha256."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def test_every_runnable_readme_example_runs_against_the_demo(tmp_path: Path) -> 
         pytest.fail("node and npm are required (the TypeScript example)")
     data, work = tmp_path / "demo", tmp_path / "work"
     work.mkdir()
-    for name in (".venv", "clients"):
+    for name in (".venv", "clients", "node_modules"):
         (work / name).symlink_to(REPO_ROOT / name)
     envoy_port = free_port()
     env = {
