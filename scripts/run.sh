@@ -106,7 +106,7 @@ stamp=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh packag
 if [ "${WALLWHALE_SKIP_SETUP:-0}" != 1 ] && { [ ! -x .venv/bin/wallwhale ] || [ ! -d node_modules ] \
     || [ ! -d web/node_modules ] || [ ! -d clients/typescript/node_modules ] \
     || [ "$(cat .venv/.run-stamp 2>/dev/null)" != "$stamp" ]; }; then
-  bash scripts/setup.sh >/dev/null
+  bash scripts/setup.sh --run >/dev/null
   echo "$stamp" >.venv/.run-stamp
 fi
 
