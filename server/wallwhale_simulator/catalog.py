@@ -41,7 +41,7 @@ class Entry:
 ENTRIES = (
     Entry(VIDEO_ITEM, "Rainy Neon Alley", "video wallpaper, 12 MB (about 3 s)"),
     Entry(SCENE_ITEM, "Northern Lights over the Fjord", "scene wallpaper, 6 MB"),
-    Entry(WEB_ITEM, "Minimal Clock", "web wallpaper, 7 files, 2 MB"),
+    Entry(WEB_ITEM, "Minimal Clock", "web wallpaper, 14 files, 8 MB"),
     Entry(UPDATED_ITEM, "Harbour at Dusk", "scene wallpaper whose update arrives later"),
     Entry(PRIVATE_ITEM, "Work in Progress", "private: refused before queueing"),
     Entry(REMOVED_ITEM, "Borrowed Artwork", "removed by Steam: refused before queueing"),
@@ -75,7 +75,7 @@ def _web_files() -> dict[str, bytes | int]:
         "const tick = () => { clock.textContent = new Date().toLocaleTimeString(); };\n"
         "tick(); setInterval(tick, 1000);\n"
     )
-    style = "body { margin: 0; background: url(images/background.jpg) center / cover; }\n"
+    style = "body { margin: 0; background: url(images/slide-1.jpg) center / cover; }\n"
     return {
         "project.json": _project(WEB_ITEM, "Minimal Clock", "web", "index.html"),
         "preview.gif": DEFAULT_GIF,
@@ -83,7 +83,8 @@ def _web_files() -> dict[str, bytes | int]:
         "script.js": script.encode(),
         "style.css": style.encode(),
         "fonts/clock.woff2": 80_000,
-        "images/background.jpg": 2 * MB,
+        # A slideshow behind the clock: many files of a size, so the progress moves in steps.
+        **{f"images/slide-{number}.jpg": 1 * MB for number in range(1, 9)},
     }
 
 
