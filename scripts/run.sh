@@ -20,8 +20,26 @@
 #                               mutual TLS to the servers, which then need WALLWHALE_UPSTREAM_TLS_CA_FILE,
 #                               _CERT_FILE, _KEY_FILE (see `wallwhale certs dev`)
 #   WALLWHALE_SKIP_SETUP=1      do not run scripts/setup.sh first (it ran already)
+#
+# --demo: the same stack against the Steam simulator that ships with WallWhale (wallwhale_simulator:
+# a DepotDownloader and Steam's Web API with a small catalog), on SQLite in var/demo (or
+# WALLWHALE_DATA_DIR), started afresh each time; it adds the simulator's Steam account and prints
+# the admin's credentials, an API key and three commands that end with a zip. The server is only
+# pointed at the simulator (WALLWHALE_DEPOTDOWNLOADER_PATH, WALLWHALE_STEAM_WEB_API_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+demo=0
+for arg in "$@"; do
+  case "$arg" in
+    --demo) demo=1 ;;
+    *) echo "usage: bash scripts/run.sh [--demo]" >&2; exit 2 ;;
+  esac
+done
+if [ "$demo" = 1 ]; then
+  export WALLWHALE_DATA_DIR=${WALLWHALE_DATA_DIR:-var/demo}
+  unset WALLWHALE_DATABASE_URL WALLWHALE_DEPOTDOWNLOADER_PATH WALLWHALE_STEAM_WEB_API_URL
+  export WALLWHALE_INSTANCES=1
+fi
 # Everything this script and its processes create (database, archives, Envoy's config and log) is
 # the service user's alone.
 umask 077
@@ -48,6 +66,15 @@ exec 9>"$WALLWHALE_DATA_DIR/run.lock"
 if ! flock -n 9; then
   echo "another scripts/run.sh runs on the data directory $WALLWHALE_DATA_DIR; stop it or set WALLWHALE_DATA_DIR" >&2
   exit 2
+fi
+if [ "$demo" = 1 ]; then
+  # A demo starts afresh, in a folder that holds nothing but an earlier demo.
+  if [ ! -f "$WALLWHALE_DATA_DIR/.demo" ] && [ -n "$(find "$WALLWHALE_DATA_DIR" -mindepth 1 -maxdepth 1 ! -name run.lock -print -quit)" ]; then
+    echo "$WALLWHALE_DATA_DIR holds data that is not a demo's (a demo starts afresh); choose an empty WALLWHALE_DATA_DIR" >&2
+    exit 2
+  fi
+  find "$WALLWHALE_DATA_DIR" -mindepth 1 -maxdepth 1 ! -name run.lock -exec rm -rf {} +
+  touch "$WALLWHALE_DATA_DIR/.demo"
 fi
 check_ports=("$envoy_port:WALLWHALE_ENVOY_PORT" "$admin_port:WALLWHALE_ENVOY_ADMIN_PORT")
 for ((i = 0; i < instances; i++)); do
@@ -79,7 +106,7 @@ stamp=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh packag
 if [ "${WALLWHALE_SKIP_SETUP:-0}" != 1 ] && { [ ! -x .venv/bin/wallwhale ] || [ ! -d node_modules ] \
     || [ ! -d web/node_modules ] || [ ! -d clients/typescript/node_modules ] \
     || [ "$(cat .venv/.run-stamp 2>/dev/null)" != "$stamp" ]; }; then
-  bash scripts/setup.sh >/dev/null
+  bash scripts/setup.sh --run >/dev/null
   echo "$stamp" >.venv/.run-stamp
 fi
 
@@ -126,6 +153,21 @@ stop_all() {
 }
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
+
+if [ "$demo" = 1 ]; then
+  steam_dir="$WALLWHALE_DATA_DIR/steam"
+  .venv/bin/wallwhale-steam-simulator serve --dir "$steam_dir" --port-file "$WALLWHALE_DATA_DIR/steam.port" \
+    >"$WALLWHALE_DATA_DIR/steam.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do [ -s "$WALLWHALE_DATA_DIR/steam.port" ] && break; sleep 0.1; done
+  if [ ! -s "$WALLWHALE_DATA_DIR/steam.port" ]; then
+    echo "the Steam simulator did not start; its log: $WALLWHALE_DATA_DIR/steam.log" >&2
+    exit 1
+  fi
+  export WALLWHALE_STEAM_WEB_API_URL="http://127.0.0.1:$(cat "$WALLWHALE_DATA_DIR/steam.port")"
+  WALLWHALE_DEPOTDOWNLOADER_PATH=$(realpath "$steam_dir/DepotDownloader")
+  export WALLWHALE_DEPOTDOWNLOADER_PATH
+fi
 
 upstreams=()
 for ((i = 0; i < instances; i++)); do
@@ -191,6 +233,52 @@ fi
 
 base="$scheme://$envoy_host:$envoy_port"
 [ "$envoy_host" = "0.0.0.0" ] && base="$scheme://127.0.0.1:$envoy_port"
+if [ "$demo" = 1 ]; then
+  # The simulator's Steam account, added the way the README shows (REST).
+  if ! curl -sf "$base/v1/admin/steam-accounts" -H "x-api-key: $api_key" \
+      -d '{"steamAccount": {"username": "wallwhale_demo"}, "password": "demo-steam-password"}' >/dev/null; then
+    echo "could not add the demo's Steam account" >&2
+    exit 1
+  fi
+  address=${base#*://}
+  doctor="WALLWHALE_DATA_DIR=$WALLWHALE_DATA_DIR WALLWHALE_DEPOTDOWNLOADER_PATH=$WALLWHALE_DEPOTDOWNLOADER_PATH"
+  doctor+=" WALLWHALE_STEAM_WEB_API_URL=$WALLWHALE_STEAM_WEB_API_URL .venv/bin/wallwhale doctor"
+  cat <<DEMO
+
+WallWhale demo runs against the Steam simulator (no Steam account needed), data in $WALLWHALE_DATA_DIR.
+  Web console:  $base/   (sign in with the admin's e-mail and password above)
+  Steam:        the simulated account wallwhale_demo is added; its catalog (see README, "The demo"):
+                3370000101 video, 3370000102 scene, 3370000103 web, 3370000104 updated later,
+                3370000105 private, 3370000106 removed, 3370000200 a collection of the first three
+  Check:        $doctor
+
+In another terminal, from this folder, first:
+
+export WALLWHALE_URL=$base WALLWHALE_ADDRESS=$address WALLWHALE_API_KEY=$api_key
+
+then any of these three; each ends with a zip on disk whose sha256 the server vouches for.
+
+# 1. REST with curl: create a download, follow it (server-sent events), save the zip, compare sha256
+ID=\$(curl -s \$WALLWHALE_URL/v1/downloads -H "x-api-key: \$WALLWHALE_API_KEY" -d '{"urlOrId": "3370000101"}' \\
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["download"]["id"])')
+curl -sN "\$WALLWHALE_URL/v1/downloads/\$ID:watch?excludeLogs=true" -H "x-api-key: \$WALLWHALE_API_KEY" | grep -o '"state": *"[A-Z_]*"'
+curl -s -o item.zip -D headers.txt "\$WALLWHALE_URL/v1/downloads/\$ID/archive" -H "x-api-key: \$WALLWHALE_API_KEY"
+grep -i x-archive-sha256 headers.txt; sha256sum item.zip
+
+# 2. The command line (the venv's, no need to activate it)
+.venv/bin/wallwhale-cli download 3370000102 --out wallpapers
+
+# 3. Python
+.venv/bin/python -c '
+import os
+from wallwhale_client import Client
+with Client(os.environ["WALLWHALE_ADDRESS"], api_key=os.environ["WALLWHALE_API_KEY"]) as client:
+    print("saved", client.download("3370000103", "wallpapers"))'
+
+Stop with Ctrl-C.
+
+DEMO
+else
 cat <<INFO
 
 WallWhale runs: $instances instance(s) (gRPC from $WALLWHALE_GRPC_HOST:$first_port) behind Envoy.
@@ -210,6 +298,7 @@ INFO
 echo "What downloads need (wallwhale doctor):"
 .venv/bin/wallwhale doctor 2>&1 | sed 's/^/  /' || true
 echo
+fi
 
 # Runs until a signal or until one process ends. Ctrl-C reaches every process of the terminal at
 # once, and a server that ends cleanly on it keeps bash from running the INT trap: so a clean exit

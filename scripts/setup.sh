@@ -6,12 +6,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --run: only what scripts/run.sh needs (the server, the Python client, Envoy, the npm packages), not
+# the tests' and code generation's tools: a first `run.sh` is quicker. scripts/test.sh sets up all.
+run_only=0
+[ "${1:-}" = --run ] && run_only=1
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
+if [ "$run_only" = 1 ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[run]' -e clients/python
+else
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e clients/python
+fi
 
 for dir in . clients/typescript web; do  # the repository's tools, the TypeScript client's and the console's packages
   if [ -f "$dir/package-lock.json" ]; then
@@ -21,7 +30,7 @@ for dir in . clients/typescript web; do  # the repository's tools, the TypeScrip
   fi
 done
 # The web console's browser tests drive Debian's Chromium (Playwright cannot download a browser here).
-if [ ! -x /usr/bin/chromium ]; then
+if [ "$run_only" = 0 ] && [ ! -x /usr/bin/chromium ]; then
   if [ "${CI:-}" = true ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   else
@@ -37,7 +46,7 @@ if ! command -v bwrap >/dev/null; then
   fi
 fi
 # promtool (Debian's prometheus package) checks and unit-tests the alert rules in deploy/prometheus/.
-if ! command -v promtool >/dev/null; then
+if [ "$run_only" = 0 ] && ! command -v promtool >/dev/null; then
   if [ "${CI:-}" = true ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
