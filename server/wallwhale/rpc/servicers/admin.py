@@ -111,6 +111,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     def _meter(self, user: User) -> limits.Meter:
         return limits.Meter.of_user(user.id, limits.Limits.of(user).over(self._user_defaults))
 
+    async def _user(self, session: AsyncSession, user: User) -> admin_pb2.User:
+        """The user with the limits that bind them now and their downloads this day and month."""
+        usage = await limits.quota_usage(session, self._meter(user), self._clock())
+        return convert.user(user, self._user_defaults, usage)
+
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.CreateUserResponse:
@@ -122,16 +127,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 self._clock(),
                 _request_key(request.request_id),
             )
+            shown = await self._user(session, created.user)
         _audit_created(f"users/{created.user.id}", created.repeated)
-        return admin_pb2.CreateUserResponse(user=convert.user(created.user, self._user_defaults))
+        return admin_pb2.CreateUserResponse(user=shown)
 
     async def GetUser(
         self, request: admin_pb2.GetUserRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.GetUserResponse:
         async with self._sessions() as session:
-            user = await users.get_user(session, request.id)
-            usage = await limits.quota_usage(session, self._meter(user), self._clock())
-        return admin_pb2.GetUserResponse(user=convert.user(user, self._user_defaults, usage))
+            return admin_pb2.GetUserResponse(
+                user=await self._user(session, await users.get_user(session, request.id))
+            )
 
     async def ListUsers(
         self, request: admin_pb2.ListUsersRequest, context: aio.ServicerContext[Any, Any]
@@ -155,7 +161,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             user = await users.update_user(
                 session, request.user.id, _user_input(request.user), fields, request.password
             )
-        return admin_pb2.UpdateUserResponse(user=convert.user(user, self._user_defaults))
+            shown = await self._user(session, user)
+        return admin_pb2.UpdateUserResponse(user=shown)
 
     async def DeleteUser(
         self, request: admin_pb2.DeleteUserRequest, context: aio.ServicerContext[Any, Any]
