@@ -122,6 +122,8 @@ async def claim_next(
     groups = await _callers_by_running_jobs(session)
     candidates: list[Download] = []
     for level in _PRIORITY_LEVELS:
+        if len(groups) > 1 and not await _any_queued(session, level):
+            continue  # one look instead of one per group (most levels are empty most of the time)
         for group in groups:
             found = await session.scalars(
                 select(Download)
@@ -218,6 +220,11 @@ async def _item_is_free(session: AsyncSession, download: Download) -> bool:
 
 
 _CALLER = func.coalesce(Download.api_key_id, Download.owner_user_id)
+
+
+async def _any_queued(session: AsyncSession, level: ColumnElement[bool]) -> bool:
+    queued = select(Download.id).where(Download.state == DownloadState.QUEUED, level).limit(1)
+    return await session.scalar(queued) is not None
 
 
 async def _callers_by_running_jobs(session: AsyncSession) -> list[ColumnElement[bool]]:
