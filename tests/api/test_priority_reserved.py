@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 
 import grpc
+from google.protobuf import field_mask_pb2
 
 from tests.support.harness import Harness, rpc_error, seconds
 from tests.support.server import Metadata
@@ -99,13 +100,39 @@ async def test_one_keys_long_queue_does_not_hold_back_another_keys_job(harness: 
         harness.steam.add_item(
             ITEM + number, files={f"f{i}.bin": 100 for i in range(6)}, behaviour={"file_delay": seconds(0.2)}
         )
-    busy, quiet = await harness.add_key(["download:*"]), await harness.add_key(["download:*"])
-    hundreds = [await harness.create(str(ITEM + number), busy, skip_cache=True) for number in range(6)]
-    for job in hundreds[:2]:  # both slots run the busy key's oldest jobs
+    # Both keys' jobs are held in the queue by their keys' limits, then released: the busy key's
+    # first, which fills both slots, then the quiet key's one job.
+    busy, quiet = await _held_key(harness), await _held_key(harness)
+    hundreds = [await harness.create(str(ITEM + number), busy[1], skip_cache=True) for number in range(6)]
+    single = await harness.create(str(ITEM + 6), quiet[1], skip_cache=True)
+    await _release(harness, busy[0])
+    for job in hundreds[:2]:
         await harness.wait_for(job.id, {D.DOWNLOAD_STATE_RUNNING, D.DOWNLOAD_STATE_SUCCEEDED})
-    single = await harness.create(str(ITEM + 6), quiet, skip_cache=True)
+    await _release(harness, quiet[0])
     done = [await harness.wait_for(job.id) for job in [*hundreds, single]]
     assert all(job.state == D.DOWNLOAD_STATE_SUCCEEDED for job in done)
-    starts = sorted((job.start_time.ToDatetime(), job.id) for job in done)
+    order = [job.id for job in sorted(done, key=lambda job: job.start_time.ToDatetime())]
     # The next free slot goes to the key with no running job, not to the busy key's third job.
-    assert [job_id for _, job_id in starts].index(single.id) <= 2, starts
+    assert order.index(single.id) == 2, order
+
+
+async def _held_key(harness: Harness) -> tuple[str, Metadata]:
+    created = await harness.admin_api.CreateApiKey(
+        A.CreateApiKeyRequest(
+            api_key=A.ApiKey(
+                name="held", scopes=["download:*"], limits=A.ApiKeyLimits(max_concurrent_downloads=0)
+            )
+        ),
+        metadata=harness.admin,
+    )
+    return created.api_key.id, (("x-api-key", created.plaintext_key),)
+
+
+async def _release(harness: Harness, key_id: str) -> None:
+    await harness.admin_api.UpdateApiKey(
+        A.UpdateApiKeyRequest(
+            api_key=A.ApiKey(id=key_id, limits=A.ApiKeyLimits()),
+            update_mask=field_mask_pb2.FieldMask(paths=["limits"]),
+        ),
+        metadata=harness.admin,
+    )
