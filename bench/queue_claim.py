@@ -27,6 +27,8 @@ from pathlib import Path
 
 from support import command, database, machine, percentile  # isort: skip
 
+from sqlalchemy import event
+
 from wallwhale.core import queue
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import ApiKey, Base, Download, DownloadState, SteamAccount, User
@@ -41,7 +43,7 @@ async def _fill(sessions, queued: int, running: int) -> tuple[str, str]:  # type
     async with sessions.begin() as session:
         keys = []
         for name in ("busy", "quiet"):
-            user = User(email=f"{name}@example.test", password_hash="x")
+            user = User(email=f"{name}@example.test", password_hash="-")  # noqa: S106 (no login)
             session.add(user)
             await session.flush()
             key = ApiKey(name=name, owner_user_id=user.id, prefix=name, key_hash=new_id() * 2, scopes=[])
@@ -74,45 +76,63 @@ async def _fill(sessions, queued: int, running: int) -> tuple[str, str]:  # type
 
 
 async def run(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="wallwhale-bench-") as temporary:
-        with database(args.database, Path(temporary)) as url:
-            engine = create_engine(url)
-            try:
-                async with engine.begin() as connection:
-                    await connection.run_sync(Base.metadata.create_all)
-                sessions = session_factory(engine)
-                busy, quiet = await _fill(sessions, args.queued, args.running)
-                times: list[float] = []
-                picked: dict[str, int] = {}
-                for _ in range(args.claims):
+    with (
+        tempfile.TemporaryDirectory(prefix="wallwhale-bench-") as temporary,
+        database(args.database, Path(temporary)) as url,
+    ):
+        engine = create_engine(url)
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(Base.metadata.create_all)
+            sessions = session_factory(engine)
+            busy, quiet = await _fill(sessions, args.queued, args.running)
+            statements: list[float] = []  # the time of each SQL statement of the claims
+
+            @event.listens_for(engine.sync_engine, "before_cursor_execute")
+            def _began(connection, *_: object) -> None:  # type: ignore[no-untyped-def]
+                connection.info["began"] = time.perf_counter()
+
+            @event.listens_for(engine.sync_engine, "after_cursor_execute")
+            def _ended(connection, *_: object) -> None:  # type: ignore[no-untyped-def]
+                statements.append(time.perf_counter() - connection.info["began"])
+
+            times: list[float] = []
+            picked: dict[str, int] = {}
+            for _ in range(args.claims):
+                async with sessions() as session:
+                    began = time.perf_counter()
+                    async with session.begin():
+                        result = await queue.claim_next(session, "bench", utcnow(), timedelta(seconds=30))
+                        times.append(time.perf_counter() - began)
+                        await session.rollback()
+                counted = len(statements)
+                claim = result.claim
+                owner = "none"
+                if claim is not None:
                     async with sessions() as session:
-                        began = time.perf_counter()
-                        async with session.begin():
-                            result = await queue.claim_next(session, "bench", utcnow(), timedelta(seconds=30))
-                            times.append(time.perf_counter() - began)
-                            await session.rollback()
-                    claim = result.claim
-                    owner = "none"
-                    if claim is not None:
-                        async with sessions() as session:
-                            download = await session.get(Download, claim.download_id)
-                            assert download is not None
-                            owner = {busy: "busy key", quiet: "quiet key"}.get(download.api_key_id or "", "?")
-                    picked[owner] = picked.get(owner, 0) + 1
-            finally:
-                await engine.dispose()
+                        download = await session.get(Download, claim.download_id)
+                        assert download is not None
+                        owner = {busy: "busy key", quiet: "quiet key"}.get(download.api_key_id or "", "?")
+                picked[owner] = picked.get(owner, 0) + 1
+                del statements[counted:]  # the look-up of whom it picked is not the claim's
+        finally:
+            await engine.dispose()
     print(machine())
     print(command())
     backend = "sqlite" if args.database == "sqlite" else "postgresql"
     print(
-        f"claim_next, {backend}, {args.queued} queued + {args.running} running of one key, 1 queued of another:"
+        f"claim_next, {backend}, {args.queued} queued + {args.running} running of one key,"
+        " 1 queued of another:"
         f" median {statistics.median(times) * 1e3:.2f} ms, p95 {percentile(times, 0.95) * 1e3:.2f} ms"
-        f" over {args.claims} claims; picked {picked}"
+        f" over {args.claims} claims; per claim {len(statements) / args.claims:.1f} SQL statements taking"
+        f" {sum(statements) * 1e3 / args.claims:.2f} ms; picked {picked}"
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database", default="sqlite", help="sqlite, or a postgresql:// URL")
     parser.add_argument("--queued", type=int, default=5000)
     parser.add_argument("--running", type=int, default=2)

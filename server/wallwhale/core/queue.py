@@ -120,10 +120,11 @@ async def claim_next(
     # first, so the rows of other callers cost a comparison, not the subqueries. Priorities are
     # validated when jobs are created; the last level catches any other value.
     groups = await _callers_by_running_jobs(session)
+    # With several groups, the levels without queued jobs (most, most of the time) are found in one
+    # look first, rather than by one empty query per group.
+    levels = await _queued_levels(session) if len(groups) > 1 else _PRIORITY_LEVELS
     candidates: list[Download] = []
-    for level in _PRIORITY_LEVELS:
-        if len(groups) > 1 and not await _any_queued(session, level):
-            continue  # one look instead of one per group (most levels are empty most of the time)
+    for level in levels:
         for group in groups:
             found = await session.scalars(
                 select(Download)
@@ -222,9 +223,14 @@ async def _item_is_free(session: AsyncSession, download: Download) -> bool:
 _CALLER = func.coalesce(Download.api_key_id, Download.owner_user_id)
 
 
-async def _any_queued(session: AsyncSession, level: ColumnElement[bool]) -> bool:
-    queued = select(Download.id).where(Download.state == DownloadState.QUEUED, level).limit(1)
-    return await session.scalar(queued) is not None
+async def _queued_levels(session: AsyncSession) -> list[ColumnElement[bool]]:
+    """The priority levels that have queued jobs: one statement, an index probe per level."""
+    looks = [
+        select(Download.id).where(Download.state == DownloadState.QUEUED, level).exists()
+        for level in _PRIORITY_LEVELS
+    ]
+    found = (await session.execute(select(*looks))).one()
+    return [level for level, queued in zip(_PRIORITY_LEVELS, found, strict=True) if queued]
 
 
 async def _callers_by_running_jobs(session: AsyncSession) -> list[ColumnElement[bool]]:
