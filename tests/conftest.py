@@ -69,7 +69,7 @@ def first_admin(migrated_database_url: str) -> BootstrapResult:
 
 @pytest.fixture
 def admin_key(first_admin: BootstrapResult) -> str:
-    """The API key of the first admin (scopes admin:*, download:* and watch:*)."""
+    """The API key of the first admin (scopes admin:*, download:*, watch:* and download:priority)."""
     return first_admin.api_key
 
 

@@ -30,7 +30,7 @@ from wallwhale.core.catalog import Catalog
 from wallwhale.core.events import EventHub
 from wallwhale.core.identity import Principal, PrincipalCache
 from wallwhale.core.key_usage import KeyUsage
-from wallwhale.core.limits import RateLimit, RateLimiter
+from wallwhale.core.limits import Limits, RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
@@ -110,6 +110,7 @@ def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> W
         homes=(settings.data_dir / "steam-homes").resolve(),
         sandbox=downloader_sandbox(settings, storage),
         max_concurrent=settings.max_concurrent_downloads,
+        user_max_concurrent=settings.user_max_concurrent_downloads,
         lease=timedelta(seconds=settings.job_lease_seconds),
         poll_interval=settings.queue_poll_interval_seconds,
         default_max_runtime=settings.download_timeout_seconds,
@@ -167,6 +168,18 @@ def downloader_sandbox(settings: Settings, storage: Storage) -> Sandbox:
     return Sandbox(SandboxMode.BWRAP, tuple(hidden), tuple(settings.depotdownloader_writable))
 
 
+def user_limit_defaults(settings: Settings) -> Limits:
+    """Every user's limits unless an admin set their own (WALLWHALE_USER_*)."""
+    return Limits(
+        requests_per_minute=settings.user_requests_per_minute,
+        burst=settings.user_burst,
+        daily_download_quota=settings.user_daily_download_quota,
+        monthly_download_quota=settings.user_monthly_download_quota,
+        max_concurrent_downloads=settings.user_max_concurrent_downloads,
+        max_runtime_seconds=settings.user_max_runtime_seconds,
+    )
+
+
 def new_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -201,6 +214,7 @@ class WallWhaleServer:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
         by_address = RateLimit.of(settings.anonymous_requests_per_minute, None)
+        user_defaults = user_limit_defaults(settings)
         logins = LoginSessions(
             self.sessions,
             settings.jwt_secret.get_secret_value() if settings.jwt_secret else secrets.token_urlsafe(48),
@@ -212,6 +226,7 @@ class WallWhaleServer:
                 per_account=RateLimit.of(settings.login_failures_per_account_per_minute, None),
                 per_address=RateLimit.of(settings.login_failures_per_address_per_minute, None),
             ),
+            user_defaults=user_defaults,
         )
 
         # On PostgreSQL the cache serves only while this instance hears other instances' changes.
@@ -245,13 +260,9 @@ class WallWhaleServer:
                             self.principals,
                             refusals=lambda address: address_refusal(limiter, by_address, address),
                             usage=self.key_usage,
+                            user_defaults=user_defaults,
                         ),
-                        RateLimitInterceptor(
-                            limiter,
-                            self.audit,
-                            RateLimit.of(settings.user_requests_per_minute, settings.user_burst),
-                            address_limit=by_address,
-                        ),
+                        RateLimitInterceptor(limiter, self.audit, address_limit=by_address),
                         StreamLimitInterceptor(
                             self.audit, settings.max_streams_per_caller, settings.max_streams_total
                         ),
@@ -320,7 +331,9 @@ class WallWhaleServer:
             ),
         )
         download_pb2_grpc.add_DownloadServiceServicer_to_server(downloads, self.server)
-        admin = AdminServicer(self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds)
+        admin = AdminServicer(
+            self.sessions, clock, keyring, self.worker, settings.watch_heartbeat_seconds, user_defaults
+        )
         admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, self.server)
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(logins, self.sessions), self.server)
         status_pb2_grpc.add_StatusServiceServicer_to_server(

@@ -174,6 +174,13 @@ class Settings(BaseSettings):
     # (API keys carry their own limits). Unset: people are not limited.
     user_requests_per_minute: int | None = Field(default=None, ge=0)
     user_burst: int | None = Field(default=None, ge=0)
+    # Every user's other limits, over all their API keys and sessions, unless an admin set the
+    # user's own (AdminService UpdateUser `limits`); a key's limits are never looser than its
+    # owner's. Unset: no limit of that kind.
+    user_daily_download_quota: int | None = Field(default=None, ge=0)
+    user_monthly_download_quota: int | None = Field(default=None, ge=0)
+    user_max_concurrent_downloads: int | None = Field(default=None, ge=0)
+    user_max_runtime_seconds: int | None = Field(default=None, ge=1)
     # Share links to archives: the longest lifetime a link may be given, and each link's own rate
     # limit (fetches per minute, burst); a link is passed around, so it gets a budget of its own.
     archive_link_max_seconds: int = Field(default=86400, ge=60)

@@ -26,6 +26,7 @@ from tests.support.database import add_key, wait_for_audit_events
 from tests.support.server import Metadata, make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core import api_keys, limits
+from wallwhale.core.bootstrap import BootstrapResult
 from wallwhale.db.engine import create_engine, session_factory
 from wallwhale.db.models import ApiKey
 from wallwhale.db.types import utcnow
@@ -226,21 +227,21 @@ async def test_health_and_reflection_are_not_counted(
 
 
 async def test_people_follow_the_per_user_setting_and_anonymous_calls_do_not_count(
-    migrated_database_url: str, tmp_path: Path, clock: Clock, admin: Metadata
+    migrated_database_url: str, tmp_path: Path, clock: Clock, admin: Metadata, first_admin: BootstrapResult
 ) -> None:
     server = await _start(migrated_database_url, tmp_path, clock, user_requests_per_minute=30, user_burst=2)
     email = f"limited-{id(clock)}@example.test"
     try:
         async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            # The admin's API key has no limits of its own: the per-user setting is not applied to it.
-            for _ in range(5):
-                await admin_pb2_grpc.AdminServiceStub(channel).ListUsers(
-                    admin_pb2.ListUsersRequest(page_size=1), metadata=admin
-                )
             created = await admin_pb2_grpc.AdminServiceStub(channel).CreateUser(
                 admin_pb2.CreateUserRequest(user=admin_pb2.User(email=email), password="a long password 1"),
                 metadata=admin,
             )
+            # The admin's API key has no limits of its own, but its owner has the per-user setting.
+            keys = [await _get_caller(channel, admin) for _ in range(2)]
+            assert [a.code for a in keys] == [grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED]
+            refused_key = _detail(keys[1], error_details_pb2.QuotaFailure)
+            assert refused_key.violations[0].subject == f"users/{first_admin.user_id}"
             auth = auth_pb2_grpc.AuthServiceStub(channel)
             login = await auth.Login(auth_pb2.LoginRequest(email=email, password="a long password 1"))
             tokens = (
@@ -301,12 +302,12 @@ async def _reserve(
     sessions: async_sessionmaker[AsyncSession], key: ApiKey, now: datetime, count: int = 1
 ) -> limits.QuotaUsage:
     async with sessions.begin() as session:
-        return await limits.reserve_downloads(session, key, count, now)
+        return await limits.reserve_downloads(session, limits.Meter.of_key(key), count, now)
 
 
 async def _usage(sessions: async_sessionmaker[AsyncSession], key: ApiKey, now: datetime) -> tuple[int, int]:
     async with sessions() as session:
-        usage = await limits.quota_usage(session, key, now)
+        usage = await limits.quota_usage(session, limits.Meter.of_key(key), now)
     return usage.day.used, usage.month.used
 
 
@@ -358,7 +359,7 @@ async def test_the_monthly_quota_resets_on_the_first_of_the_month_and_refunds_th
     # the day had room and was counted first, and the refusal gave that unit back.
     async with sessions.begin() as session:
         with pytest.raises(QuotaExceeded) as raised:
-            await limits.reserve_downloads(session, key, 1, new_years_eve)
+            await limits.reserve_downloads(session, limits.Meter.of_key(key), 1, new_years_eve)
     assert (raised.value.reason, raised.value.period) == ("MONTHLY_QUOTA_EXCEEDED", "month")
     assert raised.value.reset_time == _utc(2032, 1, 1)
     assert await _usage(sessions, key, new_years_eve) == (1, 2)
@@ -392,7 +393,7 @@ async def test_quotas_count_with_the_transaction_and_survive_a_restart(
     try:
         key = await _quota_key(engine, migrated_database_url, daily_download_quota=5)
         async with session_factory(engine)() as session:
-            await limits.reserve_downloads(session, key, 3, now)
+            await limits.reserve_downloads(session, limits.Meter.of_key(key), 3, now)
             await session.rollback()  # the downloads were not created after all
         await _reserve(session_factory(engine), key, now, count=2)
     finally:
@@ -416,7 +417,7 @@ async def test_racing_reservations_never_take_more_than_the_quota(
     async def one() -> bool:
         async with sessions.begin() as session:
             try:
-                await limits.reserve_downloads(session, key, 1, now)
+                await limits.reserve_downloads(session, limits.Meter.of_key(key), 1, now)
             except QuotaExceeded:
                 return False
             await asyncio.sleep(0.02)  # the creation of the download, while the others wait
@@ -425,6 +426,43 @@ async def test_racing_reservations_never_take_more_than_the_quota(
     results = await asyncio.gather(*(one() for _ in range(20)))
     assert results.count(True) == 5
     assert await _usage(sessions, key, now) == (5, 5)
+
+
+async def test_racing_reservations_of_one_users_keys_never_take_more_than_the_users_quota(
+    engine: AsyncEngine, migrated_database_url: str
+) -> None:
+    sessions = session_factory(engine)
+    first = await _quota_key(engine, migrated_database_url)  # no quota of its own
+    owner = first.owner_user_id
+    plaintext = api_keys.generate_key()
+    async with sessions.begin() as session:
+        second = ApiKey(
+            name="second",
+            owner_user_id=owner,
+            prefix=api_keys.visible_prefix(plaintext),
+            key_hash=api_keys.hash_key(plaintext),
+            scopes=["download:*"],
+        )
+        session.add(second)
+    keys = [first, second]
+    now = _utc(2031, 9, 9, 9)
+    quota = limits.Limits(daily_download_quota=4)
+
+    async def one(key: ApiKey | None) -> str:
+        async with sessions.begin() as session:
+            try:
+                await limits.reserve_for_caller(session, owner, quota, key, 1, now)
+            except QuotaExceeded as refused:
+                return refused.violations[0].subject
+            await asyncio.sleep(0.02)
+            return "taken"
+
+    # Both keys and the owner's login (no key) at once.
+    results = await asyncio.gather(*(one(key) for key in [*keys, None] * 5))
+    assert sorted(results) == ["taken"] * 4 + [f"users/{owner}"] * 11
+    async with sessions() as session:
+        usage = await limits.quota_usage(session, limits.Meter.of_user(owner, quota), now)
+    assert usage.day.used == 4
 
 
 async def test_a_quota_refusal_is_resource_exhausted_with_its_details() -> None:

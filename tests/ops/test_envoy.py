@@ -250,6 +250,36 @@ async def test_users_create_get_update_delete_and_errors(stack: Stack) -> None:
     assert updated.status == 200, updated
     assert updated.json()["user"]["displayName"] == "Ada L."
 
+    # The user's own limits (int64 as strings); a key of theirs may not be looser (400 naming it).
+    limited = await stack.call(
+        "PATCH",
+        f"/v1/admin/users/{user_id}",
+        {
+            "user": {"limits": {"dailyDownloadQuota": "5", "maxConcurrentDownloads": 1}},
+            "updateMask": "limits",
+        },
+    )
+    assert limited.status == 200, limited
+    got = (await stack.call("GET", f"/v1/admin/users/{user_id}")).json()["user"]
+    assert got["limits"] == {"dailyDownloadQuota": "5", "maxConcurrentDownloads": 1}
+    assert got["effectiveLimits"]["dailyDownloadQuota"] == "5"
+    looser = await stack.call(
+        "POST",
+        "/v1/admin/api-keys",
+        {
+            "apiKey": {
+                "name": "k",
+                "ownerUserId": user_id,
+                "scopes": ["download:*"],
+                "limits": {"dailyDownloadQuota": "6"},
+            }
+        },
+    )
+    refused = assert_json_error(looser, 400, 3, "INVALID_ARGUMENT")
+    assert (
+        detail(refused, "BadRequest")["fieldViolations"][0]["field"] == "api_key.limits.daily_download_quota"
+    )
+
     listed = await stack.call("GET", "/v1/admin/users?pageSize=500")
     assert user_id in {u["id"] for u in listed.json()["users"]}
 

@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency
 from wallwhale.core.after_commit import after_commit
+from wallwhale.core.limits import NO_LIMITS, Limits
 from wallwhale.core.paging import Page
-from wallwhale.core.scopes import check_grantable
+from wallwhale.core.scopes import PRIORITY_SCOPE, check_grantable
 from wallwhale.core.text import display_text_violations
 from wallwhale.core.tokens import is_token, new_token, token_hash
 from wallwhale.db.models import ApiKey, User
@@ -25,7 +26,7 @@ _VISIBLE_LENGTH = len(KEY_PREFIX) + 6
 
 SCOPES = frozenset(
     {
-        *("download:read", "download:write", "download:*"),
+        *("download:read", "download:write", "download:*", PRIORITY_SCOPE),
         *("admin:read", "admin:write", "admin:*"),
         *("watch:read", "watch:write", "watch:*"),
     }
@@ -54,21 +55,11 @@ UPDATABLE = frozenset({"name", "scopes", "limits", "expire_time", "disabled"})
 
 
 @dataclass(frozen=True)
-class KeyLimits:
-    requests_per_minute: int | None = None
-    burst: int | None = None
-    daily_download_quota: int | None = None
-    monthly_download_quota: int | None = None
-    max_concurrent_downloads: int | None = None
-    max_runtime_seconds: int | None = None
-
-
-@dataclass(frozen=True)
 class KeyInput:
     name: str = ""
     owner_user_id: str = ""
     scopes: tuple[str, ...] = ()
-    limits: KeyLimits = KeyLimits()
+    limits: Limits = NO_LIMITS
     expire_time: datetime | None = None
     disabled: bool = False
 
@@ -89,12 +80,29 @@ def _violations(data: KeyInput, fields: set[str], now: datetime) -> list[FieldVi
                 )
             )
     if "limits" in fields:
-        for name, value in asdict(data.limits).items():
-            if value is not None and value < 0:
-                found.append(FieldViolation(f"api_key.limits.{name}", "must not be negative"))
+        found += limit_violations(data.limits, "api_key.limits")
     if "expire_time" in fields and data.expire_time is not None and data.expire_time <= now:
         found.append(FieldViolation("api_key.expire_time", "must be in the future"))
     return found
+
+
+def limit_violations(limits: Limits, prefix: str) -> list[FieldViolation]:
+    """Negative limits (a key's or a user's), each named by its field."""
+    return [
+        FieldViolation(
+            f"{prefix}.{'max_runtime' if name == 'max_runtime_seconds' else name}", "must not be negative"
+        )
+        for name, value in asdict(limits).items()
+        if value is not None and value < 0
+    ]
+
+
+def check_within_owner(limits: Limits, owner: User, user_defaults: Limits) -> None:
+    """Refuses a key's limits that are looser than its owner's (the owner's own over the server's
+    defaults): INVALID_ARGUMENT naming each such field. Unset limits pass: the owner's bind them."""
+    violations = limits.violations_beyond(Limits.of(owner).over(user_defaults), "api_key.limits")
+    if violations:
+        raise InvalidArgument(violations)
 
 
 @dataclass(frozen=True)
@@ -115,6 +123,7 @@ async def create_api_key(
     now: datetime,
     granter_scopes: Iterable[str],
     request: idempotency.RequestKey = idempotency.NO_REQUEST_ID,
+    user_defaults: Limits = NO_LIMITS,
 ) -> Created:
     """Creates a key, or answers a repeated request_id with the key the first call made.
     `granter_scopes`: the caller's own, which the key's scopes may not exceed (nor its owner's role)."""
@@ -132,6 +141,7 @@ async def create_api_key(
     if owner is None:
         raise InvalidArgument.field("api_key.owner_user_id", "no such user")
     check_grantable(data.scopes, owner.role, granter_scopes)
+    check_within_owner(data.limits, owner, user_defaults)
     key = generate_key()
     row = ApiKey(
         name=data.name.strip(),
@@ -178,6 +188,7 @@ async def update_api_key(
     fields: set[str],
     now: datetime,
     granter_scopes: Iterable[str],
+    user_defaults: Limits = NO_LIMITS,
 ) -> ApiKey:
     unknown = fields - UPDATABLE
     if unknown:
@@ -194,6 +205,7 @@ async def update_api_key(
         check_grantable(data.scopes, row.owner.role, granter_scopes)
         row.scopes = sorted(set(data.scopes))
     if "limits" in fields:
+        check_within_owner(data.limits, row.owner, user_defaults)
         for name, value in asdict(data.limits).items():
             setattr(row, name, value)
     if "expire_time" in fields:

@@ -34,9 +34,8 @@ from wallwhale.core.batch_state import Counts
 from wallwhale.core.downloads import JobLimits
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.core.limits import reserve_downloads
 from wallwhale.core.states import FINAL_STATES
-from wallwhale.db.models import ApiKey, Batch, BatchState, Download, DownloadState
+from wallwhale.db.models import Batch, BatchState, Download, DownloadState
 from wallwhale.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from wallwhale.log import get_logger
 from wallwhale.steam.webapi import CollectionDetails, ItemDetails, SteamWebApi, WebApiUnavailable
@@ -265,9 +264,8 @@ async def create(
     stored = await events.append_first(session, firsts, now)
     await downloads.claimable(session)
     after_commit(session).count(metrics.DOWNLOADS_CREATED, "queue", amount=len(jobs))
-    if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
-        # Last, as for one download: a refused quota rolls everything back.
-        await reserve_downloads(session, key, len(jobs), now)
+    # Last, as for one download: a refused quota rolls everything back.
+    await downloads.reserve(session, principal, len(jobs), now)
     return Created(batch, stored, replayed=False)
 
 

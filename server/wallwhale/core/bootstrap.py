@@ -9,10 +9,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys, passwords
+from wallwhale.core.scopes import PRIORITY_SCOPE
 from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
 from wallwhale.errors import AlreadyExists, InvalidArgument
 
-BOOTSTRAP_SCOPES = ["admin:*", "download:*", "watch:*"]
+BOOTSTRAP_SCOPES = ["admin:*", "download:*", "watch:*", PRIORITY_SCOPE]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from wallwhale.core import archives, batch_state, events, idempotency, ownership
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
-from wallwhale.core.limits import reserve_downloads
+from wallwhale.core.limits import reserve_for_caller, tighter
+from wallwhale.core.scopes import PRIORITY_SCOPE, grants
 from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.core.states import ACTIVE_STATES, FINAL_STATES, check_move
 from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount
@@ -64,9 +65,18 @@ class JobLimits:
 
 
 async def job_limits(session: AsyncSession, principal: Principal, max_attempts: int) -> JobLimits:
-    """The limits of the caller's new jobs: the server's attempts, the API key's runtime limit."""
+    """The limits of the caller's new jobs: the server's attempts, and the tighter runtime limit of
+    the API key's and its user's."""
     key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
-    return JobLimits(max_attempts, key.max_runtime_seconds if key is not None else None)
+    key_runtime = key.max_runtime_seconds if key is not None else None
+    return JobLimits(max_attempts, tighter(key_runtime, principal.user_limits.max_runtime_seconds))
+
+
+async def reserve(session: AsyncSession, principal: Principal, count: int, now: datetime) -> None:
+    """Counts the caller's new downloads (or runs) against its key's quotas and its user's: a user
+    at their quota gets no more with another key or by logging in."""
+    key = await session.get(ApiKey, principal.api_key_id) if principal.api_key_id else None
+    await reserve_for_caller(session, principal.user_id, principal.user_limits, key, count, now)
 
 
 @dataclass(frozen=True)
@@ -274,10 +284,9 @@ async def create(
     after_commit(session).count(metrics.DOWNLOADS_CREATED, "queue" if cached is None else "cache")
     if cached is not None:
         after_commit(session).count(metrics.DOWNLOADS_FINISHED, "succeeded", "")
-    if principal.api_key_id and (key := await session.get(ApiKey, principal.api_key_id)) is not None:
-        # Last, in the same transaction: a refused quota rolls the download back, and the key's
-        # counter row stays locked for the shortest time.
-        await reserve_downloads(session, key, 1, now)
+    # Last, in the same transaction: a refused quota rolls the download back, and the counter rows
+    # stay locked for the shortest time.
+    await reserve(session, principal, 1, now)
     return Created(download, stored, replayed=False)
 
 
@@ -289,10 +298,13 @@ def check_priority(priority: int, field: str = "priority") -> int:
 
 
 def check_priority_allowed(principal: Principal, priority: int) -> None:
-    """HIGH jumps the shared queue: admins only, so that no caller can push everyone else back."""
-    if priority == PRIORITY_HIGH and not principal.is_admin:
+    """HIGH jumps the shared queue: admins, and keys an admin gave download:priority, only, so that
+    no caller can push everyone else back."""
+    if priority == PRIORITY_HIGH and not (principal.is_admin or grants(principal.scopes, PRIORITY_SCOPE)):
         raise PermissionDenied(
-            "priority HIGH is reserved for admins; use NORMAL or LOW", reason="SCOPE_MISSING"
+            f"priority HIGH is reserved for admins and keys with the scope {PRIORITY_SCOPE!r};"
+            " use NORMAL or LOW",
+            reason="SCOPE_MISSING",
         )
 
 
@@ -499,10 +511,9 @@ async def retry(
         percent=0.0,
         phase=Phase.STARTING,
     )
-    if principal.api_key_id and (api_key := await session.get(ApiKey, principal.api_key_id)) is not None:
-        # A retry is another run: it costs a unit of the caller's quota like a new download (a
-        # refused quota rolls the retry back).
-        await reserve_downloads(session, api_key, 1, now)
+    # A retry is another run: it costs a unit of the caller's quotas like a new download (a refused
+    # quota rolls the retry back).
+    await reserve(session, principal, 1, now)
     return download
 
 

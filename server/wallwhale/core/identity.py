@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import api_keys
-from wallwhale.core.limits import RateLimit
+from wallwhale.core.limits import NO_LIMITS, Limits, RateLimit
 from wallwhale.core.scopes import capped_by_role, grants
 from wallwhale.db.models import ApiKey, User, UserRole
 from wallwhale.errors import PermissionDenied, Unauthenticated
@@ -34,12 +34,25 @@ class Principal:
     display: str = ""
     # The login session (refresh-token family) of a person's access token.
     session_id: str = ""
-    # An API key's own rate limit (None: not limited); people get the server's setting instead.
+    # An API key's own rate limit (None: not limited).
     rate_limit: RateLimit | None = None
+    # The user's limits (their own over the server's defaults), which bind every key and session
+    # of theirs: a key's own limits apply on top, never instead.
+    user_limits: Limits = NO_LIMITS
 
     @property
     def is_admin(self) -> bool:
         return self.role is UserRole.ADMIN and grants(self.scopes, "admin:read")
+
+    def rate_budgets(self) -> list[tuple[str, RateLimit]]:
+        """The budgets one call takes from: the key's own, and its user's (shared by all their keys
+        and sessions). Both must have room, so the tighter one decides."""
+        budgets = []
+        if self.api_key_id and self.rate_limit is not None:
+            budgets.append((f"api-keys/{self.api_key_id}", self.rate_limit))
+        if (user_limit := self.user_limits.rate_limit) is not None:
+            budgets.append((f"users/{self.user_id}", user_limit))
+        return budgets
 
     @property
     def request_scope(self) -> str:
@@ -122,6 +135,7 @@ async def authenticate_api_key(
     presented: str,
     now: datetime,
     cache: PrincipalCache | None = None,
+    user_defaults: Limits = NO_LIMITS,
 ) -> Principal:
     # The same answer for a malformed key and an unknown one: nothing to learn by probing.
     unknown = Unauthenticated("the API key is not valid", reason="CREDENTIALS_INVALID")
@@ -153,6 +167,7 @@ async def authenticate_api_key(
         api_key_id=key.id,
         display=f"{key.prefix} ({key.name})",
         rate_limit=RateLimit.of(key.requests_per_minute, key.burst),
+        user_limits=Limits.of(key.owner).over(user_defaults),
     )
     if cache is not None:
         cache.store(key_hash, principal, key.expire_time, generation)

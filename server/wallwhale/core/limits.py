@@ -8,8 +8,14 @@ moves TAT to max(TAT, t) + T. That test and the move are one INSERT .. ON CONFLI
 WHERE .. RETURNING statement, so the database decides atomically for all instances, on SQLite and
 PostgreSQL alike; only a refusal reads the row once more, to say when to come back.
 
-Quotas count the downloads of an API key per UTC day and per UTC month in `usage_counters`, one
-conditional upsert per period inside the caller's transaction (see reserve_downloads).
+Quotas count the downloads of an API key per UTC day and per UTC month in `usage_counters`, and
+those of its owner over all their keys and sessions in `user_usage_counters`: one conditional upsert
+per period and counter inside the caller's transaction (see reserve_downloads).
+
+Limits bind people, not only keys: a user has limits of their own (the server's WALLWHALE_USER_*
+defaults, or what an admin set for them), and a call made with a key must pass both the key's and
+its owner's. Budgets and counters are separate rows, so the tighter of the two always decides, and
+whatever a user does with any key or a login comes out of the same user budget.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -28,8 +34,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.db.engine import ConnectionRunner
-from wallwhale.db.models import ApiKey, RateLimitState, UsageCounter, UsagePeriod
-from wallwhale.errors import QuotaExceeded, QuotaViolation, RateLimited
+from wallwhale.db.models import ApiKey, RateLimitState, UsageCounter, UsagePeriod, User, UserUsageCounter
+from wallwhale.errors import FieldViolation, QuotaExceeded, QuotaViolation, RateLimited
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -50,6 +56,59 @@ def _upsert(dialect: str, table: sa.Table) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(table)
     raise ValueError(f"unsupported database {dialect!r}")
+
+
+# Limits of a key or a user -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an API key or a user may do; None: no limit of that kind (for a user's own values: the
+    server's default)."""
+
+    requests_per_minute: int | None = None
+    burst: int | None = None
+    daily_download_quota: int | None = None
+    monthly_download_quota: int | None = None
+    max_concurrent_downloads: int | None = None
+    max_runtime_seconds: int | None = None
+
+    @classmethod
+    def of(cls, row: ApiKey | User) -> Limits:
+        """The limits stored on a key's or a user's row."""
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+    def over(self, defaults: Limits) -> Limits:
+        """These values where set, the defaults elsewhere (a user's own limits over the server's)."""
+        return replace(defaults, **{name: value for name, value in asdict(self).items() if value is not None})
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return RateLimit.of(self.requests_per_minute, self.burst)
+
+    def violations_beyond(self, bound: Limits, prefix: str) -> list[FieldViolation]:
+        """The limits set here that are looser than `bound`'s (a key's against its owner's). An unset
+        limit is not looser: the bound applies to it at every call anyway."""
+        found = []
+        bound_burst = bound.rate_limit.burst if bound.rate_limit is not None else None
+        for name, value in asdict(self).items():
+            limit = bound_burst if name == "burst" else getattr(bound, name)
+            if value is not None and limit is not None and value > limit:
+                field = "max_runtime" if name == "max_runtime_seconds" else name
+                found.append(
+                    FieldViolation(f"{prefix}.{field}", f"must not exceed the owner's limit ({limit})")
+                )
+        return found
+
+
+NO_LIMITS = Limits()
+
+
+def tighter(first: int | None, second: int | None) -> int | None:
+    """The smaller of two limits, None meaning none."""
+    if first is None or second is None:
+        return second if first is None else first
+    return min(first, second)
 
 
 # Rate limits ---------------------------------------------------------------------------------
@@ -220,6 +279,48 @@ class QuotaUsage:
 
 
 @dataclass(frozen=True)
+class Meter:
+    """The download counters of one API key (`usage_counters`) or one user (`user_usage_counters`,
+    over all their keys and sessions), with the quotas that bound them."""
+
+    table: sa.Table
+    owner_id: str
+    subject: str  # "api-keys/<id>" or "users/<id>", as QuotaFailure names it
+    whose: str  # for messages: "this API key", "your user"
+    daily: int | None
+    monthly: int | None
+
+    @classmethod
+    def of_key(cls, key: ApiKey) -> Meter:
+        table: sa.Table = UsageCounter.__table__  # type: ignore[assignment]
+        return cls(
+            table,
+            key.id,
+            f"api-keys/{key.id}",
+            "this API key",
+            key.daily_download_quota,
+            key.monthly_download_quota,
+        )
+
+    @classmethod
+    def of_user(cls, user_id: str, limits: Limits) -> Meter:
+        """`limits`: the user's effective limits (their own over the server's defaults)."""
+        table: sa.Table = UserUsageCounter.__table__  # type: ignore[assignment]
+        return cls(
+            table,
+            user_id,
+            f"users/{user_id}",
+            "your user",
+            limits.daily_download_quota,
+            limits.monthly_download_quota,
+        )
+
+    @property
+    def owner(self) -> sa.Column[str]:
+        return self.table.c[self.table.primary_key.columns.keys()[0]]
+
+
+@dataclass(frozen=True)
 class _Period:
     period: UsagePeriod
     start: date
@@ -227,15 +328,15 @@ class _Period:
     limit: int | None
 
 
-def _periods(key: ApiKey, now: datetime) -> tuple[_Period, _Period]:
-    """The UTC day and month that `now` falls in (whatever its own timezone), with the key's quotas."""
+def _periods(meter: Meter, now: datetime) -> tuple[_Period, _Period]:
+    """The UTC day and month that `now` falls in (whatever its own timezone), with the meter's quotas."""
     _require_aware(now)
     day = now.astimezone(UTC).date()
     month = day.replace(day=1)
     next_month = date(month.year + month.month // 12, month.month % 12 + 1, 1)
     return (
-        _Period(UsagePeriod.DAY, day, _midnight(day + timedelta(days=1)), key.daily_download_quota),
-        _Period(UsagePeriod.MONTH, month, _midnight(next_month), key.monthly_download_quota),
+        _Period(UsagePeriod.DAY, day, _midnight(day + timedelta(days=1)), meter.daily),
+        _Period(UsagePeriod.MONTH, month, _midnight(next_month), meter.monthly),
     )
 
 
@@ -243,16 +344,27 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _counter_key(key_id: str, period: _Period) -> sa.ColumnElement[bool]:
+def _counter_key(meter: Meter, period: _Period) -> sa.ColumnElement[bool]:
     return sa.and_(
-        UsageCounter.api_key_id == key_id,
-        UsageCounter.period == period.period.value,
-        UsageCounter.period_start == period.start,
+        meter.owner == meter.owner_id,
+        meter.table.c.period == period.period.value,
+        meter.table.c.period_start == period.start,
     )
 
 
-async def reserve_downloads(session: AsyncSession, key: ApiKey, count: int, now: datetime) -> QuotaUsage:
-    """Counts `count` new downloads of `key` against its daily and monthly quotas (UTC), in the
+async def reserve_for_caller(
+    session: AsyncSession, user_id: str, user_limits: Limits, key: ApiKey | None, count: int, now: datetime
+) -> None:
+    """Counts `count` new downloads of a caller: against its API key's quotas (if it used one) and
+    against its user's, over all their keys and sessions. The key's counters first, then the user's,
+    always in this order, so that two transactions never wait for each other's rows in a cycle."""
+    if key is not None:
+        await reserve_downloads(session, Meter.of_key(key), count, now)
+    await reserve_downloads(session, Meter.of_user(user_id, user_limits), count, now)
+
+
+async def reserve_downloads(session: AsyncSession, meter: Meter, count: int, now: datetime) -> QuotaUsage:
+    """Counts `count` new downloads on `meter` against its daily and monthly quotas (UTC), in the
     caller's transaction: commit it with the downloads being created, and a rollback gives the
     units back.
 
@@ -260,22 +372,27 @@ async def reserve_downloads(session: AsyncSession, key: ApiKey, count: int, now:
     moves by one upsert whose WHERE re-checks the quota against the row as it is when the statement
     runs; on PostgreSQL a racing transaction waits for the row lock and then sees the committed
     count, so two callers can never both take the last unit. The lock lasts until the caller's
-    commit: reservations of one key are serialised, other keys are not affected.
+    commit: reservations of one key (or user) are serialised, others are not affected.
     """
     if count < 1:
         raise ValueError("count must be at least 1")
     dialect = session.get_bind().dialect.name
-    table: sa.Table = UsageCounter.__table__  # type: ignore[assignment]
+    table = meter.table
     taken: list[tuple[_Period, int]] = []
-    for period in _periods(key, now):
+    for period in _periods(meter, now):
         if period.limit is not None and count > period.limit:
             used = None  # cannot fit even when unused; no need to touch the row
         else:
             statement = _upsert(dialect, table).values(
-                api_key_id=key.id, period=period.period.value, period_start=period.start, downloads=count
+                {
+                    meter.owner.name: meter.owner_id,
+                    "period": period.period.value,
+                    "period_start": period.start,
+                    "downloads": count,
+                }
             )
             statement = statement.on_conflict_do_update(
-                index_elements=[table.c.api_key_id, table.c.period, table.c.period_start],
+                index_elements=[meter.owner, table.c.period, table.c.period_start],
                 set_={"downloads": table.c.downloads + count},
                 where=None if period.limit is None else table.c.downloads + count <= period.limit,
             ).returning(table.c.downloads)
@@ -283,11 +400,11 @@ async def reserve_downloads(session: AsyncSession, key: ApiKey, count: int, now:
         if used is None:
             for done, _ in taken:  # give back what the other period took in this call
                 await session.execute(
-                    sa.update(UsageCounter)
-                    .where(_counter_key(key.id, done))
-                    .values(downloads=UsageCounter.downloads - count)
+                    sa.update(table)
+                    .where(_counter_key(meter, done))
+                    .values(downloads=table.c.downloads - count)
                 )
-            raise await _exceeded(session, key, period, count, now)
+            raise await _exceeded(session, meter, period, count, now)
         taken.append((period, int(used)))
     (day, day_used), (month, month_used) = taken
     return QuotaUsage(
@@ -297,13 +414,13 @@ async def reserve_downloads(session: AsyncSession, key: ApiKey, count: int, now:
 
 
 async def _exceeded(
-    session: AsyncSession, key: ApiKey, period: _Period, count: int, now: datetime
+    session: AsyncSession, meter: Meter, period: _Period, count: int, now: datetime
 ) -> QuotaExceeded:
     assert period.limit is not None
-    used = await session.scalar(sa.select(UsageCounter.downloads).where(_counter_key(key.id, period))) or 0
+    used = await session.scalar(sa.select(meter.table.c.downloads).where(_counter_key(meter, period))) or 0
     word = "daily" if period.period is UsagePeriod.DAY else "monthly"
     return QuotaExceeded(
-        f"the {word} download quota of this API key is used up ({used} of {period.limit}); "
+        f"the {word} download quota of {meter.whose} is used up ({used} of {period.limit}); "
         f"it resets at {period.reset_time.isoformat()}",
         period=period.period.value,
         limit=period.limit,
@@ -313,42 +430,43 @@ async def _exceeded(
         retry_after_seconds=(period.reset_time - now).total_seconds(),
         violations=[
             QuotaViolation(
-                f"api-keys/{key.id}",
-                f"{word} download quota: {period.limit} per UTC {period.period.value}",
+                meter.subject, f"{word} download quota: {period.limit} per UTC {period.period.value}"
             )
         ],
     )
 
 
 async def download_usage(
-    session: AsyncSession, keys: Sequence[ApiKey], now: datetime
+    session: AsyncSession, meters: Sequence[Meter], now: datetime
 ) -> dict[str, QuotaUsage]:
-    """The downloads each key has counted in the current UTC day and month, by key id (one query)."""
-    if not keys:
+    """The downloads each meter (all of one kind) has counted in the current UTC day and month, by
+    owner id (one query)."""
+    if not meters:
         return {}
-    periods = {key.id: _periods(key, now) for key in keys}
+    periods = {meter.owner_id: _periods(meter, now) for meter in meters}
     day, month = next(iter(periods.values()))
+    table, owner = meters[0].table, meters[0].owner
     rows = await session.execute(
-        sa.select(UsageCounter.api_key_id, UsageCounter.period, UsageCounter.downloads).where(
-            UsageCounter.api_key_id.in_(list(periods)),
+        sa.select(owner, table.c.period, table.c.downloads).where(
+            owner.in_(list(periods)),
             sa.or_(
-                sa.and_(UsageCounter.period == day.period.value, UsageCounter.period_start == day.start),
-                sa.and_(UsageCounter.period == month.period.value, UsageCounter.period_start == month.start),
+                sa.and_(table.c.period == day.period.value, table.c.period_start == day.start),
+                sa.and_(table.c.period == month.period.value, table.c.period_start == month.start),
             ),
         )
     )
-    counted = {(key_id, period): downloads for key_id, period, downloads in rows}
+    counted = {(owner_id, period): downloads for owner_id, period, downloads in rows}
 
-    def usage(key_id: str, p: _Period) -> PeriodUsage:
-        used = counted.get((key_id, p.period.value), 0)
+    def usage(owner_id: str, p: _Period) -> PeriodUsage:
+        used = counted.get((owner_id, p.period.value), 0)
         return PeriodUsage(p.period, p.start, p.reset_time, used, p.limit)
 
     return {
-        key_id: QuotaUsage(day=usage(key_id, day), month=usage(key_id, month))
-        for key_id, (day, month) in periods.items()
+        owner_id: QuotaUsage(day=usage(owner_id, day), month=usage(owner_id, month))
+        for owner_id, (day, month) in periods.items()
     }
 
 
-async def quota_usage(session: AsyncSession, key: ApiKey, now: datetime) -> QuotaUsage:
-    """The downloads `key` has counted in the current UTC day and month."""
-    return (await download_usage(session, [key], now))[key.id]
+async def quota_usage(session: AsyncSession, meter: Meter, now: datetime) -> QuotaUsage:
+    """The downloads `meter` has counted in the current UTC day and month."""
+    return (await download_usage(session, [meter], now))[meter.owner_id]

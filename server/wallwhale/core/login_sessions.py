@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from wallwhale.core import passwords
 from wallwhale.core.identity import Principal
+from wallwhale.core.limits import NO_LIMITS, Limits
 from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.scopes import role_scopes
 from wallwhale.core.tokens import new_token, token_hash
@@ -64,7 +65,10 @@ class LoginSessions:
         access_ttl: timedelta,
         refresh_ttl: timedelta,
         throttle: LoginThrottle | None = None,
+        user_defaults: Limits = NO_LIMITS,
     ):
+        # Every user's limits unless an admin set their own (core.limits).
+        self._user_defaults = user_defaults
         self._sessions = sessions
         self._throttle = throttle
         self._secret = secret
@@ -210,6 +214,7 @@ class LoginSessions:
             scopes=role_scopes(user.role),
             display=user.email,
             session_id=claims["sid"],
+            user_limits=Limits.of(user).over(self._user_defaults),
         )
 
     def _decode(self, token: str) -> dict[str, Any]:

@@ -1,11 +1,14 @@
 """The job queue in the database: claiming, leases, and taking back the jobs of dead instances.
 
-A worker claims the first QUEUED job (highest priority, then oldest) that is due, whose API key is
-under its concurrency limit, and for which a Steam account is free; it writes its lease on the job
-and on the account in the same transaction. On PostgreSQL candidate jobs and accounts are locked with
-FOR UPDATE SKIP LOCKED, so instances sharing the database never claim the same job or account, and the
-key row is locked while its running jobs are counted. SQLite has one writer at a time, which gives
-the same guarantee for the single instance it is meant for.
+A worker claims a QUEUED job that is due, whose API key and user are under their concurrency limits,
+and for which a Steam account is free: of the highest priority, and within it fairly between
+callers: the oldest job of the caller (its API key, or its user for jobs queued with a login) with
+the fewest running jobs, so one caller's hundreds of queued jobs do not hold back another's one. It
+writes its lease on the job and on the account in the same transaction. On PostgreSQL candidate jobs
+and accounts are locked with FOR UPDATE SKIP LOCKED, so instances sharing the database never claim
+the same job or account, and the key and user rows are locked while their running jobs are
+counted. SQLite has one writer at a time, which gives the same guarantee for the single instance
+it is meant for.
 
 A lease that is not renewed expires: the job goes back to the queue (or fails after its last attempt)
 and its account becomes free again.
@@ -16,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -24,7 +28,7 @@ from wallwhale.core.downloads import PRIORITY_HIGH, PRIORITY_LOW, PRIORITY_NORMA
 from wallwhale.core.events import StoredEvent
 from wallwhale.core.states import ACTIVE_STATES
 from wallwhale.core.steam_accounts import ADD_ACCOUNT_HINT
-from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus
+from wallwhale.db.models import ApiKey, Download, DownloadState, SteamAccount, SteamAccountStatus, User
 from wallwhale.steam.output import Phase, Reason
 
 _CANDIDATES = 16
@@ -65,11 +69,13 @@ async def claim_next(
     now: datetime,
     lease: timedelta,
     in_use: frozenset[str] = frozenset(),
+    user_max_concurrent: int | None = None,
 ) -> ClaimResult:
     """Claims the next job. `in_use`: accounts this instance runs DepotDownloader with right now; they
-    are never taken, even if their lease ran out while the event loop was held up."""
-    # Jobs of keys at their concurrency limit are left out here, so that they cannot fill the
-    # candidate list and hold up everyone behind them; _key_has_room re-checks under the key's lock.
+    are never taken, even if their lease ran out while the event loop was held up.
+    `user_max_concurrent`: running jobs per user where an admin set none of the user's own."""
+    # Jobs of keys and users at their concurrency limit are left out here, so that they cannot fill
+    # the candidate list and hold up everyone behind them; _has_room re-checks under row locks.
     running = aliased(Download)
     key_limit = (
         select(ApiKey.max_concurrent_downloads).where(ApiKey.id == Download.api_key_id).scalar_subquery()
@@ -91,26 +97,45 @@ async def claim_next(
         )
         .exists()
     )
-    eligible = select(Download).where(
+    user_limit = _user_limit(user_max_concurrent)
+    same_user = aliased(Download)
+    user_running = (
+        select(func.count())
+        .select_from(same_user)
+        .where(same_user.owner_user_id == Download.owner_user_id, same_user.state.in_(ACTIVE_STATES))
+        .scalar_subquery()
+    )
+    conditions = (
         Download.state == DownloadState.QUEUED,
         Download.cancel_requested.is_(False),
         or_(Download.next_attempt_time.is_(None), Download.next_attempt_time <= now),
         or_(Download.api_key_id.is_(None), key_limit.is_(None), key_running < key_limit),
+        or_(Download.owner_user_id.is_(None), user_limit.is_(None), user_running < user_limit),
         ~item_running,
     )
-    # Highest priority first, then oldest: one query per priority level, each ordered like the
-    # (state, priority, create_time) index, so the database reads the first rows of the index
-    # instead of sorting every queued job (ORDER BY priority DESC, create_time would need a DESC
-    # index). Priorities are validated when jobs are created; the last level catches any other value.
+    # Highest priority first: one pass per priority level (ORDER BY priority DESC over all levels
+    # would need a DESC index). Within a level, fairly: the callers in order of their running jobs
+    # (none first), each group's jobs oldest first. Every query reads its level's rows of the
+    # (state, priority, create_time) index in order and stops at its LIMIT; the group's test comes
+    # first, so the rows of other callers cost a comparison, not the subqueries. Priorities are
+    # validated when jobs are created; the last level catches any other value.
+    groups = await _callers_by_running_jobs(session)
+    # With several groups, the levels without queued jobs (most, most of the time) are found in one
+    # look first, rather than by one empty query per group.
+    levels = await _queued_levels(session) if len(groups) > 1 else _PRIORITY_LEVELS
     candidates: list[Download] = []
-    for level in _PRIORITY_LEVELS:
-        found = await session.scalars(
-            eligible.where(level)
-            .order_by(Download.create_time, Download.id)
-            .limit(_CANDIDATES - len(candidates))
-            .with_for_update(skip_locked=True)
-        )
-        candidates += found
+    for level in levels:
+        for group in groups:
+            found = await session.scalars(
+                select(Download)
+                .where(level, group, *conditions)
+                .order_by(Download.create_time, Download.id)
+                .limit(_CANDIDATES - len(candidates))
+                .with_for_update(skip_locked=True)
+            )
+            candidates += found
+            if len(candidates) >= _CANDIDATES:
+                break
         if len(candidates) >= _CANDIDATES:
             break
     failed: list[StoredEvent] = []
@@ -120,8 +145,8 @@ async def claim_next(
         if item in items_seen or not await _item_is_free(session, download):
             continue  # another job of the item runs (or is being claimed elsewhere): it waits
         items_seen.add(item)
-        if not await _key_has_room(session, download):
-            continue  # over its key's max_concurrent: it waits, it does not fail
+        if not await _has_room(session, download, user_max_concurrent):
+            continue  # over its key's or user's max_concurrent: it waits, it does not fail
         accounts = await _usable_accounts(session, download)
         if not accounts:
             failed += await transition(
@@ -193,6 +218,69 @@ async def _item_is_free(session: AsyncSession, download: Download) -> bool:
         )
     )
     return not active
+
+
+_CALLER = func.coalesce(Download.api_key_id, Download.owner_user_id)
+
+
+async def _queued_levels(session: AsyncSession) -> list[ColumnElement[bool]]:
+    """The priority levels that have queued jobs: one statement, an index probe per level."""
+    looks = [
+        select(Download.id).where(Download.state == DownloadState.QUEUED, level).exists()
+        for level in _PRIORITY_LEVELS
+    ]
+    found = (await session.execute(select(*looks))).one()
+    return [level for level, queued in zip(_PRIORITY_LEVELS, found, strict=True) if queued]
+
+
+async def _callers_by_running_jobs(session: AsyncSession) -> list[ColumnElement[bool]]:
+    """Conditions that split the queue by caller (the job's API key, or its user for jobs queued
+    with a login), in the order they are served: callers with no running job (and jobs of no
+    caller), then those with one, two, ... Read from the active jobs only, which are few."""
+    rows = await session.execute(
+        select(_CALLER, func.count()).where(Download.state.in_(ACTIVE_STATES)).group_by(_CALLER)
+    )
+    by_count: dict[int, list[str]] = {}
+    for caller, jobs in rows:
+        if caller is not None:
+            by_count.setdefault(int(jobs), []).append(caller)
+    if not by_count:
+        return [sa.true()]
+    busy = [caller for callers in by_count.values() for caller in callers]
+    idle = or_(_CALLER.is_(None), _CALLER.not_in(busy))
+    return [idle, *(_CALLER.in_(by_count[count]) for count in sorted(by_count))]
+
+
+def _user_limit(default: int | None) -> ColumnElement[int | None]:
+    """The job's user's max_concurrent_downloads, else the server's default (NULL: none)."""
+    own = select(User.max_concurrent_downloads).where(User.id == Download.owner_user_id).scalar_subquery()
+    return own if default is None else func.coalesce(own, default)
+
+
+async def _has_room(session: AsyncSession, download: Download, user_default: int | None) -> bool:
+    return await _key_has_room(session, download) and await _user_has_room(session, download, user_default)
+
+
+async def _user_has_room(session: AsyncSession, download: Download, default: int | None) -> bool:
+    """Whether the job's user runs fewer jobs than their limit, over all their keys and sessions.
+    As for keys, the user's row is locked while counting (only when a limit applies)."""
+    if download.owner_user_id is None:
+        return True
+    own = await session.scalar(select(User.max_concurrent_downloads).where(User.id == download.owner_user_id))
+    limit = own if own is not None else default
+    if limit is None:
+        return True
+    locked = await session.scalar(
+        select(User.id).where(User.id == download.owner_user_id).with_for_update(skip_locked=True)
+    )
+    if locked is None:
+        return False
+    running = await session.scalar(
+        select(func.count())
+        .select_from(Download)
+        .where(Download.owner_user_id == download.owner_user_id, Download.state.in_(ACTIVE_STATES))
+    )
+    return int(running or 0) < limit
 
 
 async def _key_has_room(session: AsyncSession, download: Download) -> bool:

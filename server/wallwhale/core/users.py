@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import idempotency, passwords
 from wallwhale.core.after_commit import after_commit
+from wallwhale.core.api_keys import limit_violations
+from wallwhale.core.limits import NO_LIMITS, Limits
 from wallwhale.core.paging import Page
 from wallwhale.core.text import check_display_text, display_text_violations
 from wallwhale.db.models import ApiKey, RefreshToken, User, UserRole
@@ -19,7 +21,7 @@ from wallwhale.db.types import utcnow
 from wallwhale.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 
 _EMAIL_MAX = 320
-UPDATABLE = frozenset({"display_name", "role", "disabled"})
+UPDATABLE = frozenset({"display_name", "role", "disabled", "limits"})
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class UserInput:
     display_name: str = ""
     role: UserRole | None = None
     disabled: bool = False
+    # The user's own limits; unset ones follow the server's defaults (WALLWHALE_USER_*).
+    limits: Limits = NO_LIMITS
 
 
 def _check_email(email: str, field: str) -> str:
@@ -75,6 +79,7 @@ async def create_user(
     if len(data.display_name) > 128:
         violations.append(FieldViolation("user.display_name", "must be at most 128 characters"))
     violations += display_text_violations(data.display_name, "user.display_name")
+    violations += limit_violations(data.limits, "user.limits")
     if violations:
         raise InvalidArgument(violations)
     if await session.scalar(select(User.id).where(User.email == email)):
@@ -85,6 +90,7 @@ async def create_user(
         role=data.role or UserRole.USER,
         disabled=data.disabled,
         password_hash=passwords.hash_password(password),
+        **asdict(data.limits),
     )
     session.add(user)
     try:
@@ -151,6 +157,12 @@ async def update_user(
         user.role = data.role
     if "disabled" in fields:
         user.disabled = data.disabled
+    if "limits" in fields:
+        # Tighter than some of the user's keys is fine: every call takes the tighter of the two.
+        if violations := limit_violations(data.limits, "user.limits"):
+            raise InvalidArgument(violations)
+        for name, value in asdict(data.limits).items():
+            setattr(user, name, value)
     if password:
         user.password_hash = passwords.hash_password(password)
     if password or ("disabled" in fields and data.disabled):

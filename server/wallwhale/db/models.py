@@ -167,6 +167,14 @@ class User(Base):
     last_login_time: Mapped[datetime | None]
     # A password reset or a disable: access tokens issued before it are refused.
     credentials_changed_time: Mapped[datetime | None]
+    # The person's own limits, over all their API keys and sessions; NULL: the server's default
+    # (WALLWHALE_USER_*), which may be no limit. A key's limits are never looser (core.limits).
+    requests_per_minute: Mapped[int | None]
+    burst: Mapped[int | None]
+    daily_download_quota: Mapped[int | None] = mapped_column(sa.BigInteger)
+    monthly_download_quota: Mapped[int | None] = mapped_column(sa.BigInteger)
+    max_concurrent_downloads: Mapped[int | None]
+    max_runtime_seconds: Mapped[int | None]
 
     @validates("email")
     def _lower_email(self, key: str, value: str) -> str:
@@ -247,6 +255,20 @@ class UsageCounter(Base):
     period_start: Mapped[date] = mapped_column(primary_key=True)
     downloads: Mapped[int] = _counter()
     bytes: Mapped[int] = _counter()
+
+
+class UserUsageCounter(Base):
+    """Downloads per user per day and per month, over all their keys and sessions (user quotas)."""
+
+    __tablename__ = "user_usage_counters"
+    __table_args__ = (sa.CheckConstraint("period IN ('day', 'month')", name="period"),)
+
+    user_id: Mapped[str] = mapped_column(
+        sa.String(26), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    period: Mapped[str] = mapped_column(sa.String(8), primary_key=True)
+    period_start: Mapped[date] = mapped_column(primary_key=True)
+    downloads: Mapped[int] = _counter()
 
 
 class RateLimitState(Base):
@@ -340,6 +362,8 @@ class Download(Base):
         sa.Index("ix_downloads_state_priority_create_time", "state", "priority", "create_time"),
         sa.Index("ix_downloads_owner_user_id_create_time", "owner_user_id", "create_time"),
         sa.Index("ix_downloads_api_key_id_state", "api_key_id", "state"),
+        # A user's running jobs are counted per claim (their max_concurrent_downloads).
+        sa.Index("ix_downloads_owner_user_id_state", "owner_user_id", "state"),
         sa.Index("ix_downloads_steam_account_id_state", "steam_account_id", "state"),
     )
 

@@ -20,6 +20,7 @@ from wallwhale.core.api_keys import KEY_PREFIX
 from wallwhale.core.audit import AuditWriter
 from wallwhale.core.identity import Principal, PrincipalCache, authenticate_api_key, require_scope
 from wallwhale.core.key_usage import KeyUsage
+from wallwhale.core.limits import NO_LIMITS, Limits
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.errors import PermissionDenied, Unauthenticated, WallWhaleError
 from wallwhale.network import IpRules
@@ -70,7 +71,9 @@ class AuthenticationInterceptor(CallInterceptor):
         principals: PrincipalCache | None = None,
         refusals: Callable[[str], Awaitable[WallWhaleError | None]] | None = None,
         usage: KeyUsage | None = None,
+        user_defaults: Limits = NO_LIMITS,
     ):
+        self._user_defaults = user_defaults
         # `refusals(address)`: counts a refused call against its address; the error to answer
         # instead once the address has used up its budget (rpc.limits.address_refusal).
         self._refusals = refusals
@@ -121,4 +124,6 @@ class AuthenticationInterceptor(CallInterceptor):
                 "credentials are missing: send an API key in the x-api-key header",
                 reason="CREDENTIALS_MISSING",
             )
-        return await authenticate_api_key(self._sessions, presented, self._clock(), self._principals)
+        return await authenticate_api_key(
+            self._sessions, presented, self._clock(), self._principals, self._user_defaults
+        )

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 from wallwhale.core import batches
 from wallwhale.core.batches import Member
 from wallwhale.core.events import EventKind, StoredEvent
-from wallwhale.core.limits import QuotaUsage
+from wallwhale.core.limits import Limits, QuotaUsage
 from wallwhale.core.snapshots import DownloadSnapshot, StateChange
 from wallwhale.db.models import (
     ApiKey,
@@ -54,7 +54,10 @@ def requested_time(request: Message, name: str, field: str | None = None) -> dat
         ) from None
 
 
-def user(row: User) -> admin_pb2.User:
+def user(row: User, defaults: Limits | None = None, usage: QuotaUsage | None = None) -> admin_pb2.User:
+    """The user as the API shows it; with the server's `defaults`, the limits that bind them now, and
+    their `usage` (downloads this UTC day and month) where it was read."""
+    own = Limits.of(row)
     return admin_pb2.User(
         id=row.id,
         email=row.email,
@@ -64,18 +67,21 @@ def user(row: User) -> admin_pb2.User:
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
         last_login_time=timestamp(row.last_login_time),
+        limits=limits_message(own),
+        effective_limits=limits_message(own.over(defaults)) if defaults is not None else None,
+        usage=key_usage(usage, 0) if usage is not None else None,
     )
 
 
-def key_limits(row: ApiKey) -> admin_pb2.ApiKeyLimits:
-    # None leaves an optional field unset, which the API reads as unlimited.
-    runtime = row.max_runtime_seconds
+def limits_message(limits: Limits) -> admin_pb2.ApiKeyLimits:
+    # None leaves an optional field unset, which the API reads as unlimited (or the default).
+    runtime = limits.max_runtime_seconds
     return admin_pb2.ApiKeyLimits(
-        requests_per_minute=row.requests_per_minute,
-        burst=row.burst,
-        daily_download_quota=row.daily_download_quota,
-        monthly_download_quota=row.monthly_download_quota,
-        max_concurrent_downloads=row.max_concurrent_downloads,
+        requests_per_minute=limits.requests_per_minute,
+        burst=limits.burst,
+        daily_download_quota=limits.daily_download_quota,
+        monthly_download_quota=limits.monthly_download_quota,
+        max_concurrent_downloads=limits.max_concurrent_downloads,
         max_runtime=None if runtime is None else duration_pb2.Duration(seconds=runtime),
     )
 
@@ -97,7 +103,7 @@ def api_key(row: ApiKey, usage: QuotaUsage | None = None) -> admin_pb2.ApiKey:
         owner_user_id=row.owner_user_id,
         prefix=row.prefix,
         scopes=row.scopes,
-        limits=key_limits(row),
+        limits=limits_message(Limits.of(row)),
         usage=key_usage(usage, row.total_requests),
         expire_time=timestamp(row.expire_time),
         disabled=row.disabled,

@@ -1,10 +1,12 @@
 """Rate limits per caller (core.limits), after authentication and before the method runs.
 
-An API key counts against its own limit, a person (access token) against the server's per-user
-setting, and anonymous calls (Login, Refresh, Logout) against a budget per client address, which
-the calls refused by authentication share (see address_refusal): nobody slows the others by
-sending many calls without valid credentials. Health and reflection are not counted. Every counted
-call gets x-ratelimit-limit, -remaining and -reset in its response headers, whether it passes or not.
+An API key's call counts against the key's own limit and against its user's, a person's (access
+token) against the user's: a user's limit (their own, or the server's WALLWHALE_USER_* default) is
+one budget over all their keys and sessions. Anonymous calls (Login, Refresh, Logout) count
+against a budget per client address, which the calls refused by authentication share (see
+address_refusal): nobody slows the others by sending many calls without valid credentials.
+Health and reflection are not counted. Every counted call gets x-ratelimit-limit, -remaining and
+-reset in its response headers, whether it passes or not.
 """
 
 from __future__ import annotations
@@ -52,20 +54,17 @@ class RateLimitInterceptor(CallInterceptor):
         self,
         limiter: RateLimiter,
         audit: AuditWriter,
-        user_limit: RateLimit | None = None,
         address_limit: RateLimit | None = None,
     ):
         self._limiter = limiter
         self._audit = audit
-        self._user_limit = user_limit
         self._address_limit = address_limit
 
-    def _limit_of(self, principal: Principal | None, address: str) -> tuple[str, RateLimit | None]:
+    def _budgets(self, principal: Principal | None, address: str) -> list[tuple[str, RateLimit]]:
         if principal is None:
-            return (address_subject(address), self._address_limit) if address else ("", None)
-        if principal.api_key_id:
-            return f"api-keys/{principal.api_key_id}", principal.rate_limit
-        return f"users/{principal.user_id}", self._user_limit
+            limit = self._address_limit
+            return [(address_subject(address), limit)] if address and limit is not None else []
+        return principal.rate_budgets()
 
     @contextlib.asynccontextmanager
     async def around(
@@ -73,20 +72,31 @@ class RateLimitInterceptor(CallInterceptor):
     ) -> AsyncIterator[None]:
         call = current_call()
         public = call.principal is None and call.method.startswith(PUBLIC_SERVICES)
-        subject, limit = ("", None) if public else self._limit_of(call.principal, call.client_address)
-        if limit is None:
+        budgets = [] if public else self._budgets(call.principal, call.client_address)
+        if not budgets:
             yield
             return
-        decision: RateDecision | None = None
-        try:
-            decision = await self._limiter.acquire(subject, limit)
-        except Exception as exc:
-            # Without its store the limiter cannot tell; refusing is safer than letting floods through.
-            _log.warning("rate limit store failed", error=str(exc).splitlines()[0][:200] if str(exc) else "")
-        if decision is None:
-            await errors.abort(context, Unavailable("the rate limiter is unavailable; try again shortly"))
-        for name, value in decision.headers():
+        # Each budget in turn (a key's, then its user's); the first without room refuses the call,
+        # and the headers describe the budget that decided: the refusing one, else the emptiest.
+        shown: RateDecision | None = None
+        for subject, limit in budgets:
+            decision: RateDecision | None = None
+            try:
+                decision = await self._limiter.acquire(subject, limit)
+            except Exception as exc:
+                # Without its store the limiter cannot tell; refusing is safer than letting floods through.
+                _log.warning(
+                    "rate limit store failed", error=str(exc).splitlines()[0][:200] if str(exc) else ""
+                )
+            if decision is None:
+                await errors.abort(context, Unavailable("the rate limiter is unavailable; try again shortly"))
+            if shown is None or not decision.allowed or decision.remaining < shown.remaining:
+                shown = decision
+            if not decision.allowed:
+                for name, value in decision.headers():
+                    call.add_header(name, value)
+                await deny(self._audit, context, request, rate_limited(subject, limit, decision))
+        assert shown is not None
+        for name, value in shown.headers():
             call.add_header(name, value)
-        if not decision.allowed:
-            await deny(self._audit, context, request, rate_limited(subject, limit, decision))
         yield

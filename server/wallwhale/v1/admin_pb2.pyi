@@ -132,6 +132,9 @@ class User(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     LAST_LOGIN_TIME_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_LIMITS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     email: _builtins.str
     display_name: _builtins.str
@@ -144,6 +147,24 @@ class User(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_login_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def limits(self) -> Global___ApiKeyLimits:
+        """The user's own limits, over all their API keys and login sessions together: one request
+        budget, one download quota, one concurrency limit for the person. An unset field follows the
+        server's default for every user (WALLWHALE_USER_*; no limit when that is unset). Set by admins
+        (CreateUser, UpdateUser with "limits" in update_mask, which replaces all of them).
+        """
+
+    @_builtins.property
+    def effective_limits(self) -> Global___ApiKeyLimits:
+        """What binds the user now: `limits` over the server's defaults."""
+
+    @_builtins.property
+    def usage(self) -> Global___ApiKeyUsage:
+        """The user's downloads this UTC day and month, over all their keys and sessions (GetUser and
+        ListUsers).
+        """
+
     def __init__(
         self,
         *,
@@ -155,10 +176,13 @@ class User(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         last_login_time: _timestamp_pb2.Timestamp | None = ...,
+        limits: Global___ApiKeyLimits | None = ...,
+        effective_limits: Global___ApiKeyLimits | None = ...,
+        usage: Global___ApiKeyUsage | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_login_time", b"last_login_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "effective_limits", b"effective_limits", "last_login_time", b"last_login_time", "limits", b"limits", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "display_name", b"display_name", "email", b"email", "id", b"id", "last_login_time", b"last_login_time", "role", b"role", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "disabled", b"disabled", "display_name", b"display_name", "effective_limits", b"effective_limits", "email", b"email", "id", b"id", "last_login_time", b"last_login_time", "limits", b"limits", "role", b"role", "update_time", b"update_time", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -395,7 +419,12 @@ Global___DeleteUserResponse: _TypeAlias = DeleteUserResponse  # noqa: Y015
 
 @_typing.final
 class ApiKeyLimits(_message.Message):
-    """Per-key limits. An unset limit is unlimited (or the server default where one is configured)."""
+    """The limits of an API key, or of a user (User.limits). An unset limit is unlimited for a key
+    (its owner's limits still apply), and the server's default for a user. A key's call must pass
+    both its own limits and its owner's, so the tighter one always decides; a key cannot be created or
+    changed to a limit looser than its owner's: INVALID_ARGUMENT naming the field
+    (api_key.limits.<name>). A user's limits may be lowered below their keys' at any time.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -511,8 +540,10 @@ class ApiKey(_message.Message):
     """A disabled key stops working until enabled again."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Any of download:read, download:write, download:*, admin:read, admin:write, admin:*, watch:read,
-        watch:write, watch:*.
+        """Any of download:read, download:write, download:*, download:priority, admin:read, admin:write,
+        admin:*. download:priority lets the key queue downloads at HIGH priority (admins may anyway);
+        download:* does not include it, and only callers who hold it (admins' logins, the first
+        admin's key) can grant it.
         """
 
     @_builtins.property

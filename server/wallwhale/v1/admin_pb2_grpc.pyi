@@ -37,7 +37,9 @@ class AdminServiceStub:
     GetUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.GetUserResponse]
     ListUsers: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.UpdateUserRequest, _admin_pb2.UpdateUserResponse]
-    """Changes the fields named in update_mask (display_name, role, disabled) and, if given, the password."""
+    """Changes the fields named in update_mask (display_name, role, disabled, limits) and, if given, the
+    password.
+    """
     DeleteUser: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteUserRequest, _admin_pb2.DeleteUserResponse]
     """Deletes a user with their API keys and sessions; their downloads stay for the audit trail."""
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateApiKeyRequest, _admin_pb2.CreateApiKeyResponse]
@@ -78,7 +80,9 @@ class AdminServiceAsyncStub(AdminServiceStub):
     GetUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetUserRequest, _admin_pb2.GetUserResponse]  # type: ignore[assignment]
     ListUsers: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListUsersRequest, _admin_pb2.ListUsersResponse]  # type: ignore[assignment]
     UpdateUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.UpdateUserRequest, _admin_pb2.UpdateUserResponse]  # type: ignore[assignment]
-    """Changes the fields named in update_mask (display_name, role, disabled) and, if given, the password."""
+    """Changes the fields named in update_mask (display_name, role, disabled, limits) and, if given, the
+    password.
+    """
     DeleteUser: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteUserRequest, _admin_pb2.DeleteUserResponse]  # type: ignore[assignment]
     """Deletes a user with their API keys and sessions; their downloads stay for the audit trail."""
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateApiKeyRequest, _admin_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
@@ -140,7 +144,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.UpdateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.UpdateUserResponse, _abc.Awaitable[_admin_pb2.UpdateUserResponse]]:
-        """Changes the fields named in update_mask (display_name, role, disabled) and, if given, the password."""
+        """Changes the fields named in update_mask (display_name, role, disabled, limits) and, if given, the
+        password.
+        """
 
     @_abc_1.abstractmethod
     def DeleteUser(

@@ -28,6 +28,8 @@ class WorkerSettings:
     # How DepotDownloader runs are confined (steam.sandbox); unconfined unless app.py says otherwise.
     sandbox: Sandbox = UNCONFINED
     max_concurrent: int = 4
+    # Running downloads per user (over all their keys and sessions) unless an admin set theirs.
+    user_max_concurrent: int | None = None
     lease: timedelta = timedelta(seconds=30)
     poll_interval: float = 1.0
     default_max_runtime: float = 3600.0

@@ -182,6 +182,7 @@ class Dispatcher:
                 self.context.clock(),
                 self.settings.lease,
                 self.accounts_in_use(),
+                self.settings.user_max_concurrent,
             )
         return result.claim
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from wallwhale.core import api_keys, idempotency, limits, reports, steam_accounts, users
 from wallwhale.core.paging import page
 from wallwhale.core.secretbox import Keyring
-from wallwhale.db.models import UserRole
+from wallwhale.db.models import User, UserRole
 from wallwhale.errors import InvalidArgument
 from wallwhale.rpc import convert
 from wallwhale.rpc.calls import current_call
@@ -40,7 +40,25 @@ def _mask(mask: field_mask_pb2.FieldMask, allowed: frozenset[str]) -> set[str]:
 
 def _user_input(user: admin_pb2.User) -> users.UserInput:
     return users.UserInput(
-        email=user.email, display_name=user.display_name, role=_ROLES.get(user.role), disabled=user.disabled
+        email=user.email,
+        display_name=user.display_name,
+        role=_ROLES.get(user.role),
+        disabled=user.disabled,
+        limits=_limits(user.limits),
+    )
+
+
+def _limits(given: admin_pb2.ApiKeyLimits) -> limits.Limits:
+    def optional(name: str) -> int | None:
+        return int(getattr(given, name)) if given.HasField(name) else None  # type: ignore[arg-type]
+
+    return limits.Limits(
+        requests_per_minute=optional("requests_per_minute"),
+        burst=optional("burst"),
+        daily_download_quota=optional("daily_download_quota"),
+        monthly_download_quota=optional("monthly_download_quota"),
+        max_concurrent_downloads=optional("max_concurrent_downloads"),
+        max_runtime_seconds=given.max_runtime.seconds if given.HasField("max_runtime") else None,
     )
 
 
@@ -62,23 +80,11 @@ def _caller_scopes() -> frozenset[str]:
 
 
 def _key_input(key: admin_pb2.ApiKey, owner: str) -> api_keys.KeyInput:
-    limits = key.limits
-
-    def optional(name: str) -> int | None:
-        return int(getattr(limits, name)) if limits.HasField(name) else None  # type: ignore[arg-type]
-
     return api_keys.KeyInput(
         name=key.name,
         owner_user_id=owner,
         scopes=tuple(key.scopes),
-        limits=api_keys.KeyLimits(
-            requests_per_minute=optional("requests_per_minute"),
-            burst=optional("burst"),
-            daily_download_quota=optional("daily_download_quota"),
-            monthly_download_quota=optional("monthly_download_quota"),
-            max_concurrent_downloads=optional("max_concurrent_downloads"),
-            max_runtime_seconds=limits.max_runtime.seconds if limits.HasField("max_runtime") else None,
-        ),
+        limits=_limits(key.limits),
         expire_time=convert.requested_time(key, "expire_time", "api_key.expire_time"),
         disabled=key.disabled,
     )
@@ -92,12 +98,23 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         keyring: Keyring,
         worker: Dispatcher,
         heartbeat_seconds: float = 15.0,
+        user_defaults: limits.Limits = limits.NO_LIMITS,
     ):
+        # Every user's limits where an admin set none of their own (WALLWHALE_USER_*).
+        self._user_defaults = user_defaults
         self._sessions = sessions
         self._clock = clock
         self._keyring = keyring
         self._worker = worker
         self._heartbeat_seconds = heartbeat_seconds
+
+    def _meter(self, user: User) -> limits.Meter:
+        return limits.Meter.of_user(user.id, limits.Limits.of(user).over(self._user_defaults))
+
+    async def _user(self, session: AsyncSession, user: User) -> admin_pb2.User:
+        """The user with the limits that bind them now and their downloads this day and month."""
+        usage = await limits.quota_usage(session, self._meter(user), self._clock())
+        return convert.user(user, self._user_defaults, usage)
 
     async def CreateUser(
         self, request: admin_pb2.CreateUserRequest, context: aio.ServicerContext[Any, Any]
@@ -110,14 +127,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 self._clock(),
                 _request_key(request.request_id),
             )
+            shown = await self._user(session, created.user)
         _audit_created(f"users/{created.user.id}", created.repeated)
-        return admin_pb2.CreateUserResponse(user=convert.user(created.user))
+        return admin_pb2.CreateUserResponse(user=shown)
 
     async def GetUser(
         self, request: admin_pb2.GetUserRequest, context: aio.ServicerContext[Any, Any]
     ) -> admin_pb2.GetUserResponse:
         async with self._sessions() as session:
-            return admin_pb2.GetUserResponse(user=convert.user(await users.get_user(session, request.id)))
+            return admin_pb2.GetUserResponse(
+                user=await self._user(session, await users.get_user(session, request.id))
+            )
 
     async def ListUsers(
         self, request: admin_pb2.ListUsersRequest, context: aio.ServicerContext[Any, Any]
@@ -126,8 +146,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         current = page(request.page_size, request.page_token, email=request.email_contains, role=role)
         async with self._sessions() as session:
             rows, total = await users.list_users(session, current, request.email_contains, role)
+            usage = await limits.download_usage(session, [self._meter(row) for row in rows], self._clock())
         return admin_pb2.ListUsersResponse(
-            users=[convert.user(row) for row in rows],
+            users=[convert.user(row, self._user_defaults, usage[row.id]) for row in rows],
             next_page_token=current.next_token(total),
             total_size=total,
         )
@@ -140,7 +161,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             user = await users.update_user(
                 session, request.user.id, _user_input(request.user), fields, request.password
             )
-        return admin_pb2.UpdateUserResponse(user=convert.user(user))
+            shown = await self._user(session, user)
+        return admin_pb2.UpdateUserResponse(user=shown)
 
     async def DeleteUser(
         self, request: admin_pb2.DeleteUserRequest, context: aio.ServicerContext[Any, Any]
@@ -162,6 +184,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 self._clock(),
                 _caller_scopes(),
                 _request_key(request.request_id),
+                self._user_defaults,
             )
         row = created.row
         _audit_created(f"api-keys/{row.id}", created.repeated)
@@ -177,7 +200,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     ) -> admin_pb2.GetApiKeyResponse:
         async with self._sessions() as session:
             row = await api_keys.get_api_key(session, request.id)
-            usage = await limits.quota_usage(session, row, self._clock())
+            usage = await limits.quota_usage(session, limits.Meter.of_key(row), self._clock())
         return admin_pb2.GetApiKeyResponse(api_key=convert.api_key(row, usage))
 
     async def ListApiKeys(
@@ -193,7 +216,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             rows, total = await api_keys.list_api_keys(
                 session, current, request.owner_user_id, request.include_revoked
             )
-            usage = await limits.download_usage(session, rows, self._clock())
+            usage = await limits.download_usage(
+                session, [limits.Meter.of_key(row) for row in rows], self._clock()
+            )
         return admin_pb2.ListApiKeysResponse(
             api_keys=[convert.api_key(row, usage[row.id]) for row in rows],
             next_page_token=current.next_token(total),
@@ -214,6 +239,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 fields,
                 self._clock(),
                 _caller_scopes(),
+                self._user_defaults,
             )
         return admin_pb2.UpdateApiKeyResponse(api_key=convert.api_key(row))
 

@@ -155,7 +155,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateUser(self, request, context):
-        """Changes the fields named in update_mask (display_name, role, disabled) and, if given, the password.
+        """Changes the fields named in update_mask (display_name, role, disabled, limits) and, if given, the
+        password.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,6 +73,11 @@ class _DownloadPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Down
     DOWNLOAD_PRIORITY_LOW: _DownloadPriority.ValueType  # 1
     DOWNLOAD_PRIORITY_NORMAL: _DownloadPriority.ValueType  # 2
     DOWNLOAD_PRIORITY_HIGH: _DownloadPriority.ValueType  # 3
+    """Claimed before every NORMAL and LOW job: for admins and keys with the scope download:priority
+    (PERMISSION_DENIED otherwise). Within a priority the queue is fair between callers: the next
+    job is the oldest of the API key (or, for jobs queued with a login, the user) with the fewest
+    running jobs, so one caller's hundreds of queued jobs do not hold back another's one.
+    """
 
 class DownloadPriority(_DownloadPriority, metaclass=_DownloadPriorityEnumTypeWrapper): ...
 
@@ -81,6 +86,11 @@ DOWNLOAD_PRIORITY_UNSPECIFIED: DownloadPriority.ValueType  # 0
 DOWNLOAD_PRIORITY_LOW: DownloadPriority.ValueType  # 1
 DOWNLOAD_PRIORITY_NORMAL: DownloadPriority.ValueType  # 2
 DOWNLOAD_PRIORITY_HIGH: DownloadPriority.ValueType  # 3
+"""Claimed before every NORMAL and LOW job: for admins and keys with the scope download:priority
+(PERMISSION_DENIED otherwise). Within a priority the queue is fair between callers: the next
+job is the oldest of the API key (or, for jobs queued with a login, the user) with the fewest
+running jobs, so one caller's hundreds of queued jobs do not hold back another's one.
+"""
 Global___DownloadPriority: _TypeAlias = DownloadPriority  # noqa: Y015
 
 class _FailureReason:

@@ -1705,6 +1705,11 @@ export enum DownloadPriority {
   NORMAL = 2,
 
   /**
+   * Claimed before every NORMAL and LOW job: for admins and keys with the scope download:priority
+   * (PERMISSION_DENIED otherwise). Within a priority the queue is fair between callers: the next
+   * job is the oldest of the API key (or, for jobs queued with a login, the user) with the fewest
+   * running jobs, so one caller's hundreds of queued jobs do not hold back another's one.
+   *
    * @generated from enum value: DOWNLOAD_PRIORITY_HIGH = 3;
    */
   HIGH = 3,
