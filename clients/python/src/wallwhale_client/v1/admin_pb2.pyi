@@ -541,9 +541,9 @@ class ApiKey(_message.Message):
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Any of download:read, download:write, download:*, download:priority, admin:read, admin:write,
-        admin:*. download:priority lets the key queue downloads at HIGH priority (admins may anyway);
-        download:* does not include it, and only callers who hold it (admins' logins, the first
-        admin's key) can grant it.
+        admin:*, watch:read, watch:write, watch:*. download:priority lets the key queue downloads at HIGH
+        priority (admins may anyway); download:* does not include it, and only callers who hold it
+        (admins' logins, the first admin's key) can grant it.
         """
 
     @_builtins.property

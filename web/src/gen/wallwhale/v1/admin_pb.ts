@@ -443,9 +443,9 @@ export type ApiKey = Message<"wallwhale.v1.ApiKey"> & {
 
   /**
    * Any of download:read, download:write, download:*, download:priority, admin:read, admin:write,
-   * admin:*. download:priority lets the key queue downloads at HIGH priority (admins may anyway);
-   * download:* does not include it, and only callers who hold it (admins' logins, the first
-   * admin's key) can grant it.
+   * admin:*, watch:read, watch:write, watch:*. download:priority lets the key queue downloads at HIGH
+   * priority (admins may anyway); download:* does not include it, and only callers who hold it
+   * (admins' logins, the first admin's key) can grant it.
    *
    * @generated from field: repeated string scopes = 5;
    */
