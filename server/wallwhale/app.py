@@ -34,6 +34,8 @@ from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
+from wallwhale.core.webhook_outbox import Policy as WebhookPolicy
+from wallwhale.core.webhooks import TargetRules
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
@@ -51,19 +53,23 @@ from wallwhale.rpc.servicers.download import DownloadOptions, DownloadServicer
 from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
+from wallwhale.rpc.servicers.webhooks import WebhookServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
+from wallwhale.rpc.webhook_payloads import render as render_webhook
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage.archives import Storage
-from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc, webhook_pb2_grpc
 from wallwhale.worker.context import WorkerSettings
 from wallwhale.worker.dispatcher import Dispatcher
+from wallwhale.worker.webhook_delivery import SenderSettings, WebhookSender
 
 _log = get_logger("wallwhale.server")
 
 
 class CannotListen(Exception):
     """The gRPC address is taken or not ours; the message names the setting that moves it."""
+
 
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
@@ -146,6 +152,28 @@ def downloader_sandbox(settings: Settings, storage: Storage) -> Sandbox:
         file = Path(database.database).resolve()
         hidden += [file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")]
     return Sandbox(SandboxMode.BWRAP, tuple(hidden), tuple(settings.depotdownloader_writable))
+
+
+def webhook_settings(settings: Settings, instance_id: str) -> SenderSettings:
+    return SenderSettings(
+        instance_id=instance_id,
+        rules=webhook_rules(settings),
+        policy=WebhookPolicy(
+            retry_waits=[timedelta(seconds=wait) for wait in settings.webhook_retry_schedule_seconds],
+            disable_after_failures=settings.webhook_disable_after_failures,
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        ),
+        timeout=settings.webhook_timeout_seconds,
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_interval_seconds,
+    )
+
+
+def webhook_rules(settings: Settings) -> TargetRules:
+    return TargetRules(
+        http_hosts=frozenset(settings.webhook_http_hosts),
+        allowed_networks=parse_networks(settings.webhook_allowed_networks),
+    )
 
 
 def new_instance_id() -> str:
@@ -269,8 +297,14 @@ class WallWhaleServer:
             clock,
             self.catalog,
         )
+        self.webhooks = WebhookSender(
+            self.sessions, keyring, webhook_settings(settings, self.instance_id), clock, render_webhook
+        )
         # Every committed transaction's side effects reach these (core.after_commit).
-        install(self.sessions, Targets(self.hub, self.worker.wake, self.principals, self.storage))
+        install(
+            self.sessions,
+            Targets(self.hub, self.worker.wake, self.principals, self.storage, self.webhooks.wake),
+        )
         self.listener = self._listener(settings)
         downloads = DownloadServicer(
             self.sessions,
@@ -301,6 +335,9 @@ class WallWhaleServer:
         status_pb2_grpc.add_StatusServiceServicer_to_server(
             StatusServicer(probe, self.instance_id, self.catalog, settings.max_concurrent_downloads),
             self.server,
+        )
+        webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(self.sessions, readers, clock, keyring, webhook_rules(settings)), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -364,6 +401,7 @@ class WallWhaleServer:
         if self.listener is not None:
             self.listener.start()
         self.worker.start()
+        self.webhooks.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -412,6 +450,7 @@ class WallWhaleServer:
         _log.info("stopping", grace_seconds=grace)
         await self.health.enter_graceful_shutdown()
         await self.worker.stop()  # claims nothing more; running jobs go back to the queue
+        await self.webhooks.stop()  # claims nothing more; attempts under way finish
         if self.listener is not None:
             await self.listener.stop()
         self._stopping.set()

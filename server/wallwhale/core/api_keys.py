@@ -23,7 +23,13 @@ from wallwhale.errors import FailedPrecondition, FieldViolation, InvalidArgument
 KEY_PREFIX = "ww_"
 _VISIBLE_LENGTH = len(KEY_PREFIX) + 6
 
-SCOPES = frozenset({"download:read", "download:write", "download:*", "admin:read", "admin:write", "admin:*"})
+SCOPES = frozenset(
+    {
+        *("download:read", "download:write", "download:*"),
+        *("admin:read", "admin:write", "admin:*"),
+        *("webhook:read", "webhook:write", "webhook:*"),
+    }
+)
 
 
 def generate_key() -> str:

@@ -12,7 +12,7 @@ from wallwhale.core import api_keys, passwords
 from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
 from wallwhale.errors import AlreadyExists, InvalidArgument
 
-BOOTSTRAP_SCOPES = ["admin:*", "download:*"]
+BOOTSTRAP_SCOPES = ["admin:*", "download:*", "webhook:*"]
 
 
 @dataclass(frozen=True)

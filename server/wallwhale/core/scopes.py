@@ -14,10 +14,10 @@ from wallwhale.errors import InvalidArgument, PermissionDenied
 
 
 def role_scopes(role: UserRole) -> frozenset[str]:
-    """What a logged-in person may do: admins everything, users their own downloads."""
+    """What a logged-in person may do: admins everything, users their own downloads and webhooks."""
     if role is UserRole.ADMIN:
-        return frozenset({"admin:*", "download:*"})
-    return frozenset({"download:*"})
+        return frozenset({"admin:*", "download:*", "webhook:*"})
+    return frozenset({"download:*", "webhook:*"})
 
 
 def grants(granted: Iterable[str], required: str) -> bool:
