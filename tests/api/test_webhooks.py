@@ -13,7 +13,12 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from tests.support.harness import Harness, rpc_error
 from tests.support.server import Metadata, error_info
 from tests.support.webhook_receiver import receiver
-from wallwhale.v1 import admin_pb2, download_pb2 as D, webhook_pb2 as W, webhook_pb2_grpc
+from wallwhale.core import webhooks
+from wallwhale.db.models import Webhook
+from wallwhale.db.types import utcnow
+from wallwhale.v1 import admin_pb2, webhook_pb2_grpc
+from wallwhale.v1 import download_pb2 as D
+from wallwhale.v1 import webhook_pb2 as W
 
 ITEM = 2_000_000_101
 # The receiver runs on this machine: an admin's allowance for it, and fast retries.
@@ -31,7 +36,10 @@ def _api(harness: Harness) -> webhook_pb2_grpc.WebhookServiceStub:
 
 
 async def _hook(
-    harness: Harness, url: str, events: tuple[str, ...] = ("download.succeeded",), metadata: Metadata | None = None
+    harness: Harness,
+    url: str,
+    events: tuple[str, ...] = ("download.succeeded",),
+    metadata: Metadata | None = None,
 ) -> W.CreateWebhookResponse:
     return await _api(harness).CreateWebhook(
         W.CreateWebhookRequest(webhook=W.Webhook(url=url, events=list(events), active=True)),
@@ -70,7 +78,8 @@ async def test_a_succeeded_download_is_delivered_signed_with_the_download_as_res
     await harness.start(**LOCAL)
     with receiver() as hook:
         made = await _hook(harness, hook.url, ("download.succeeded", "download.failed"))
-        assert made.secret.startswith("whsec_") and made.webhook.active
+        assert made.secret.startswith("whsec_")
+        assert made.webhook.active
         done = await _succeed_one(harness)
         [arrived] = await hook.wait_for(1)
         payload = arrived.verified(made.secret)
@@ -96,9 +105,11 @@ async def test_a_succeeded_download_is_delivered_signed_with_the_download_as_res
         rotated = await _api(harness).RotateWebhookSecret(
             W.RotateWebhookSecretRequest(id=made.webhook.id), metadata=harness.admin
         )
-        assert rotated.secret != made.secret and rotated.webhook.HasField("previous_secret_expire_time")
+        assert rotated.secret != made.secret
+        assert rotated.webhook.HasField("previous_secret_expire_time")
         await _api(harness).RedeliverWebhookDelivery(
-            W.RedeliverWebhookDeliveryRequest(webhook_id=made.webhook.id, id=delivery.id), metadata=harness.admin
+            W.RedeliverWebhookDeliveryRequest(webhook_id=made.webhook.id, id=delivery.id),
+            metadata=harness.admin,
         )
         again = (await hook.wait_for(2))[1]
         assert again.headers["webhook-id"] == arrived.headers["webhook-id"]
@@ -111,11 +122,12 @@ async def test_a_succeeded_download_is_delivered_signed_with_the_download_as_res
             metadata=harness.admin,
         )
         await _api(harness).RedeliverWebhookDelivery(
-            W.RedeliverWebhookDeliveryRequest(webhook_id=made.webhook.id, id=delivery.id), metadata=harness.admin
+            W.RedeliverWebhookDeliveryRequest(webhook_id=made.webhook.id, id=delivery.id),
+            metadata=harness.admin,
         )
         third = (await hook.wait_for(3))[2]
         assert len(third.headers["webhook-signature"].split(" ")) == 1
-        with pytest.raises(Exception, match="(?i)signature"):
+        with pytest.raises(Exception, match=r"(?i)signature"):
             third.verified(rotated.secret)
 
 
@@ -177,13 +189,16 @@ async def test_an_endpoint_failing_for_long_is_disabled_and_its_owner_sees_why(h
         await hook.wait_for(3)
         for _ in range(100):
             webhook = (
-                await _api(harness).GetWebhook(W.GetWebhookRequest(id=made.webhook.id), metadata=harness.admin)
+                await _api(harness).GetWebhook(
+                    W.GetWebhookRequest(id=made.webhook.id), metadata=harness.admin
+                )
             ).webhook
             if not webhook.active:
                 break
             await asyncio.sleep(0.1)
         assert not webhook.active
-        assert "503" in webhook.disabled_reason and webhook.HasField("disable_time")
+        assert "503" in webhook.disabled_reason
+        assert webhook.HasField("disable_time")
         arrived = len(hook.received)
         await asyncio.sleep(1)
         assert len(hook.received) == arrived  # nothing more is sent to it
@@ -195,7 +210,8 @@ async def test_an_endpoint_failing_for_long_is_disabled_and_its_owner_sees_why(h
             ),
             metadata=harness.admin,
         )
-        assert enabled.webhook.active and not enabled.webhook.disabled_reason
+        assert enabled.webhook.active
+        assert not enabled.webhook.disabled_reason
 
 
 @pytest.mark.parametrize(
@@ -224,7 +240,8 @@ async def test_http_needs_an_admins_allowance_and_the_address_is_checked_again_a
 ) -> None:
     await harness.start(webhook_allowed_networks=["127.0.0.1/32"])
     error = await rpc_error(_hook(harness, "http://127.0.0.1:9/hook"))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "https" in (error.details() or "")
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "https" in (error.details() or "")
     # Made while allowed, sent by a server that no longer allows it: refused, nothing arrives.
     allowed = await harness.start(**LOCAL)
     with receiver() as hook:
@@ -234,7 +251,8 @@ async def test_http_needs_an_admins_allowance_and_the_address_is_checked_again_a
         await harness.start(**{**LOCAL, "webhook_allowed_networks": []})
         await _succeed_one(harness)
         delivery = await _settled_attempt(harness, made.webhook.id)
-        assert "refused" in delivery.last_error and "127.0.0.1" in delivery.last_error
+        assert "refused" in delivery.last_error
+        assert "127.0.0.1" in delivery.last_error
         assert hook.received == []
 
 
@@ -250,7 +268,9 @@ async def _settled_attempt(harness: Harness, webhook_id: str) -> W.WebhookDelive
 async def test_users_manage_their_own_webhooks_and_admins_see_all(harness: Harness) -> None:
     await harness.start(**LOCAL)
     user = await harness.admin_api.CreateUser(
-        admin_pb2.CreateUserRequest(user=admin_pb2.User(email="hooks@example.test"), password="a long password 1"),
+        admin_pb2.CreateUserRequest(
+            user=admin_pb2.User(email="hooks@example.test"), password="a long password 1"
+        ),
         metadata=harness.admin,
     )
 
@@ -275,13 +295,56 @@ async def test_users_manage_their_own_webhooks_and_admins_see_all(harness: Harne
     for call in (
         _api(harness).GetWebhook(W.GetWebhookRequest(id=admins.webhook.id), metadata=theirs),
         _api(harness).DeleteWebhook(W.DeleteWebhookRequest(id=admins.webhook.id), metadata=theirs),
-        _api(harness).RotateWebhookSecret(W.RotateWebhookSecretRequest(id=admins.webhook.id), metadata=theirs),
+        _api(harness).RotateWebhookSecret(
+            W.RotateWebhookSecretRequest(id=admins.webhook.id), metadata=theirs
+        ),
     ):
         assert (await rpc_error(call)).code() == grpc.StatusCode.NOT_FOUND
     denied = await rpc_error(_api(harness).ListWebhooks(W.ListWebhooksRequest(), metadata=downloads_only))
     assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
     bad = await rpc_error(_hook(harness, "http://127.0.0.1:9/x", ("download.exploded",), metadata=theirs))
-    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and "webhook.events" in (bad.details() or "")
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "webhook.events" in (bad.details() or "")
     await _api(harness).DeleteWebhook(W.DeleteWebhookRequest(id=mine.webhook.id), metadata=theirs)
     gone = await rpc_error(_api(harness).GetWebhook(W.GetWebhookRequest(id=mine.webhook.id), metadata=theirs))
     assert gone.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_only_committed_events_are_sent_and_the_secret_is_stored_sealed(harness: Harness) -> None:
+    server = await harness.start(**LOCAL)
+    with receiver() as hook:
+        made = await _hook(harness, hook.url)
+        owner = made.webhook.owner_user_id
+
+        async def rolled_back() -> None:
+            async with server.sessions.begin() as session:
+                await webhooks.enqueue_event(
+                    session,
+                    "download.succeeded",
+                    owner,
+                    "downloads/a",
+                    {"data": {"id": "rolled-back"}},
+                    utcnow(),
+                )
+                raise RuntimeError("the change fails after the event was written")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        async with server.sessions.begin() as session:
+            await webhooks.enqueue_event(
+                session, "download.succeeded", owner, "downloads/b", {"data": {"id": "committed"}}, utcnow()
+            )
+            # Events of types the endpoint does not take, or of other users' resources, make no row.
+            assert not await webhooks.enqueue_event(
+                session, "batch.finished", owner, "batches/c", {"data": {}}, utcnow()
+            )
+        [arrived] = await hook.wait_for(1)
+        assert arrived.verified(made.secret)["data"] == {"id": "committed"}
+        await asyncio.sleep(1)
+        assert len(hook.received) == 1
+        async with server.sessions() as session:
+            row = await session.get(Webhook, made.webhook.id)
+            assert row is not None
+            key = made.secret.removeprefix("whsec_").encode()
+            assert made.secret.encode() not in row.secret_ciphertext
+            assert key not in row.secret_ciphertext

@@ -22,6 +22,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 @dataclass
 class Received:
+    path: str
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered (0: it hung)
@@ -40,13 +41,29 @@ class Receiver:
     port: int = 0
     script: list[int | str] = field(default_factory=list)
     then: int = 200
+    delay: float = 0.0  # seconds before each answer
+    # Requests being answered now, and the most at once, by path (one path per endpoint).
+    in_flight: dict[str, int] = field(default_factory=dict)
+    most_in_flight: dict[str, int] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _release: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return self.url_for("hook")
+
+    def url_for(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def _enter(self, path: str) -> None:
+        with self._lock:
+            self.in_flight[path] = self.in_flight.get(path, 0) + 1
+            self.most_in_flight[path] = max(self.most_in_flight.get(path, 0), self.in_flight[path])
+
+    def _leave(self, path: str) -> None:
+        with self._lock:
+            self.in_flight[path] -= 1
 
     def _next(self) -> int | str:
         with self._lock:
@@ -68,21 +85,32 @@ class Receiver:
 
 
 @contextmanager
-def receiver(script: list[int | str] | None = None, then: int = 200) -> Iterator[Receiver]:
-    state = Receiver(script=list(script or []), then=then)
+def receiver(
+    script: list[int | str] | None = None, then: int = 200, delay: float = 0.0
+) -> Iterator[Receiver]:
+    state = Receiver(script=list(script or []), then=then, delay=delay)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+        def do_POST(self) -> None:
+            path = self.path.strip("/")
+            state._enter(path)
+            try:
+                self._answer(path)
+            finally:
+                state._leave(path)
+
+        def _answer(self, path: str) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
             answer = state._next()
             headers = {name.lower(): value for name, value in self.headers.items()}
             if answer == "hang":
-                state.received.append(Received(headers, body, 0))
+                state.received.append(Received(path, headers, body, 0))
                 state._release.wait(30)
                 return
             assert isinstance(answer, int)
-            state.received.append(Received(headers, body, answer))
+            time.sleep(state.delay)
+            state.received.append(Received(path, headers, body, answer))
             self.send_response(answer)
             self.send_header("content-length", "2")
             self.end_headers()
