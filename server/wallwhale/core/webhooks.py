@@ -62,6 +62,7 @@ DEFAULT_GRACE = timedelta(hours=24)
 MAX_GRACE = timedelta(days=7)
 _MAX_URL = 2048
 _MAX_DESCRIPTION = 500
+_RESOLVE_SECONDS = 5.0  # a name that does not resolve in time is checked at each attempt instead
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ def check_url(url: str, rules: TargetRules, field: str = "webhook.url") -> tuple
     host = (parts.hostname or "").lower()
     if parts.scheme not in ("https", "http") or not host:
         raise InvalidArgument.field(field, "must be an https:// URL with a host")
+    if display_text_violations(url, field) or any(char.isspace() for char in url) or not _encodable(host):
+        raise InvalidArgument.field(
+            field, "has characters a URL cannot have, or a host name that cannot be used"
+        )
     if parts.username or parts.password:
         raise InvalidArgument.field(field, "must not carry a user name or password")
     if parts.fragment:
@@ -143,6 +148,14 @@ def _refused(address: str) -> str:
         f"points at {address}, a loopback, private, link-local or otherwise non-public address"
         " (an admin may allow its network with WALLWHALE_WEBHOOK_ALLOWED_NETWORKS)"
     )
+
+
+def _encodable(host: str) -> bool:
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _is_address(host: str) -> bool:
@@ -175,10 +188,11 @@ async def check_target(url: str, rules: TargetRules, field: str = "webhook.url")
     does not resolve yet is accepted: every attempt checks again)."""
     _, host, port = check_url(url, rules, field)
     try:
-        await resolve(host, port, rules)
+        async with asyncio.timeout(_RESOLVE_SECONDS):
+            await resolve(host, port, rules)
     except PermissionError as exc:
         raise InvalidArgument.field(field, str(exc), reason="WEBHOOK_ADDRESS_REFUSED") from None
-    except OSError:
+    except (OSError, ValueError, TimeoutError):
         pass
 
 

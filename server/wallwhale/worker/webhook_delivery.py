@@ -176,7 +176,7 @@ class WebhookSender:
             address = await webhooks.resolve(host, port, self._settings.rules)
         except PermissionError as exc:
             return Outcome(0, None, f"refused: {exc}")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             return Outcome(0, None, f"cannot resolve {host}: {first_line(exc)}")
         try:
             secrets = webhooks.open_secrets(self._keyring, webhook, self._clock())
