@@ -14,6 +14,7 @@ from wallwhale.core import webhook_outbox, webhooks
 from wallwhale.core.secretbox import Keyring
 from wallwhale.core.webhooks import TargetRules, WebhookInput
 from wallwhale.db.models import Webhook, WebhookDelivery, WebhookDeliveryState
+from wallwhale.errors import InvalidArgument
 from wallwhale.rpc.calls import current_call
 from wallwhale.rpc.convert import timestamp
 from wallwhale.v1 import webhook_pb2, webhook_pb2_grpc
@@ -153,6 +154,11 @@ class WebhookServicer(webhook_pb2_grpc.WebhookServiceServicer):
     ) -> webhook_pb2.RotateWebhookSecretResponse:
         grace: timedelta | None = None
         if request.HasField("grace_period"):
+            seconds = request.grace_period.seconds
+            if not 0 <= seconds <= webhooks.MAX_GRACE.total_seconds():
+                raise InvalidArgument.field(
+                    "grace_period", f"must be between 0 and {webhooks.MAX_GRACE.days} days"
+                )
             grace = request.grace_period.ToTimedelta()
         _audit(request.id, grace_seconds=None if grace is None else grace.total_seconds())
         async with self._sessions.begin() as session:
