@@ -30,24 +30,28 @@ class _WebhookDeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_
     DESCRIPTOR: _descriptor.EnumDescriptor
     WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _WebhookDeliveryState.ValueType  # 0
     WEBHOOK_DELIVERY_STATE_PENDING: _WebhookDeliveryState.ValueType  # 1
-    """Waiting for its first attempt or its next retry."""
+    """Waiting for its first attempt or its next retry (also while its endpoint is disabled: it is
+    sent once the endpoint is enabled again).
+    """
     WEBHOOK_DELIVERY_STATE_SUCCEEDED: _WebhookDeliveryState.ValueType  # 2
     """The receiver answered 2xx."""
     WEBHOOK_DELIVERY_STATE_FAILED: _WebhookDeliveryState.ValueType  # 3
-    """Given up: a 4xx other than 408/429, the retries ran out, or the endpoint was disabled or
-    deleted.
+    """Given up: an answer other than 2xx, 408, 429 and 5xx (redirects are not followed), or the
+    retries ran out.
     """
 
 class WebhookDeliveryState(_WebhookDeliveryState, metaclass=_WebhookDeliveryStateEnumTypeWrapper): ...
 
 WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState.ValueType  # 0
 WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState.ValueType  # 1
-"""Waiting for its first attempt or its next retry."""
+"""Waiting for its first attempt or its next retry (also while its endpoint is disabled: it is
+sent once the endpoint is enabled again).
+"""
 WEBHOOK_DELIVERY_STATE_SUCCEEDED: WebhookDeliveryState.ValueType  # 2
 """The receiver answered 2xx."""
 WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState.ValueType  # 3
-"""Given up: a 4xx other than 408/429, the retries ran out, or the endpoint was disabled or
-deleted.
+"""Given up: an answer other than 2xx, 408, 429 and 5xx (redirects are not followed), or the
+retries ran out.
 """
 Global___WebhookDeliveryState: _TypeAlias = WebhookDeliveryState  # noqa: Y015
 

@@ -548,7 +548,8 @@ export enum WebhookDeliveryState {
   UNSPECIFIED = 0,
 
   /**
-   * Waiting for its first attempt or its next retry.
+   * Waiting for its first attempt or its next retry (also while its endpoint is disabled: it is
+   * sent once the endpoint is enabled again).
    *
    * @generated from enum value: WEBHOOK_DELIVERY_STATE_PENDING = 1;
    */
@@ -562,8 +563,8 @@ export enum WebhookDeliveryState {
   SUCCEEDED = 2,
 
   /**
-   * Given up: a 4xx other than 408/429, the retries ran out, or the endpoint was disabled or
-   * deleted.
+   * Given up: an answer other than 2xx, 408, 429 and 5xx (redirects are not followed), or the
+   * retries ran out.
    *
    * @generated from enum value: WEBHOOK_DELIVERY_STATE_FAILED = 3;
    */
