@@ -26,7 +26,13 @@ from wallwhale_client.links import LinksApi
 from wallwhale_client.retry import RetryPolicy
 from wallwhale_client.status import StatusApi
 from wallwhale_client.transport import ApiKeyCredentials, Metadata, Tls, Transport, open_channel
-from wallwhale_client.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc
+from wallwhale_client.v1 import (
+    admin_pb2_grpc,
+    auth_pb2_grpc,
+    download_pb2_grpc,
+    status_pb2_grpc,
+    webhook_pb2_grpc,
+)
 
 __all__ = [
     "FINAL_STATES",
@@ -77,6 +83,7 @@ class AsyncClient(DownloadsApi, BatchesApi, LinksApi, AdminApi, AuthApi, StatusA
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
         self.status = status_pb2_grpc.StatusServiceStub(self._channel)
+        self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self._channel)
         if api_key:
             self._transport.credentials = ApiKeyCredentials(api_key)
         elif email is not None and password is not None:
