@@ -26,6 +26,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered (0: it hung)
+    arrived: float = field(default_factory=time.time)  # when the request's body was read
 
     def verified(self, secret: str) -> dict[str, Any]:
         """The payload, if the signature verifies with `secret` (raises otherwise)."""

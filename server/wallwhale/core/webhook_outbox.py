@@ -4,7 +4,9 @@ Claiming. An instance leases an *endpoint* (webhooks.lease_owner / lease_expire_
 delivery: while the lease holds, no other instance sends to that endpoint, so at most one delivery
 per endpoint is in flight across all instances. On PostgreSQL the endpoint row is picked with
 FOR UPDATE SKIP LOCKED, so instances claiming at once take different endpoints without waiting; the
-lease itself is written in the same transaction (SQLite has one writer at a time). A lease outlives
+lease itself is written in the same transaction (SQLite has one writer at a time). After a success
+the sender keeps the lease for the endpoint's next due delivery (TURNS_PER_LEASE in a row at most),
+so a backlog costs one transaction per delivery, not two. A lease outlives
 an attempt by a margin (the timeout plus 30 s); an instance that dies mid-attempt leaves the delivery
 PENDING, and once the lease expires another instance sends it again (at least once; the webhook-id
 stays the same so a receiver can drop the repeat).
@@ -38,6 +40,9 @@ from wallwhale.errors import FailedPrecondition, NotFound
 from wallwhale.ids import is_valid_id, new_id
 
 LEASE_MARGIN = timedelta(seconds=30)
+# Deliveries sent to one endpoint in a row under one lease before it goes back to the queue of
+# endpoints (a backlog is sent without a claim per delivery, and other endpoints still get turns).
+TURNS_PER_LEASE = 20
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Claim:
     event_time: datetime
     payload: dict[str, Any]
     attempt: int
+    turn: int = 1  # the how-manieth delivery sent under this lease
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,12 @@ async def claim(session: AsyncSession, owner: str, now: datetime, lease: timedel
     )
     if webhook is None:
         return None
+    return await _next_of(session, webhook, owner, now, lease, turn=1)
+
+
+async def _next_of(
+    session: AsyncSession, webhook: Webhook, owner: str, now: datetime, lease: timedelta, turn: int
+) -> Claim | None:
     delivery = await session.scalar(
         select(WebhookDelivery)
         .where(
@@ -120,19 +132,27 @@ async def claim(session: AsyncSession, owner: str, now: datetime, lease: timedel
         delivery.event_time,
         dict(delivery.payload),
         delivery.attempts,
+        turn,
     )
 
 
 async def settle(
-    session: AsyncSession, claim: Claim, owner: str, outcome: Outcome, policy: Policy, now: datetime
-) -> None:
-    """Records the attempt's outcome, schedules the retry or ends the delivery, disables an endpoint
-    failing for long, and releases the lease (only this instance's: a lease that expired and was
-    taken by another instance is left alone)."""
-    delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
+    session: AsyncSession,
+    claim: Claim,
+    owner: str,
+    outcome: Outcome,
+    policy: Policy,
+    now: datetime,
+    lease: timedelta,
+) -> Claim | None:
+    """Records the attempt's outcome, schedules the retry or ends the delivery, and disables an
+    endpoint failing for long. Then, after a success, keeps the lease for the endpoint's next due
+    delivery (returned, its attempt counted) for up to TURNS_PER_LEASE in a row; otherwise releases
+    the lease (only this instance's: one that expired and was taken by another is left alone)."""
     webhook = await session.get(Webhook, claim.webhook.id, with_for_update=True)
+    delivery = await session.get(WebhookDelivery, claim.delivery_id, with_for_update=True)
     if delivery is None or webhook is None:
-        return  # deleted meanwhile
+        return None  # deleted meanwhile
     if delivery.state is WebhookDeliveryState.PENDING and delivery.attempts == claim.attempt:
         delivery.response_code = outcome.status
         delivery.latency_ms = None if outcome.latency is None else int(outcome.latency.total_seconds() * 1000)
@@ -158,15 +178,31 @@ async def settle(
                 f"disabled after {webhook.consecutive_failures} failed attempts in a row since"
                 f" {webhook.failing_since.isoformat()}; the last: {outcome.error}"
             )[:500]
-    if webhook.lease_owner == owner:
-        webhook.lease_owner, webhook.lease_expire_time = None, now
+    if webhook.lease_owner != owner:
+        return None
+    if outcome.succeeded and webhook.active and claim.turn < TURNS_PER_LEASE:
+        following = await _next_of(session, webhook, owner, now, lease, claim.turn + 1)
+        if following is not None:
+            return following
+    webhook.lease_owner, webhook.lease_expire_time = None, now
+    return None
 
 
-async def release(session: AsyncSession, webhook_id: str, owner: str, now: datetime) -> None:
-    """Gives an endpoint back without an attempt (the instance is stopping)."""
+async def give_back(session: AsyncSession, claim: Claim, owner: str, now: datetime) -> None:
+    """Hands back a claimed delivery that was not sent (the instance is stopping): its attempt is
+    not counted, it is due at once, and the endpoint's lease is released."""
+    await session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.id == claim.delivery_id,
+            WebhookDelivery.state == WebhookDeliveryState.PENDING,
+            WebhookDelivery.attempts == claim.attempt,
+        )
+        .values(attempts=claim.attempt - 1, next_attempt_time=now)
+    )
     await session.execute(
         update(Webhook)
-        .where(Webhook.id == webhook_id, Webhook.lease_owner == owner)
+        .where(Webhook.id == claim.webhook.id, Webhook.lease_owner == owner)
         .values(lease_owner=None, lease_expire_time=now)
     )
 

@@ -141,29 +141,44 @@ class WebhookSender:
                 session, self._settings.instance_id, self._clock(), self._settings.lease
             )
 
-    async def _attempt(self, claim: Claim) -> None:
-        try:
-            outcome = await self._send(claim)
-        except Exception as exc:  # a bug of ours must not leave the endpoint leased until it expires
-            outcome = Outcome(0, None, f"internal error: {first_line(exc)}")
-        try:
-            async with self._sessions.begin() as session:
-                await webhook_outbox.settle(
-                    session, claim, self._settings.instance_id, outcome, self._settings.policy, self._clock()
-                )
-        except Exception as exc:  # the lease expires and another attempt is made
-            _log.warning(
-                "recording a webhook attempt failed", delivery=claim.delivery_id, error=first_line(exc)
+    async def _attempt(self, first: Claim) -> None:
+        """Sends the claimed delivery, then the endpoint's next ones while settle() hands them over."""
+        claim: Claim | None = first
+        while claim is not None:
+            try:
+                outcome = await self._send(claim)
+            except Exception as exc:  # a bug of ours must not leave the endpoint leased until it expires
+                outcome = Outcome(0, None, f"internal error: {first_line(exc)}")
+            _log.info(
+                "webhook attempt",
+                webhook=claim.webhook.id,
+                delivery=claim.delivery_id,
+                event_type=claim.event_type,
+                attempt=claim.attempt,
+                status=outcome.status,
+                error=outcome.error,
             )
-        _log.info(
-            "webhook attempt",
-            webhook=claim.webhook.id,
-            delivery=claim.delivery_id,
-            event_type=claim.event_type,
-            attempt=claim.attempt,
-            status=outcome.status,
-            error=outcome.error,
-        )
+            done = claim
+            try:
+                async with self._sessions.begin() as session:
+                    claim = await webhook_outbox.settle(
+                        session,
+                        done,
+                        self._settings.instance_id,
+                        outcome,
+                        self._settings.policy,
+                        self._clock(),
+                        self._settings.lease,
+                    )
+            except Exception as exc:  # the lease expires and another attempt is made
+                _log.warning(
+                    "recording a webhook attempt failed", delivery=done.delivery_id, error=first_line(exc)
+                )
+                claim = None
+            if self._stopped.is_set() and claim is not None:
+                async with self._sessions.begin() as session:  # counted, not sent: due again at once
+                    await webhook_outbox.give_back(session, claim, self._settings.instance_id, self._clock())
+                claim = None
         self._wake.set()  # the endpoint is free again, and may have more
 
     async def _send(self, claim: Claim) -> Outcome:
