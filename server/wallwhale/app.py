@@ -166,6 +166,10 @@ def webhook_settings(settings: Settings, instance_id: str) -> SenderSettings:
         timeout=settings.webhook_timeout_seconds,
         concurrency=settings.webhook_concurrency,
         poll_interval=settings.webhook_poll_interval_seconds,
+        keep_finished=timedelta(days=settings.webhook_delivery_retention_days)
+        if settings.webhook_delivery_retention_days
+        else None,
+        prune_interval=settings.retention_interval_seconds,
     )
 
 

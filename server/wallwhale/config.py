@@ -199,6 +199,9 @@ class Settings(BaseSettings):
     webhook_disable_after_failures: int = Field(default=20, ge=1)
     webhook_disable_after_seconds: float = Field(default=3 * 86400, ge=0)
     # Deliveries sent at once by one instance (to different endpoints), and how often it looks.
+    # Finished deliveries (succeeded or given up) are deleted after this many days, checked every
+    # WALLWHALE_RETENTION_INTERVAL_SECONDS (0 keeps them all).
+    webhook_delivery_retention_days: float = Field(default=30.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhook_poll_interval_seconds: float = Field(default=2.0, gt=0)
 

@@ -348,3 +348,36 @@ async def test_only_committed_events_are_sent_and_the_secret_is_stored_sealed(ha
             key = made.secret.removeprefix("whsec_").encode()
             assert made.secret.encode() not in row.secret_ciphertext
             assert key not in row.secret_ciphertext
+
+
+async def test_finished_deliveries_are_deleted_after_their_retention_and_pending_ones_kept(
+    harness: Harness,
+) -> None:
+    server = await harness.start(
+        **{
+            **LOCAL,
+            "webhook_delivery_retention_days": 1 / 86400,
+            "retention_interval_seconds": 0.2,
+            "webhook_retry_schedule_seconds": [600],
+        }
+    )
+    with receiver(script=[410], then=503) as hook:
+        made = await _hook(harness, hook.url)
+        for number in range(2):  # the first is refused for good, the second keeps being retried
+            async with server.sessions.begin() as session:
+                await webhooks.enqueue_event(
+                    session,
+                    "download.succeeded",
+                    made.webhook.owner_user_id,
+                    f"downloads/{number}",
+                    {"data": {"n": number}},
+                    utcnow(),
+                )
+        await hook.wait_for(2)
+        for _ in range(100):
+            left = await _deliveries(harness, made.webhook.id)
+            if len(left) == 1:
+                break
+            await asyncio.sleep(0.1)
+        assert [delivery.state for delivery in left] == [W.WEBHOOK_DELIVERY_STATE_PENDING]
+        assert left[0].resource == "downloads/1"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale.core import paging, webhooks
@@ -205,6 +205,17 @@ async def give_back(session: AsyncSession, claim: Claim, owner: str, now: dateti
         .where(Webhook.id == claim.webhook.id, Webhook.lease_owner == owner)
         .values(lease_owner=None, lease_expire_time=now)
     )
+
+
+async def prune(session: AsyncSession, finished_before: datetime) -> int:
+    """Deletes the deliveries that ended (succeeded or given up) and were made before the time."""
+    deleted = await session.execute(
+        delete(WebhookDelivery).where(
+            WebhookDelivery.state != WebhookDeliveryState.PENDING,
+            WebhookDelivery.create_time < finished_before,
+        )
+    )
+    return int(getattr(deleted, "rowcount", 0) or 0)
 
 
 async def list_deliveries(

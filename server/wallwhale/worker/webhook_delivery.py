@@ -50,6 +50,8 @@ class SenderSettings:
     timeout: float
     concurrency: int
     poll_interval: float
+    keep_finished: timedelta | None = None  # finished deliveries older than this are deleted
+    prune_interval: float = 300.0
 
     @property
     def lease(self) -> timedelta:
@@ -92,6 +94,7 @@ class WebhookSender:
         self._stopped = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
+        self._pruner: asyncio.Task[None] | None = None
         self._client = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
@@ -101,6 +104,8 @@ class WebhookSender:
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="webhook-sender")
+        if self._settings.keep_finished is not None:
+            self._pruner = asyncio.create_task(self._prune(), name="webhook-pruner")
 
     def wake(self) -> None:
         """Deliveries may be due (an event was committed, an attempt ended)."""
@@ -113,6 +118,9 @@ class WebhookSender:
         if self._loop is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        if self._pruner is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
         if self._attempts:
             await asyncio.wait(self._attempts, timeout=self._settings.timeout + 5)
         await self._client.aclose()
@@ -134,6 +142,21 @@ class WebhookSender:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval)
             self._wake.clear()
+
+    async def _prune(self) -> None:
+        assert self._settings.keep_finished is not None
+        while not self._stopped.is_set():
+            try:
+                async with self._sessions.begin() as session:
+                    removed = await webhook_outbox.prune(
+                        session, self._clock() - self._settings.keep_finished
+                    )
+                if removed:
+                    _log.info("deleted finished webhook deliveries", count=removed)
+            except Exception as exc:
+                _log.warning("deleting finished webhook deliveries failed", error=first_line(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self._settings.prune_interval)
 
     async def _claim(self) -> Claim | None:
         async with self._sessions.begin() as session:
