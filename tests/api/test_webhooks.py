@@ -162,9 +162,10 @@ async def test_a_receiver_that_hangs_times_out_and_is_retried(harness: Harness) 
         assert (delivery.state, delivery.attempts) == (W.WEBHOOK_DELIVERY_STATE_SUCCEEDED, 2)
 
 
-async def test_a_410_is_not_retried(harness: Harness) -> None:
+@pytest.mark.parametrize("status", [410, 302])  # a redirect is not followed either
+async def test_a_410_or_a_redirect_is_not_retried(harness: Harness, status: int) -> None:
     await harness.start(**LOCAL)
-    with receiver(then=410) as hook:
+    with receiver(then=status) as hook:
         made = await _hook(harness, hook.url)
         await _succeed_one(harness)
         await hook.wait_for(1)
@@ -172,9 +173,9 @@ async def test_a_410_is_not_retried(harness: Harness) -> None:
         assert (delivery.state, delivery.attempts, delivery.response_code) == (
             W.WEBHOOK_DELIVERY_STATE_FAILED,
             1,
-            410,
+            status,
         )
-        assert "410" in delivery.last_error
+        assert str(status) in delivery.last_error
         await asyncio.sleep(1)
         assert len(hook.received) == 1
 
