@@ -382,3 +382,36 @@ async def test_finished_deliveries_are_deleted_after_their_retention_and_pending
             await asyncio.sleep(0.1)
         assert [delivery.state for delivery in left] == [W.WEBHOOK_DELIVERY_STATE_PENDING]
         assert left[0].resource == "downloads/1"
+
+
+async def test_a_host_name_is_resolved_checked_and_the_request_sent_to_the_checked_address(
+    harness: Harness,
+) -> None:
+    """localhost resolves to loopback addresses: refused until an admin allows them; then the request
+    goes to the address that was checked, with the name in the Host header."""
+    await harness.start(webhook_http_hosts=["localhost"])
+    refused = await rpc_error(_hook(harness, "http://localhost/hook"))
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused).reason == "WEBHOOK_ADDRESS_REFUSED"
+    server = await harness.start(
+        **{
+            **LOCAL,
+            "webhook_http_hosts": ["localhost"],
+            "webhook_allowed_networks": ["127.0.0.0/8", "::1/128"],
+        }
+    )
+    with receiver() as hook:
+        made = await _hook(harness, f"http://localhost:{hook.port}/named")
+        async with server.sessions.begin() as session:
+            await webhooks.enqueue_event(
+                session,
+                "download.succeeded",
+                made.webhook.owner_user_id,
+                "downloads/n",
+                {"data": {}},
+                utcnow(),
+            )
+        [arrived] = await hook.wait_for(1)
+        assert arrived.path == "named"
+        assert arrived.headers["host"] == f"localhost:{hook.port}"
+        assert arrived.verified(made.secret)["type"] == "download.succeeded"

@@ -166,9 +166,9 @@ def _is_address(host: str) -> bool:
     return True
 
 
-async def resolve(host: str, port: int, rules: TargetRules) -> str:
-    """The address to connect to for `host`: every address it resolves to must be allowed (a name
-    with one public and one private address is refused), and the first is used. Raises
+async def resolve(host: str, port: int, rules: TargetRules) -> list[str]:
+    """The addresses to connect to for `host`, in the resolver's order: every address it resolves
+    to must be allowed (a name with one public and one private address is refused). Raises
     PermissionError (refused) or OSError (unresolvable)."""
     if _is_address(host):
         addresses = [host]
@@ -180,7 +180,7 @@ async def resolve(host: str, port: int, rules: TargetRules) -> str:
     for address in addresses:
         if not rules.address_allowed(address):
             raise PermissionError(_refused(address))
-    return addresses[0]
+    return addresses
 
 
 async def check_target(url: str, rules: TargetRules, field: str = "webhook.url") -> None:

@@ -211,7 +211,7 @@ class WebhookSender:
         except InvalidArgument as exc:
             return Outcome(0, None, f"refused: {exc.message}")
         try:
-            address = await webhooks.resolve(host, port, self._settings.rules)
+            addresses = await webhooks.resolve(host, port, self._settings.rules)
         except PermissionError as exc:
             return Outcome(0, None, f"refused: {exc}")
         except (OSError, ValueError) as exc:
@@ -233,14 +233,7 @@ class WebhookSender:
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._settings.timeout):
-                request = self._client.build_request(
-                    "POST",
-                    pinned_url(webhook.url, address),
-                    content=body,
-                    headers=headers,
-                    extensions={"sni_hostname": host},
-                )
-                response = await self._client.send(request, stream=True)
+                response = await self._post(webhook.url, host, addresses, body, headers)
                 try:
                     await _read_some(response)
                 finally:
@@ -254,6 +247,26 @@ class WebhookSender:
         if 300 <= status < 400:
             error += " (redirects are not followed)"
         return Outcome(status, _since(started), error)
+
+    async def _post(
+        self, url: str, host: str, addresses: list[str], body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """POSTs to the first checked address that takes the connection (the others only when it
+        is refused or unreachable); the TLS server name and certificate check use the host name."""
+        for number, address in enumerate(addresses, 1):
+            request = self._client.build_request(
+                "POST",
+                pinned_url(url, address),
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": host},
+            )
+            try:
+                return await self._client.send(request, stream=True)
+            except httpx.ConnectError:
+                if number == len(addresses):
+                    raise
+        raise AssertionError("resolve() returns at least one address")
 
 
 async def _read_some(response: httpx.Response) -> None:
