@@ -7,7 +7,7 @@ FOR UPDATE SKIP LOCKED, so instances claiming at once take different endpoints w
 lease itself is written in the same transaction (SQLite has one writer at a time). After a success
 the sender keeps the lease for the endpoint's next due delivery (TURNS_PER_LEASE in a row at most),
 so a backlog costs one transaction per delivery, not two. A lease outlives
-an attempt by a margin (the timeout plus 30 s); an instance that dies mid-attempt leaves the delivery
+an attempt by a margin (the timeout plus 10 s); an instance that dies mid-attempt leaves the delivery
 PENDING, and once the lease expires another instance sends it again (at least once; the webhook-id
 stays the same so a receiver can drop the repeat).
 
@@ -39,7 +39,7 @@ from wallwhale.db.models import Webhook, WebhookDelivery, WebhookDeliveryState
 from wallwhale.errors import FailedPrecondition, NotFound
 from wallwhale.ids import is_valid_id, new_id
 
-LEASE_MARGIN = timedelta(seconds=30)
+LEASE_MARGIN = timedelta(seconds=10)
 # Deliveries sent to one endpoint in a row under one lease before it goes back to the queue of
 # endpoints (a backlog is sent without a claim per delivery, and other endpoints still get turns).
 TURNS_PER_LEASE = 20
