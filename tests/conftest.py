@@ -69,7 +69,7 @@ def first_admin(migrated_database_url: str) -> BootstrapResult:
 
 @pytest.fixture
 def admin_key(first_admin: BootstrapResult) -> str:
-    """The API key of the first admin (scopes admin:*, download:*, watch:* and download:priority)."""
+    """The first admin's API key (admin:*, download:*, watch:*, webhook:*, download:priority)."""
     return first_admin.api_key
 
 

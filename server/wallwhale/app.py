@@ -36,6 +36,8 @@ from wallwhale.core.login_throttle import LoginThrottle
 from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
 from wallwhale.core.watches import Rules
+from wallwhale.core.webhook_outbox import Policy as WebhookPolicy
+from wallwhale.core.webhooks import TargetRules
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
@@ -54,15 +56,25 @@ from wallwhale.rpc.servicers.health import HealthServicer
 from wallwhale.rpc.servicers.links import LinkOptions
 from wallwhale.rpc.servicers.status import StatusServicer
 from wallwhale.rpc.servicers.watch import WatchServicer
+from wallwhale.rpc.servicers.webhooks import WebhookServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
+from wallwhale.rpc.webhook_payloads import render as render_webhook
 from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage import objects
 from wallwhale.storage.archives import Storage
-from wallwhale.v1 import admin_pb2_grpc, auth_pb2_grpc, download_pb2_grpc, status_pb2_grpc, watch_pb2_grpc
+from wallwhale.v1 import (
+    admin_pb2_grpc,
+    auth_pb2_grpc,
+    download_pb2_grpc,
+    status_pb2_grpc,
+    watch_pb2_grpc,
+    webhook_pb2_grpc,
+)
 from wallwhale.worker.context import WorkerSettings
 from wallwhale.worker.dispatcher import Dispatcher
 from wallwhale.worker.watch_checker import CheckerSettings, WatchChecker
+from wallwhale.worker.webhook_delivery import SenderSettings, WebhookSender
 
 _log = get_logger("wallwhale.server")
 
@@ -177,6 +189,32 @@ def user_limit_defaults(settings: Settings) -> Limits:
         monthly_download_quota=settings.user_monthly_download_quota,
         max_concurrent_downloads=settings.user_max_concurrent_downloads,
         max_runtime_seconds=settings.user_max_runtime_seconds,
+    )
+
+
+def webhook_settings(settings: Settings, instance_id: str) -> SenderSettings:
+    return SenderSettings(
+        instance_id=instance_id,
+        rules=webhook_rules(settings),
+        policy=WebhookPolicy(
+            retry_waits=[timedelta(seconds=wait) for wait in settings.webhook_retry_schedule_seconds],
+            disable_after_failures=settings.webhook_disable_after_failures,
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        ),
+        timeout=settings.webhook_timeout_seconds,
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_interval_seconds,
+        keep_finished=timedelta(days=settings.webhook_delivery_retention_days)
+        if settings.webhook_delivery_retention_days
+        else None,
+        prune_interval=settings.retention_interval_seconds,
+    )
+
+
+def webhook_rules(settings: Settings) -> TargetRules:
+    return TargetRules(
+        http_hosts=frozenset(settings.webhook_http_hosts),
+        allowed_networks=parse_networks(settings.webhook_allowed_networks),
     )
 
 
@@ -303,8 +341,14 @@ class WallWhaleServer:
             clock,
             self.catalog,
         )
+        self.webhooks = WebhookSender(
+            self.sessions, keyring, webhook_settings(settings, self.instance_id), clock, render_webhook
+        )
         # Every committed transaction's side effects reach these (core.after_commit).
-        install(self.sessions, Targets(self.hub, self.worker.wake, self.principals, self.storage))
+        install(
+            self.sessions,
+            Targets(self.hub, self.worker.wake, self.principals, self.storage, self.webhooks.wake),
+        )
         self.listener = self._listener(settings)
         downloads = DownloadServicer(
             self.sessions,
@@ -361,6 +405,9 @@ class WallWhaleServer:
             self.instance_id,
             clock,
             limits_for,
+        )
+        webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(self.sessions, readers, clock, keyring, webhook_rules(settings)), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -426,6 +473,7 @@ class WallWhaleServer:
             self.listener.start()
         self.worker.start()
         self.watch_checker.start()
+        self.webhooks.start()
         _log.info(
             "serving",
             address=f"{self.settings.grpc_host}:{self.port}",
@@ -475,6 +523,7 @@ class WallWhaleServer:
         await self.health.enter_graceful_shutdown()
         await self.watch_checker.stop()  # watches it claimed and did not check are due again
         await self.worker.stop()  # claims nothing more; running jobs go back to the queue
+        await self.webhooks.stop()  # claims nothing more; attempts under way finish
         if self.listener is not None:
             await self.listener.stop()
         self._stopping.set()

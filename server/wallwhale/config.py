@@ -206,6 +206,33 @@ class Settings(BaseSettings):
     # Encrypts Steam passwords at rest: base64 of 32 bytes, or a file holding it.
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
+    # Webhooks (core.webhooks, worker.webhook_delivery). Endpoints must be https and reach public
+    # addresses; an admin may allow http for some hosts and private networks (CIDRs, comma-separated),
+    # e.g. a receiver on the same machine: WEBHOOK_HTTP_HOSTS=127.0.0.1 WEBHOOK_ALLOWED_NETWORKS=127.0.0.1/32.
+    webhook_http_hosts: Annotated[list[str], NoDecode] = []
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = []
+    # One attempt's limit (connect, send, answer); the answer's body is read up to 4 KiB at most.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # The waits before each retry (comma-separated seconds); attempts = 1 + their number. The default
+    # spreads 8 attempts over about 27.5 hours: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+    webhook_retry_schedule_seconds: Annotated[list[float], NoDecode] = [
+        5,
+        300,
+        1800,
+        7200,
+        18000,
+        36000,
+        36000,
+    ]
+    # An endpoint is disabled after this many failed attempts in a row spanning at least this long.
+    webhook_disable_after_failures: int = Field(default=20, ge=1)
+    webhook_disable_after_seconds: float = Field(default=3 * 86400, ge=0)
+    # Deliveries sent at once by one instance (to different endpoints), and how often it looks.
+    # Finished deliveries (succeeded or given up) are deleted after this many days, checked every
+    # WALLWHALE_RETENTION_INTERVAL_SECONDS (0 keeps them all).
+    webhook_delivery_retention_days: float = Field(default=30.0, ge=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhook_poll_interval_seconds: float = Field(default=2.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -237,6 +264,26 @@ class Settings(BaseSettings):
         entries = [str(entry).strip() for entry in entries if str(entry).strip()]
         parse_networks(entries)  # raises ValueError naming the bad entry
         return entries
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _allowed_networks(cls, value: object) -> list[str]:
+        return cls._networks(value)
+
+    @field_validator("webhook_http_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> list[str]:
+        entries = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        return [str(entry).strip().lower() for entry in entries if str(entry).strip()]
+
+    @field_validator("webhook_retry_schedule_seconds", mode="before")
+    @classmethod
+    def _schedule(cls, value: object) -> list[float]:
+        entries = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        waits = [float(str(entry).strip()) for entry in entries if str(entry).strip()]
+        if any(wait < 0 for wait in waits):
+            raise ValueError("waits must not be negative")
+        return waits
 
     @field_validator("depotdownloader_writable", mode="before")
     @classmethod

@@ -73,3 +73,15 @@ class IpRules:
         if _within(address, self.deny):
             return False
         return not self.allow or _within(address, self.allow)
+
+
+def outbound_address_allowed(address: Address, allowed: tuple[Network, ...]) -> bool:
+    """Whether the server may connect to `address` on a user's behalf (webhooks): public unicast
+    addresses only, unless an admin allowed the network. Loopback, private, link-local (and with
+    it the cloud metadata address 169.254.169.254), shared, reserved and multicast ranges are not
+    global; an IPv4 address wrapped in IPv6 is judged as itself."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if _within(address, allowed):
+        return True
+    return address.is_global and not address.is_multicast

@@ -62,7 +62,7 @@ async def test_login_gives_an_access_token_that_works(
     )
     assert caller.actor.kind == admin_pb2.ACTOR_KIND_USER
     assert caller.user.id == first_admin.user_id
-    assert list(caller.scopes) == ["admin:*", "download:*", "download:priority", "watch:*"]
+    assert list(caller.scopes) == ["admin:*", "download:*", "download:priority", "watch:*", "webhook:*"]
 
 
 async def test_wrong_password_and_unknown_email_look_the_same(

@@ -314,6 +314,33 @@ async def test_missing_scope_is_403(stack: Stack) -> None:
     assert_json_error(reply, 403, 7, "SCOPE_MISSING")
 
 
+async def test_webhooks_over_rest_show_the_secret_once_and_refuse_the_metadata_address(stack: Stack) -> None:
+    # Inactive: this shared stack's downloads must not send anything to the internet.
+    hook = {"url": "https://hooks.example.test/in", "events": ["download.succeeded"], "active": False}
+    created = await stack.call("POST", "/v1/webhooks", {"webhook": hook})
+    assert created.status == 200, created
+    webhook_id = created.json()["webhook"]["id"]
+    assert created.json()["secret"].startswith("whsec_")
+    got = await stack.call("GET", f"/v1/webhooks/{webhook_id}")
+    assert got.json()["webhook"]["events"] == ["download.succeeded"]
+    assert "secret" not in got.json()
+    updated = await stack.call(
+        "PATCH", f"/v1/webhooks/{webhook_id}", {"webhook": {"description": "ci"}, "updateMask": "description"}
+    )
+    assert updated.json()["webhook"]["description"] == "ci"
+    rotated = await stack.call("POST", f"/v1/webhooks/{webhook_id}:rotateSecret", {"gracePeriod": "60s"})
+    assert rotated.json()["secret"] != created.json()["secret"]
+    deliveries = await stack.call("GET", f"/v1/webhooks/{webhook_id}/deliveries")
+    assert deliveries.json()["deliveries"] == []
+    metadata = {**hook, "url": "https://169.254.169.254/latest/meta-data/"}
+    body = assert_json_error(
+        await stack.call("POST", "/v1/webhooks", {"webhook": metadata}), 400, 3, "WEBHOOK_ADDRESS_REFUSED"
+    )
+    assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "webhook.url"
+    assert (await stack.call("DELETE", f"/v1/webhooks/{webhook_id}")).status == 200
+    assert_json_error(await stack.call("GET", f"/v1/webhooks/{webhook_id}"), 404, 5, "NOT_FOUND")
+
+
 async def test_rate_limited_key_is_429_with_quota_failure_retry_info_and_headers(stack: Stack) -> None:
     limits = {"requestsPerMinute": 1, "burst": 1}
     key = {"apiKey": {"name": "slow", "scopes": ["admin:read"], "limits": limits}}

@@ -9,6 +9,7 @@ change (and next to the NOTIFY that tells the other instances, where there is on
     after_commit(session).delete_archive(path)     an archive file no row names any more
     after_commit(session).remove_item_dir(app, id) an item's DepotDownloader folder nobody needs
     after_commit(session).count(metric, *labels)   a metrics counter, counted once it is true
+    after_commit(session).wake_webhooks()          webhook deliveries are due (worker.webhook_delivery)
 
 They are kept in `session.info` and applied by a SQLAlchemy `after_commit` listener when the
 outermost transaction commits; a rollback drops them (a savepoint that rolls back drops those
@@ -53,6 +54,7 @@ class Targets:
     wake_worker: Callable[[], None]
     principals: PrincipalCache
     storage: Storage
+    wake_webhooks: Callable[[], None] | None = None
 
 
 @dataclass
@@ -65,12 +67,16 @@ class Effects:
     archives: list[str] = field(default_factory=list)  # relative to the storage root
     item_dirs: list[tuple[int, int]] = field(default_factory=list)  # (app id, workshop id)
     counts: list[tuple[Counter, tuple[str, ...], float]] = field(default_factory=list)
+    webhooks: bool = False
 
     def publish(self, events: list[StoredEvent]) -> None:
         self.events += events
 
     def wake_worker(self) -> None:
         self.wake = True
+
+    def wake_webhooks(self) -> None:
+        self.webhooks = True
 
     def forget_principals(self) -> None:
         self.principals_changed = True
@@ -120,6 +126,8 @@ def _apply(effects: Effects, targets: Targets) -> None:
         _attempt("publish events", targets.hub.publish, effects.events)
     if effects.wake:
         _attempt("wake the worker", targets.wake_worker)
+    if effects.webhooks and targets.wake_webhooks is not None:
+        _attempt("wake the webhook sender", targets.wake_webhooks)
     if effects.principals_changed:
         _attempt("forget cached principals", targets.principals.clear)
     for counter, labels, amount in effects.counts:

@@ -29,6 +29,7 @@ SCOPES = frozenset(
         *("download:read", "download:write", "download:*", PRIORITY_SCOPE),
         *("admin:read", "admin:write", "admin:*"),
         *("watch:read", "watch:write", "watch:*"),
+        *("webhook:read", "webhook:write", "webhook:*"),
     }
 )
 

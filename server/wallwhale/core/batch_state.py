@@ -25,6 +25,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from wallwhale.core import webhooks
 from wallwhale.db.models import Batch, BatchState, Download, DownloadState
 
 _PENDING = "wallwhale.batches_changed"
@@ -98,7 +99,33 @@ def refresh(session: Session, batch_id: str, now: datetime, *, revived: bool = F
     if state is not batch.state:
         batch.state = state
         batch.end_time = None if state is BatchState.ACTIVE else now
+        if state is not BatchState.ACTIVE:
+            payload = {"batch": snapshot(session, batch)}
+            webhooks.enqueue_event_sync(
+                session, webhooks.BATCH_FINISHED, batch.owner_user_id, f"batches/{batch.id}", payload, now
+            )
     return batch
+
+
+def snapshot(session: Session, batch: Batch) -> dict[str, object]:
+    """The batch and its downloads as they are now, for the batch.finished webhook (rendered by
+    core.webhook_outbox as the REST API shows a batch)."""
+    members = session.execute(
+        select(Download.id, Download.workshop_id, Download.state, Download.last_event_sequence)
+        .where(Download.batch_id == batch.id)
+        .order_by(Download.create_time, Download.id)
+    )
+    return {
+        "id": batch.id,
+        "state": batch.state.value,
+        "collection_id": batch.collection_id,
+        "title": batch.title,
+        "owner_user_id": batch.owner_user_id,
+        "api_key_id": batch.api_key_id,
+        "create_time": batch.create_time.isoformat(),
+        "end_time": batch.end_time.isoformat() if batch.end_time else None,
+        "members": [[row[0], row[1], row[2].value, row[3]] for row in members],
+    }
 
 
 def lock(session: Session, batch_id: str) -> None:

@@ -13,7 +13,7 @@ from wallwhale.core.scopes import PRIORITY_SCOPE
 from wallwhale.db.models import ApiKey, AuditEvent, User, UserRole
 from wallwhale.errors import AlreadyExists, InvalidArgument
 
-BOOTSTRAP_SCOPES = ["admin:*", "download:*", "watch:*", PRIORITY_SCOPE]
+BOOTSTRAP_SCOPES = ["admin:*", "download:*", "watch:*", "webhook:*", PRIORITY_SCOPE]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale import metrics
-from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging
+from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging, webhooks
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
 from wallwhale.core.identity import Principal
@@ -115,7 +115,25 @@ async def transition(
     if state is DownloadState.QUEUED:
         await claimable(session)
     _count_move(session, previous, download)
+    if state is not previous:
+        await tell_webhooks(session, download, now)
     return await events.append(session, download, new, now)
+
+
+_WEBHOOK_EVENTS = {
+    DownloadState.SUCCEEDED: webhooks.DOWNLOAD_SUCCEEDED,
+    DownloadState.FAILED: webhooks.DOWNLOAD_FAILED,
+}
+
+
+async def tell_webhooks(session: AsyncSession, download: Download, now: datetime) -> None:
+    """The owner's webhooks hear that the download succeeded or failed (outbox rows, this transaction)."""
+    event_type = _WEBHOOK_EVENTS.get(download.state)
+    if event_type is not None:
+        payload = {"download": DownloadSnapshot.of(download).to_json()}
+        await webhooks.enqueue_event(
+            session, event_type, download.owner_user_id, f"downloads/{download.id}", payload, now
+        )
 
 
 def _count_move(session: AsyncSession, previous: DownloadState, download: Download) -> None:
@@ -284,6 +302,7 @@ async def create(
     after_commit(session).count(metrics.DOWNLOADS_CREATED, "queue" if cached is None else "cache")
     if cached is not None:
         after_commit(session).count(metrics.DOWNLOADS_FINISHED, "succeeded", "")
+        await tell_webhooks(session, download, now)
     # Last, in the same transaction: a refused quota rolls the download back, and the counter rows
     # stay locked for the shortest time.
     await reserve(session, principal, 1, now)

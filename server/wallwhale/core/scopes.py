@@ -21,10 +21,10 @@ _BY_NAME_ONLY = frozenset({PRIORITY_SCOPE})
 
 
 def role_scopes(role: UserRole) -> frozenset[str]:
-    """What a logged-in person may do: admins everything, users their own downloads and watches."""
+    """What a logged-in person may do: admins everything, users their own downloads, watches and webhooks."""
     if role is UserRole.ADMIN:
-        return frozenset({"admin:*", "download:*", "watch:*", PRIORITY_SCOPE})
-    return frozenset({"download:*", "watch:*"})
+        return frozenset({"admin:*", "download:*", "watch:*", "webhook:*", PRIORITY_SCOPE})
+    return frozenset({"download:*", "watch:*", "webhook:*"})
 
 
 def key_scopes(role: UserRole) -> frozenset[str]:

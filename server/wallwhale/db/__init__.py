@@ -1,6 +1,6 @@
 """Database layer: models, column types, engine and sessions, migrations (wallwhale.db.migrate)."""
 
-from wallwhale.db import watch_models  # noqa: F401  (its tables join Base.metadata)
+from wallwhale.db import watch_models, webhook_models  # noqa: F401  (their tables join Base.metadata)
 from wallwhale.db.engine import backend_name, create_engine, ping, session_factory
 from wallwhale.db.models import Base
 from wallwhale.db.types import JSONType, UTCDateTime, utcnow

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from google.protobuf import descriptor
 
-from wallwhale.v1 import access_pb2, admin_pb2, auth_pb2, download_pb2, status_pb2, watch_pb2
+from wallwhale.v1 import access_pb2, admin_pb2, auth_pb2, download_pb2, status_pb2, watch_pb2, webhook_pb2
 
 SERVICES: tuple[descriptor.ServiceDescriptor, ...] = (
     download_pb2.DESCRIPTOR.services_by_name["DownloadService"],
@@ -18,6 +18,7 @@ SERVICES: tuple[descriptor.ServiceDescriptor, ...] = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     status_pb2.DESCRIPTOR.services_by_name["StatusService"],
     watch_pb2.DESCRIPTOR.services_by_name["WatchService"],
+    webhook_pb2.DESCRIPTOR.services_by_name["WebhookService"],
 )
 
 

@@ -32,6 +32,7 @@ from wallwhale_client.v1 import (
     download_pb2_grpc,
     status_pb2_grpc,
     watch_pb2_grpc,
+    webhook_pb2_grpc,
 )
 
 __all__ = [
@@ -84,6 +85,7 @@ class AsyncClient(DownloadsApi, BatchesApi, LinksApi, AdminApi, AuthApi, StatusA
         self.auth = auth_pb2_grpc.AuthServiceStub(self._channel)
         self.status = status_pb2_grpc.StatusServiceStub(self._channel)
         self.watches = watch_pb2_grpc.WatchServiceStub(self._channel)
+        self.webhooks = webhook_pb2_grpc.WebhookServiceStub(self._channel)
         if api_key:
             self._transport.credentials = ApiKeyCredentials(api_key)
         elif email is not None and password is not None:
