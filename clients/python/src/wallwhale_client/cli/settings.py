@@ -83,7 +83,9 @@ def make_client(settings: Settings) -> AsyncClient:
         raise UsageError("an e-mail needs a password (--password, WALLWHALE_PASSWORD or the config file)")
     tls: Tls | bool = settings.tls
     if settings.ca_cert is not None:
-        tls = Tls(root_certificates=settings.ca_cert.read_bytes())
+        if not settings.ca_cert.is_file():
+            raise UsageError(f"--ca-cert {settings.ca_cert}: no such file")
+        tls = Tls(ca_cert=settings.ca_cert)
     return AsyncClient(
         settings.address,
         api_key=None if settings.email else settings.api_key,
