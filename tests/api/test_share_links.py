@@ -59,7 +59,9 @@ async def _link(envoy: Envoy, key: dict[str, str], download_id: str, **body: Any
 
 
 def _assert_gone(reply: Reply, reason: str, words: str) -> None:
-    assert reply.status == 404, reply
+    """A link that ended answers 410 Gone; a token no link has, 404."""
+    assert reply.status == (404 if reason == "LINK_UNKNOWN" else 410), reply
+    assert "x-http-status" not in reply.headers
     assert reply.headers["content-type"] == "application/json"
     body = reply.json()
     assert words in body["message"], body
