@@ -147,3 +147,64 @@ async def test_the_total_bounds_all_keys_together(harness: Harness) -> None:
     for call, code, _ in results:
         if code is None:
             call.cancel()
+
+
+async def _open_link(harness: Harness, token: str, address: str) -> tuple[Any, grpc.StatusCode | None, str]:
+    """An anonymous share-link fetch from `address` (x-forwarded-for: this server trusts the test as
+    its proxy) that read its first chunk and then stops reading; or its refusal."""
+    request = D.FetchArchiveLinkRequest(token=token)
+    call = harness.downloads.FetchArchiveLink(request, metadata=(("x-forwarded-for", address),))
+    try:
+        await call.read()
+    except grpc.RpcError as error:
+        return call, error.code(), error.details() or ""
+    return call, None, ""
+
+
+async def test_share_link_fetches_count_per_client_address_and_toward_the_total(harness: Harness) -> None:
+    per_address, total = 2, 5
+    await harness.start(
+        max_streams_per_caller=per_address,
+        max_streams_total=total,
+        trusted_proxies=["127.0.0.1"],
+        archive_link_burst=50,
+    )
+    await harness.add_account("erin_we", "pw-erin")
+    harness.steam.add_item(ITEM, files={"video.mp4": ARCHIVE_BYTES})
+    download = await harness.wait_for((await harness.create(str(ITEM))).id)
+    made = await harness.downloads.CreateArchiveLink(
+        D.CreateArchiveLinkRequest(download_id=download.id), metadata=harness.admin
+    )
+    token = made.url_path.rsplit("/", 1)[-1]
+    held: list[Any] = []
+    try:
+        for _ in range(per_address):
+            call, code, _ = await _open_link(harness, token, "198.51.100.7")
+            held.append(call)
+            assert code is None
+        # One address holding a link open cannot open more...
+        _, code, message = await _open_link(harness, token, "198.51.100.7")
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"too many open streams from this address: at most {per_address}" in message
+        # ...another address can, and link fetches fill the server's total like any stream.
+        for _ in range(per_address):
+            call, code, _ = await _open_link(harness, token, "198.51.100.8")
+            held.append(call)
+            assert code is None
+        call, code, _ = await _open_link(harness, token, "198.51.100.10")
+        held.append(call)
+        assert code is None
+        _, code, message = await _open_link(harness, token, "198.51.100.9")
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"maximum of {total} open streams" in message
+    finally:
+        for call in held:
+            call.cancel()
+    # Closed fetches give their slots back.
+    for _ in range(50):
+        call, code, _ = await _open_link(harness, token, "198.51.100.7")
+        call.cancel()
+        if code is None:
+            break
+        await asyncio.sleep(0.1)
+    assert code is None, "the closed link fetches still count"
