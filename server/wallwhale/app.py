@@ -176,7 +176,11 @@ class WallWhaleServer:
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
         self.connections = db_engine.ConnectionRunner(self.engine)
-        self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
+        self.audit = AuditWriter(
+            self.sessions,
+            flush_interval=settings.audit_flush_interval_seconds,
+            denial_window=settings.audit_denial_window_seconds,
+        )
         self.key_usage = KeyUsage(self.sessions, settings.api_key_usage_flush_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     health_check_interval_seconds: float = Field(default=5.0, gt=0)
     # How often queued audit events are written (a graceful stop writes the rest).
     audit_flush_interval_seconds: float = Field(default=0.5, gt=0)
+    # Identical denials within this many seconds of the first are stored as one row with a count.
+    audit_denial_window_seconds: float = Field(default=60.0, ge=0)
     # How often API keys' use (total_requests, last_used_time) is written: one UPDATE per used key.
     api_key_usage_flush_seconds: float = Field(default=5.0, gt=0)
     # Apply pending migrations when `wallwhale serve` starts.
