@@ -39,6 +39,7 @@ from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.network import IpRules, parse_networks
+from wallwhale.private import private_directory
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
@@ -163,6 +164,7 @@ class WallWhaleServer:
     ):
         self.settings = settings
         self.instance_id = new_instance_id()
+        private_directory(settings.data_dir)  # 0700 even when it was made looser before
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
         self._owns_engine = engine is None
         self.sessions = db_engine.session_factory(self.engine)

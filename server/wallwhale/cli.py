@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from wallwhale import __version__, log
+from wallwhale import __version__, log, private
 from wallwhale.config import ConfigError, Settings, load_settings
 from wallwhale.errors import WallWhaleError
 
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wallwhale: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.configure(settings.log_level, settings.log_format)
+    # Whatever this command creates (database, keys, archives, certificates) is this user's alone.
+    private.restrict_process()
     try:
         if args.command == "migrate":
             return _migrate(settings)
