@@ -66,6 +66,7 @@ _log = get_logger("wallwhale.server")
 class CannotListen(Exception):
     """The gRPC address is taken or not ours; the message names the setting that moves it."""
 
+
 SERVICE_NAMES = tuple(service.full_name for service in access.SERVICES)
 _HEALTH_NAMES = ("", *SERVICE_NAMES)
 
@@ -77,6 +78,15 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
         settings.secret_key_file,
         settings.data_dir / "secret.key",
     )
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def listener_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -170,6 +180,7 @@ class WallWhaleServer:
         self.sessions = db_engine.session_factory(self.engine)
         self.health = HealthServicer()
         self.port = 0
+        self.socket_path: Path | None = None
         self.metrics_server: metrics.MetricsServer | None = None
         self._shared_figures: metrics.SharedFigures | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -345,6 +356,31 @@ class WallWhaleServer:
         )
 
     async def start(self) -> None:
+        if self.settings.grpc_port >= 0:
+            self._listen_tcp()
+        if self.settings.grpc_socket is not None:
+            self._listen_unix(self.settings.grpc_socket)
+        serving = await self._database_answers()
+        await self._set_health(serving)
+        self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
+        self.audit.start()
+        self.key_usage.start()
+        if self.settings.metrics_port >= 0:
+            self._serve_metrics()
+        await self.server.start()
+        if self.listener is not None:
+            self.listener.start()
+        self.worker.start()
+        _log.info(
+            "serving",
+            address=f"{self.settings.grpc_host}:{self.port}" if self.port else None,
+            socket=str(self.socket_path) if self.socket_path else None,
+            metrics_port=self.metrics_server.port if self.metrics_server else None,
+            database=db_engine.backend_name(self.engine),
+            instance_id=self.instance_id,
+        )
+
+    def _listen_tcp(self) -> None:
         address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         credentials = listener_credentials(self.settings)
         try:
@@ -359,24 +395,41 @@ class WallWhaleServer:
                 f"cannot listen on {address} (is another server using the port?);"
                 " choose another with WALLWHALE_GRPC_PORT or --port"
             )
-        serving = await self._database_answers()
-        await self._set_health(serving)
-        self._health_task = asyncio.create_task(self._watch_database(serving), name="health-monitor")
-        self.audit.start()
-        self.key_usage.start()
-        if self.settings.metrics_port >= 0:
-            self._serve_metrics()
-        await self.server.start()
-        if self.listener is not None:
-            self.listener.start()
-        self.worker.start()
-        _log.info(
-            "serving",
-            address=f"{self.settings.grpc_host}:{self.port}",
-            metrics_port=self.metrics_server.port if self.metrics_server else None,
-            database=db_engine.backend_name(self.engine),
-            instance_id=self.instance_id,
-        )
+
+    def _listen_unix(self, path: Path) -> None:
+        """The proxy's way in: calls over this socket are believed about their client's address,
+        so only the service user may reach it (its folder 0700, the socket made under umask 077)."""
+        path = path.resolve()
+        if len(os.fsencode(path)) >= 108:  # sun_path's size on Linux
+            raise CannotListen(
+                f"WALLWHALE_GRPC_SOCKET {path} is too long for a Unix socket (107 bytes at most)"
+            )
+        private_directory(path.parent)
+        if path.parent.stat().st_mode & 0o077 or path.parent.stat().st_uid != os.getuid():
+            raise CannotListen(
+                f"the folder of WALLWHALE_GRPC_SOCKET ({path.parent}) must be this user's alone (0700)"
+            )
+        if path.is_socket():
+            if _socket_answers(path):
+                raise CannotListen(f"another server listens on {path}; choose another WALLWHALE_GRPC_SOCKET")
+            path.unlink()  # left by a server that did not stop cleanly
+        saved = os.umask(0o177)
+        try:
+            bound = self.server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:
+            bound = 0
+        finally:
+            os.umask(saved)
+        if not bound:
+            raise CannotListen(f"cannot listen on the Unix socket {path}")
+        self.socket_path = path
+
+    @property
+    def upstream(self) -> str:
+        """Where a proxy on this host reaches this server: its Unix socket if it has one."""
+        if self.socket_path is not None:
+            return f"unix:{self.socket_path}"
+        return f"{self.settings.grpc_host}:{self.port}"
 
     def _serve_metrics(self) -> None:
         loop, storage_root = asyncio.get_running_loop(), self.settings.resolved_storage_dir
@@ -424,6 +477,8 @@ class WallWhaleServer:
         if self._health_task is not None:
             await self._health_task  # it sees the flag after its current check (bounded by the ping timeout)
         await self.server.stop(grace)
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
         await self.audit.close()  # after the last call ended, so its record is stored too
         await self.key_usage.close()
         if self.metrics_server is not None:

@@ -344,7 +344,7 @@ def _serve(settings: Settings, port_file: Path | None) -> int:
 
 def _port_taken(host: str, port: int) -> str | None:
     """The address, when something listens on it already; None when it is free or cannot be told."""
-    if port == 0:
+    if port <= 0:  # a free port, or no TCP listener
         return None
     try:
         addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.support.envoy import ENVOY_ADDRESS, running_envoy
+from tests.support.envoy import proxy_socket, running_envoy
 from tests.support.harness import harness_for
 from wallwhale import certs
 from wallwhale.config import to_async_url
@@ -31,7 +31,7 @@ async def main(tls_envoy: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="wallwhale-client-server-") as directory:
         url = to_async_url(f"sqlite:///{Path(directory) / 'wallwhale.sqlite3'}")
         async for harness in harness_for(url, Path(directory)):
-            server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])
+            server = await harness.start(grpc_socket=proxy_socket())
             await harness.add_account("alice_we", "correct horse")
             # 600 kB of pseudo-random bytes: an archive of three 256 KiB chunks (the last one shorter).
             harness.steam.add_item(ITEM, files={"project.json": b'{"title": "Rain"}', "scene.pkg": 600_000})
@@ -52,7 +52,7 @@ async def main(tls_envoy: bool) -> None:
                 continue
             made = certs.make_dev_certificates(Path(directory) / "certs")
             tls = [f"--tls-cert={made.path('server.pem')}", f"--tls-key={made.path('server-key.pem')}"]
-            async with running_envoy(Path(directory) / "envoy", [server.port], extra_args=tls) as envoy:
+            async with running_envoy(Path(directory) / "envoy", [server.upstream], extra_args=tls) as envoy:
                 ready |= {"tlsAddress": envoy.grpc_target, "caCert": str(made.path("ca.pem"))}
                 print("READY " + json.dumps(ready), flush=True)
                 await asyncio.to_thread(sys.stdin.read)

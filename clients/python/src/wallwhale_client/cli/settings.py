@@ -11,7 +11,8 @@ from typing import Any
 from wallwhale_client.aio import AsyncClient, Tls
 from wallwhale_client.cli.exits import UsageError
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+# Envoy as scripts/run.sh starts it: the front door (the servers behind it listen on Unix sockets).
+DEFAULT_ADDRESS = "127.0.0.1:8080"
 CONFIG_KEYS = {"address", "api_key", "email", "password", "tls", "ca_cert", "timeout"}
 
 
