@@ -361,6 +361,8 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
             directory / "data",
             url,
             depotdownloader_path=str(steam.executable),
+            # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+            depotdownloader_writable=str(steam.directory.resolve()),
             grpc_socket=str(proxy_socket(directory / "data")),
         )
         server = ServerProcess(directory, env)

@@ -253,6 +253,8 @@ async def run(args: argparse.Namespace) -> None:
                 directory / "data",
                 url,
                 depotdownloader_path=str(steam.executable),
+                # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+                depotdownloader_writable=str(steam.directory.resolve()),
                 grpc_socket=str(proxy_socket(directory / "data")),
                 log_level=args.log_level,
             )
