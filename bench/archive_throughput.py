@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from support import (  # isort: skip
-    ENVOY_SOURCE,
     ServerProcess,
     command,
     database,
@@ -57,6 +56,7 @@ from support import (  # isort: skip
     machine,
     require,
     server_env,
+    proxy_socket,
     start_envoy,
     succeeded_download,
 )
@@ -358,7 +358,12 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
     }
     with database("sqlite", directory / "data") as url:
         env = server_env(
-            directory / "data", url, depotdownloader_path=str(steam.executable), trusted_proxies=ENVOY_SOURCE
+            directory / "data",
+            url,
+            depotdownloader_path=str(steam.executable),
+            # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+            depotdownloader_writable=str(steam.directory.resolve()),
+            grpc_socket=str(proxy_socket(directory / "data")),
         )
         server = ServerProcess(directory, env)
         server.cli("migrate")
@@ -372,11 +377,14 @@ async def fetch_bench(args: argparse.Namespace, directory: Path) -> FetchFigures
             rest_urls = {}
             if not args.no_h2load:
                 path = f"/v1/downloads/{download.id}/archive"
-                envoy, port = start_envoy(directory / "envoy", server.port)
+                envoy, port = start_envoy(directory / "envoy", proxy_socket(directory / "data"))
                 envoys.append(envoy)
                 rest_urls["envoy_h2load"] = f"http://127.0.0.1:{port}{path}"
                 envoy, port = start_envoy(
-                    directory / "envoy-tls", server.port, 2, dev_certificates(directory / "c")
+                    directory / "envoy-tls",
+                    proxy_socket(directory / "data"),
+                    2,
+                    dev_certificates(directory / "c"),
                 )
                 envoys.append(envoy)
                 rest_urls["tls_h2load"] = f"https://127.0.0.1:{port}{path}"

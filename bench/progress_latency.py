@@ -558,8 +558,13 @@ async def run(args: argparse.Namespace) -> tuple[Memory, list[LatencyRound], int
                 database_url,
                 log_level=args.log_level,
                 depotdownloader_path=str(steam.executable),
+                # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+                depotdownloader_writable=str(steam.directory.resolve()),
                 max_concurrent_downloads=str(max(args.downloads, 1)),
                 process_stop_grace_seconds="2",
+                # One key holds every watcher here: the per-caller stream limit (16) is not measured.
+                max_streams_per_caller=str(max(args.watchers) + 16),
+                max_streams_total=str(max(args.watchers) + 1024),
             )
             server = MeasuredServer(directory, env)
             try:

@@ -160,6 +160,8 @@ async def run(args: argparse.Namespace) -> None:
                 directory / "data",
                 url,
                 depotdownloader_path=str(steam.executable),
+                # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+                depotdownloader_writable=str(steam.directory.resolve()),
                 max_concurrent_downloads=str(args.concurrency),
                 log_level=args.log_level,
             )

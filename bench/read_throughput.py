@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 from support import (  # isort: skip
-    ENVOY_SOURCE,
     ServerProcess,
     command,
     database,
@@ -58,6 +57,7 @@ from support import (  # isort: skip
     machine,
     require,
     server_env,
+    proxy_socket,
     start_envoy,
     succeeded_download,
 )
@@ -253,7 +253,9 @@ async def run(args: argparse.Namespace) -> None:
                 directory / "data",
                 url,
                 depotdownloader_path=str(steam.executable),
-                trusted_proxies=ENVOY_SOURCE,
+                # The test DepotDownloader keeps its Steam world there: its sandbox must let it write.
+                depotdownloader_writable=str(steam.directory.resolve()),
+                grpc_socket=str(proxy_socket(directory / "data")),
                 log_level=args.log_level,
             )
             server = ServerProcess(directory, env)
@@ -273,13 +275,18 @@ async def run(args: argparse.Namespace) -> None:
                 bare = context.Process(target=bare_server, args=(reply, port_queue), daemon=True)
                 bare.start()
                 bare_port = await asyncio.to_thread(port_queue.get, True, 30)
-                envoy, envoy_port = start_envoy(directory / "envoy", server.port, args.envoy_workers)
+                envoy, envoy_port = start_envoy(
+                    directory / "envoy", proxy_socket(directory / "data"), args.envoy_workers
+                )
                 envoys.append(envoy)
                 envoy, bare_envoy_port = start_envoy(directory / "envoy-bare", bare_port, args.envoy_workers)
                 envoys.append(envoy)
                 certificates = dev_certificates(directory / "certs")
                 envoy, tls_port = start_envoy(
-                    directory / "envoy-tls", server.port, args.envoy_workers, certificates
+                    directory / "envoy-tls",
+                    proxy_socket(directory / "data"),
+                    args.envoy_workers,
+                    certificates,
                 )
                 envoys.append(envoy)
                 envoy, bare_tls_port = start_envoy(

@@ -212,21 +212,24 @@ class ServerProcess:
             await asyncio.to_thread(self.process.wait)
 
 
-ENVOY_SOURCE = "127.0.0.2"  # Envoy connects from here; the server trusts its x-forwarded-for
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
+def proxy_socket(data_dir: Path) -> Path:
+    """The server's Unix socket for Envoy (WALLWHALE_GRPC_SOCKET), as run.sh sets it up: the server
+    believes the client address Envoy forwards over it."""
+    return data_dir / "sockets" / "grpc.sock"
+
+
 def start_envoy(
-    directory: Path, upstream: int, workers: int = 2, certificates: Path | None = None
+    directory: Path, upstream: int | Path, workers: int = 2, certificates: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Envoy in front of the server on `upstream`, configured by scripts/envoy_config.py as run.sh
-    does; with `certificates` (a `wallwhale certs dev` folder) it serves TLS with server.pem. Returns
-    the process and its port once it finds the server healthy."""
+    """Envoy in front of the server on `upstream` (a TCP port, or its Unix socket), configured by
+    scripts/envoy_config.py as run.sh does; with `certificates` (a `wallwhale certs dev` folder) it
+    serves TLS with server.pem. Returns the process and its port once it finds the server healthy."""
     port, admin_port = free_port(), free_port()
     tls = []
     if certificates is not None:
@@ -238,8 +241,9 @@ def start_envoy(
             f"--out-dir={directory}",
             f"--listen=127.0.0.1:{port}",
             f"--admin-port={admin_port}",
-            f"--upstream=127.0.0.1:{upstream}",
-            f"--upstream-source-address={ENVOY_SOURCE}",
+            f"--upstream=unix:{upstream}"
+            if isinstance(upstream, Path)
+            else f"--upstream=127.0.0.1:{upstream}",
             *tls,
         ],
         check=True,

@@ -5,6 +5,9 @@
         --upstream 127.0.0.1:50051 --upstream 127.0.0.1:50052 \\
         --cors-origin http://localhost:5173 --validate
 
+An upstream may be a Unix socket, `--upstream unix:/path/grpc.sock` (an Envoy `pipe` address): the
+way to a server on this host, whose socket only the service user can open.
+
 writes OUT/wallwhale.pb (compiled from proto/ with every import, plus google/rpc/error_details.proto
 for the error details the server sends), OUT/static/ (the OpenAPI document generated from that
 descriptor set by scripts/openapi.py, and the docs page) and OUT/envoy.yaml (envoy/envoy.template.yaml
@@ -176,6 +179,18 @@ def _routes(methods: list[Method], timeouts: Timeouts) -> str:
     return "\n".join(_route(m, timeouts, first_read=m is first_read) for m in methods)
 
 
+UNIX = "unix:"
+
+
+def _upstream(value: str) -> tuple[str, int]:
+    """HOST:PORT, or unix:/absolute/path (kept whole, port 0)."""
+    if value.startswith(UNIX):
+        if not Path(value[len(UNIX) :]).is_absolute():
+            raise argparse.ArgumentTypeError(f"{value!r}: a Unix socket needs an absolute path")
+        return value, 0
+    return _host_port(value)
+
+
 def _host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -258,13 +273,16 @@ def _is_address(host: str) -> bool:
 
 
 def _cluster_type(upstreams: tuple[tuple[str, int], ...]) -> str:
-    """STATIC for addresses; STRICT_DNS as soon as one server is given by name."""
-    return "STATIC" if all(_is_address(host) for host, _ in upstreams) else "STRICT_DNS"
+    """STATIC for addresses and Unix sockets; STRICT_DNS as soon as one server is given by name."""
+    fixed = all(host.startswith(UNIX) or _is_address(host) for host, _ in upstreams)
+    return "STATIC" if fixed else "STRICT_DNS"
 
 
 def _san_matchers(upstreams: tuple[tuple[str, int], ...]) -> str:
     matchers = []
     for host, _ in dict.fromkeys(upstreams):
+        if host.startswith(UNIX):
+            continue
         kind = "IP_ADDRESS" if _is_address(host) else "DNS"
         matchers.append({"san_type": kind, "matcher": {"exact": host}})
     return json.dumps(matchers)
@@ -326,11 +344,14 @@ def render(
         _seconds(options.archive_idle_timeout),
     )
     endpoints = [
-        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+        {"endpoint": {"address": {"pipe": {"path": host[len(UNIX) :]}}}}
+        if host.startswith(UNIX)
+        else {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
         for host, port in options.upstreams
     ]
+    over_tcp = any(not host.startswith(UNIX) for host, _ in options.upstreams)
     bind = ""
-    if options.upstream_source_address:
+    if options.upstream_source_address and over_tcp:
         # Envoy connects to the servers from this address: the one to list in the servers'
         # WALLWHALE_TRUSTED_PROXIES.
         bind = (
@@ -423,9 +444,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin-port", type=int, default=9901, help="admin interface (127.0.0.1 only)")
     parser.add_argument(
         "--upstream",
-        type=_host_port,
+        type=_upstream,
         action="append",
-        help="a server's gRPC HOST:PORT (repeatable); a host name is resolved by DNS, also while Envoy runs",
+        help="a server's gRPC HOST:PORT or unix:/PATH of its socket (repeatable); a host name is"
+        " resolved by DNS, also while Envoy runs",
     )
     parser.add_argument(
         "--upstream-source-address",

@@ -19,6 +19,11 @@
 #   WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE / _CLIENT_KEY_FILE  Envoy's client certificate for
 #                               mutual TLS to the servers, which then need WALLWHALE_UPSTREAM_TLS_CA_FILE,
 #                               _CERT_FILE, _KEY_FILE (see `wallwhale certs dev`)
+#                               (then Envoy reaches the servers over TCP, on WALLWHALE_GRPC_HOST and
+#                               ports from WALLWHALE_GRPC_PORT; without it over Unix sockets in the
+#                               data directory, and the servers listen on no TCP port)
+#   WALLWHALE_GRPC_TCP=1        without mutual TLS: the servers also listen on WALLWHALE_GRPC_HOST:
+#                               WALLWHALE_GRPC_PORT(+i) for direct gRPC (x-forwarded-for not believed there)
 #   WALLWHALE_SKIP_SETUP=1      do not run scripts/setup.sh first (it ran already)
 #
 # --demo: the same stack against the Steam simulator that ships with WallWhale (wallwhale_simulator:
@@ -55,10 +60,18 @@ instances=${WALLWHALE_INSTANCES:-1}
 envoy_host=${WALLWHALE_ENVOY_HOST:-127.0.0.1}
 envoy_port=${WALLWHALE_ENVOY_PORT:-8080}
 admin_port=${WALLWHALE_ENVOY_ADMIN_PORT:-9901}
-# Envoy connects to the servers from this loopback address, and only it is trusted to say in
-# x-forwarded-for who the client is; a client on 127.0.0.1 cannot.
+# How Envoy reaches the servers, and why they believe the client address it forwards
+# (x-forwarded-for): a Unix socket in the 0700 data directory, which no other local user can open;
+# or, with mutual TLS, TCP from 127.0.0.2, where only a holder of Envoy's client certificate gets in.
+# Never plain TCP on loopback: any local process can connect from there and forge the header.
 envoy_source=127.0.0.2
-export WALLWHALE_TRUSTED_PROXIES=${WALLWHALE_TRUSTED_PROXIES:-$envoy_source}
+upstream_tls=${WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE:-}${WALLWHALE_UPSTREAM_TLS_CLIENT_KEY_FILE:-}
+grpc_tcp=${WALLWHALE_GRPC_TCP:-0}
+[ -n "$upstream_tls" ] && grpc_tcp=1
+if [ -n "$upstream_tls" ]; then
+  export WALLWHALE_TRUSTED_PROXIES=${WALLWHALE_TRUSTED_PROXIES:-$envoy_source}
+fi
+socket_dir="$(cd "$WALLWHALE_DATA_DIR" && pwd)/sockets"
 
 # Refused before anything starts: a second run.sh on this data directory, or a port in use.
 mkdir -p "$WALLWHALE_DATA_DIR"
@@ -78,7 +91,7 @@ if [ "$demo" = 1 ]; then
 fi
 check_ports=("$envoy_port:WALLWHALE_ENVOY_PORT" "$admin_port:WALLWHALE_ENVOY_ADMIN_PORT")
 for ((i = 0; i < instances; i++)); do
-  check_ports+=("$((first_port + i)):WALLWHALE_GRPC_PORT")
+  [ "$grpc_tcp" = 1 ] && check_ports+=("$((first_port + i)):WALLWHALE_GRPC_PORT")
   [ "$metrics_port" -gt 0 ] && check_ports+=("$((metrics_port + i)):WALLWHALE_METRICS_PORT")
 done
 if ! python3 - "$WALLWHALE_GRPC_HOST" "$envoy_host" "${check_ports[@]}" <<'PY'; then
@@ -174,10 +187,17 @@ for ((i = 0; i < instances; i++)); do
   port=$((first_port + i))
   metrics=$metrics_port
   [ "$metrics_port" -gt 0 ] && metrics=$((metrics_port + i))
-  WALLWHALE_MIGRATE_ON_START=false WALLWHALE_METRICS_PORT=$metrics \
+  if [ -n "$upstream_tls" ]; then
+    upstreams+=(--upstream "$WALLWHALE_GRPC_HOST:$port")
+    listen=()
+  else
+    upstreams+=(--upstream "unix:$socket_dir/instance-$i.sock")
+    listen=(WALLWHALE_GRPC_SOCKET="$socket_dir/instance-$i.sock")
+    [ "$grpc_tcp" = 1 ] || port=-1
+  fi
+  env "${listen[@]}" WALLWHALE_MIGRATE_ON_START=false WALLWHALE_METRICS_PORT=$metrics \
     .venv/bin/wallwhale serve --port "$port" &
   pids+=($!)
-  upstreams+=(--upstream "$WALLWHALE_GRPC_HOST:$port")
 done
 
 envoy_dir="$WALLWHALE_DATA_DIR/envoy"
@@ -231,6 +251,9 @@ PY
   exit 1
 fi
 
+servers_at="Unix sockets in $socket_dir"
+[ "$grpc_tcp" = 1 ] && servers_at="gRPC also from $WALLWHALE_GRPC_HOST:$first_port"
+[ -n "$upstream_tls" ] && servers_at="gRPC with mutual TLS from $WALLWHALE_GRPC_HOST:$first_port"
 base="$scheme://$envoy_host:$envoy_port"
 [ "$envoy_host" = "0.0.0.0" ] && base="$scheme://127.0.0.1:$envoy_port"
 if [ "$demo" = 1 ]; then
@@ -281,7 +304,7 @@ DEMO
 else
 cat <<INFO
 
-WallWhale runs: $instances instance(s) (gRPC from $WALLWHALE_GRPC_HOST:$first_port) behind Envoy.
+WallWhale runs: $instances instance(s) behind Envoy ($servers_at).
   Web console:     $base/
   REST base URL:   $base/v1       (also gRPC-Web and gRPC on $base)
   Envoy admin:     http://127.0.0.1:$admin_port   (access log: $envoy_dir/envoy.log)

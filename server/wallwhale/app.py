@@ -43,6 +43,7 @@ from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
 from wallwhale.log import get_logger
 from wallwhale.network import IpRules, parse_networks
+from wallwhale.private import private_directory
 from wallwhale.rpc import access
 from wallwhale.rpc.audit import AuditInterceptor
 from wallwhale.rpc.authentication import AuthenticationInterceptor, NetworkRulesInterceptor
@@ -97,6 +98,15 @@ def keyring_for(settings: Settings) -> secretbox.Keyring:
         settings.secret_key_file,
         settings.data_dir / "secret.key",
     )
+
+
+def _socket_answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def listener_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -233,11 +243,13 @@ class WallWhaleServer:
     ):
         self.settings = settings
         self.instance_id = new_instance_id()
+        private_directory(settings.data_dir)  # 0700 even when it was made looser before
         self.engine = engine or db_engine.create_engine(settings.resolved_database_url)
         self._owns_engine = engine is None
         self.sessions = db_engine.session_factory(self.engine)
         self.health = HealthServicer()
         self.port = 0
+        self.socket_path: Path | None = None
         self.metrics_server: metrics.MetricsServer | None = None
         self._shared_figures: metrics.SharedFigures | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -246,7 +258,11 @@ class WallWhaleServer:
         rules = access.load_rules()  # refuses to start when an RPC lacks its access rule
         readers = db_engine.read_only_sessions(self.engine)
         self.connections = db_engine.ConnectionRunner(self.engine)
-        self.audit = AuditWriter(self.sessions, flush_interval=settings.audit_flush_interval_seconds)
+        self.audit = AuditWriter(
+            self.sessions,
+            flush_interval=settings.audit_flush_interval_seconds,
+            denial_window=settings.audit_denial_window_seconds,
+        )
         self.key_usage = KeyUsage(self.sessions, settings.api_key_usage_flush_seconds)
         if settings.jwt_secret is None:
             _log.warning("no WALLWHALE_JWT_SECRET: login tokens are signed with a key of this process only")
@@ -446,20 +462,10 @@ class WallWhaleServer:
         )
 
     async def start(self) -> None:
-        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
-        credentials = listener_credentials(self.settings)
-        try:
-            if credentials is None:
-                self.port = self.server.add_insecure_port(address)
-            else:
-                self.port = self.server.add_secure_port(address, credentials)
-        except RuntimeError:  # grpc says only "Failed to bind"
-            self.port = 0
-        if self.port == 0:
-            raise CannotListen(
-                f"cannot listen on {address} (is another server using the port?);"
-                " choose another with WALLWHALE_GRPC_PORT or --port"
-            )
+        if self.settings.grpc_port >= 0:
+            self._listen_tcp()
+        if self.settings.grpc_socket is not None:
+            self._listen_unix(self.settings.grpc_socket)
         serving = await self._database_answers()
         await self._set_health(serving)
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -476,11 +482,63 @@ class WallWhaleServer:
         self.webhooks.start()
         _log.info(
             "serving",
-            address=f"{self.settings.grpc_host}:{self.port}",
+            address=f"{self.settings.grpc_host}:{self.port}" if self.port else None,
+            socket=str(self.socket_path) if self.socket_path else None,
             metrics_port=self.metrics_server.port if self.metrics_server else None,
             database=db_engine.backend_name(self.engine),
             instance_id=self.instance_id,
         )
+
+    def _listen_tcp(self) -> None:
+        address = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        credentials = listener_credentials(self.settings)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(address)
+            else:
+                self.port = self.server.add_secure_port(address, credentials)
+        except RuntimeError:  # grpc says only "Failed to bind"
+            self.port = 0
+        if self.port == 0:
+            raise CannotListen(
+                f"cannot listen on {address} (is another server using the port?);"
+                " choose another with WALLWHALE_GRPC_PORT or --port"
+            )
+
+    def _listen_unix(self, path: Path) -> None:
+        """The proxy's way in: calls over this socket are believed about their client's address,
+        so only the service user may reach it (its folder 0700, the socket made under umask 077)."""
+        path = path.resolve()
+        if len(os.fsencode(path)) >= 108:  # sun_path's size on Linux
+            raise CannotListen(
+                f"WALLWHALE_GRPC_SOCKET {path} is too long for a Unix socket (107 bytes at most)"
+            )
+        private_directory(path.parent)
+        if path.parent.stat().st_mode & 0o077 or path.parent.stat().st_uid != os.getuid():
+            raise CannotListen(
+                f"the folder of WALLWHALE_GRPC_SOCKET ({path.parent}) must be this user's alone (0700)"
+            )
+        if path.is_socket():
+            if _socket_answers(path):
+                raise CannotListen(f"another server listens on {path}; choose another WALLWHALE_GRPC_SOCKET")
+            path.unlink()  # left by a server that did not stop cleanly
+        saved = os.umask(0o177)
+        try:
+            bound = self.server.add_insecure_port(f"unix:{path}")
+        except RuntimeError:
+            bound = 0
+        finally:
+            os.umask(saved)
+        if not bound:
+            raise CannotListen(f"cannot listen on the Unix socket {path}")
+        self.socket_path = path
+
+    @property
+    def upstream(self) -> str:
+        """Where a proxy on this host reaches this server: its Unix socket if it has one."""
+        if self.socket_path is not None:
+            return f"unix:{self.socket_path}"
+        return f"{self.settings.grpc_host}:{self.port}"
 
     def _serve_metrics(self) -> None:
         loop, storage_root = asyncio.get_running_loop(), self.settings.resolved_storage_dir
@@ -530,6 +588,8 @@ class WallWhaleServer:
         if self._health_task is not None:
             await self._health_task  # it sees the flag after its current check (bounded by the ping timeout)
         await self.server.stop(grace)
+        if self.socket_path is not None:
+            self.socket_path.unlink(missing_ok=True)
         await self.audit.close()  # after the last call ended, so its record is stored too
         await self.key_usage.close()
         if self.metrics_server is not None:

@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from wallwhale import __version__, log
+from wallwhale import __version__, log, private
 from wallwhale.config import ConfigError, Settings, load_settings
 from wallwhale.errors import WallWhaleError
 
@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wallwhale: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.configure(settings.log_level, settings.log_format)
+    # Whatever this command creates (database, keys, archives, certificates) is this user's alone.
+    private.restrict_process()
     try:
         if args.command == "health":
             return _health(settings, args.service, args.timeout)
@@ -358,7 +360,7 @@ def _serve(settings: Settings, port_file: Path | None) -> int:
 
 def _port_taken(host: str, port: int) -> str | None:
     """The address, when something listens on it already; None when it is free or cannot be told."""
-    if port == 0:
+    if port <= 0:  # a free port, or no TCP listener
         return None
     try:
         addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)

@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from wallwhale.network import parse_networks
+from wallwhale.network import is_loopback, parse_networks
 
 ENV_PREFIX = "WALLWHALE_"
 CONFIG_FILE_ENV = f"{ENV_PREFIX}CONFIG_FILE"
@@ -62,8 +62,12 @@ class Settings(BaseSettings):
     database_url: str = ""
 
     grpc_host: str = "127.0.0.1"
-    # 0 picks a free port (the bound port is logged).
-    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # 0 picks a free port (the bound port is logged); -1: no TCP listener (then grpc_socket).
+    grpc_port: int = Field(default=50051, ge=-1, le=65535)
+    # A Unix socket to serve gRPC on as well (or only, with grpc_port -1): the way for Envoy on
+    # this host. Its folder must be private (0700, as the data directory): a call that comes over
+    # it is from the proxy, so its x-forwarded-for is believed.
+    grpc_socket: Path | None = None
     # Prometheus metrics over HTTP; -1 turns them off, 0 picks a free port.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=-1, le=65535)
@@ -77,6 +81,8 @@ class Settings(BaseSettings):
     health_check_interval_seconds: float = Field(default=5.0, gt=0)
     # How often queued audit events are written (a graceful stop writes the rest).
     audit_flush_interval_seconds: float = Field(default=0.5, gt=0)
+    # Identical denials within this many seconds of the first are stored as one row with a count.
+    audit_denial_window_seconds: float = Field(default=60.0, ge=0)
     # How often API keys' use (total_requests, last_used_time) is written: one UPDATE per used key.
     api_key_usage_flush_seconds: float = Field(default=5.0, gt=0)
     # Apply pending migrations when `wallwhale serve` starts.
@@ -162,7 +168,9 @@ class Settings(BaseSettings):
     # IP rules (CIDRs or addresses, comma-separated): deny wins; with an allow list, only it passes.
     ip_allow: Annotated[list[str], NoDecode] = []
     ip_deny: Annotated[list[str], NoDecode] = []
-    # Peers whose x-forwarded-for is believed (e.g. Envoy's address).
+    # Peers whose x-forwarded-for is believed over TCP (e.g. a proxy on another host). A loopback
+    # address needs mutual TLS (upstream_tls_*): any local user can bind one. Envoy on this host
+    # uses grpc_socket instead, which needs no entry here.
     trusted_proxies: Annotated[list[str], NoDecode] = []
 
     # Signs access tokens (HS256). Required in production; in development a random key per process
@@ -329,6 +337,20 @@ class Settings(BaseSettings):
     @property
     def upstream_tls(self) -> bool:
         return self.upstream_tls_ca_file is not None
+
+    @model_validator(mode="after")
+    def _forwarded_for_only_over_private_channels(self) -> Settings:
+        if self.grpc_port == -1 and self.grpc_socket is None:
+            raise ValueError(f"{ENV_PREFIX}GRPC_PORT=-1 (no TCP listener) needs {ENV_PREFIX}GRPC_SOCKET")
+        local = [entry for entry in self.trusted_proxies if is_loopback(parse_networks([entry])[0])]
+        if local and not self.upstream_tls:
+            raise ValueError(
+                f"{ENV_PREFIX}TRUSTED_PROXIES: {', '.join(local)} is a loopback address any local user"
+                " can connect from and then forge x-forwarded-for; let the proxy on this host connect"
+                f" over {ENV_PREFIX}GRPC_SOCKET (trusted with no entry here) or over mutual TLS"
+                f" ({ENV_PREFIX}UPSTREAM_TLS_*)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:

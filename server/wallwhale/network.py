@@ -1,9 +1,10 @@
 """Client addresses and IP allow/deny rules.
 
-The client is the peer of the connection, unless that peer is a configured trusted proxy: then
-x-forwarded-for is read from the right, skipping trusted proxies, and the first address that is
-not one is the client. A forwarded-for header from anyone else is ignored (it is just text a
-client chose).
+The client is the peer of the connection, unless that peer is the proxy: a caller on the server's
+Unix socket (its folder is private: only the service user, that is Envoy, reaches it), or a
+configured trusted proxy over TCP. Then x-forwarded-for is read from the right, skipping trusted
+proxies, and the first address that is not one is the client. A forwarded-for header from anyone
+else is ignored (it is just text a client chose).
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
         except ValueError:
             raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
     return tuple(networks)
+
+
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+# The client address of a call over the Unix socket that names no client (Envoy's health checks).
+LOCAL_SOCKET = "local"
+
+
+def is_loopback(network: Network) -> bool:
+    """True when `network` holds a loopback address (or an IPv4-mapped one): any local user can
+    connect from those."""
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+        return network.network_address.ipv4_mapped.is_loopback
+    return any(network.version == loopback.version and network.overlaps(loopback) for loopback in _LOOPBACK)
 
 
 def _address(text: str) -> Address | None:
@@ -52,10 +66,19 @@ class IpRules:
     def active(self) -> bool:
         return bool(self.allow or self.deny)
 
-    def client_address(self, peer: str, forwarded_for: str = "") -> str:
-        address = _address(peer)
-        if address is None:
-            return peer
+    def client_address(self, peer: str, forwarded_for: str = "", *, from_proxy_socket: bool = False) -> str:
+        """`peer`: the connection's address; `from_proxy_socket`: the call came over the Unix socket."""
+        if from_proxy_socket:
+            # The proxy is the peer: the last hop it wrote is its own client.
+            hops = forwarded_for.split(",") if forwarded_for else []
+            address = _address(hops.pop()) if hops else None
+            if address is None:
+                return LOCAL_SOCKET
+            forwarded_for = ",".join(hops)
+        else:
+            address = _address(peer)
+            if address is None:
+                return peer
         if forwarded_for and _within(address, self.trusted_proxies):
             for hop in reversed(forwarded_for.split(",")):
                 hop_address = _address(hop)

@@ -13,9 +13,12 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc import aio
 
+from tests.support.envoy import proxy_socket
 from tests.support.harness import Harness
 from wallwhale.v1 import download_pb2 as D
+from wallwhale.v1 import download_pb2_grpc
 
 ITEM = 2831234590
 ARCHIVE_BYTES = 6_000_000
@@ -147,3 +150,66 @@ async def test_the_total_bounds_all_keys_together(harness: Harness) -> None:
     for call, code, _ in results:
         if code is None:
             call.cancel()
+
+
+async def _open_link(
+    links: download_pb2_grpc.DownloadServiceStub, token: str, address: str
+) -> tuple[Any, grpc.StatusCode | None, str]:
+    """An anonymous share-link fetch from `address` (x-forwarded-for, over the server's proxy socket
+    as Envoy sends it) that read its first chunk and then stops reading; or its refusal."""
+    request = D.FetchArchiveLinkRequest(token=token)
+    call = links.FetchArchiveLink(request, metadata=(("x-forwarded-for", address),))
+    try:
+        await call.read()
+    except grpc.RpcError as error:
+        return call, error.code(), error.details() or ""
+    return call, None, ""
+
+
+async def test_share_link_fetches_count_per_client_address_and_toward_the_total(harness: Harness) -> None:
+    per_address, total = 2, 5
+    server = await harness.start(
+        max_streams_per_caller=per_address,
+        max_streams_total=total,
+        grpc_socket=proxy_socket(),
+        archive_link_burst=50,
+    )
+    await harness.add_account("erin_we", "pw-erin")
+    # Larger than grpc's windows can grow to on a local socket: a stream that stops reading stays open.
+    harness.steam.add_item(ITEM, files={"video.mp4": 8 * ARCHIVE_BYTES})
+    download = await harness.wait_for((await harness.create(str(ITEM))).id)
+    made = await harness.downloads.CreateArchiveLink(
+        D.CreateArchiveLinkRequest(download_id=download.id), metadata=harness.admin
+    )
+    token = made.url_path.rsplit("/", 1)[-1]
+    held: list[Any] = []
+    async with aio.insecure_channel(server.upstream) as proxy:
+        links = download_pb2_grpc.DownloadServiceStub(proxy)
+        try:
+            for _ in range(per_address):
+                call, code, _ = await _open_link(links, token, "198.51.100.7")
+                held.append(call)
+                assert code is None
+            # One address holding a link open cannot open more...
+            _, code, message = await _open_link(links, token, "198.51.100.7")
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"too many open streams from this address: at most {per_address}" in message
+            # ...another address can, and link fetches fill the server's total like any stream.
+            for address in ("198.51.100.8", "198.51.100.8", "198.51.100.10"):
+                call, code, _ = await _open_link(links, token, address)
+                held.append(call)
+                assert code is None
+            _, code, message = await _open_link(links, token, "198.51.100.9")
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert f"maximum of {total} open streams" in message
+        finally:
+            for call in held:
+                call.cancel()
+        # Closed fetches give their slots back.
+        for _ in range(50):
+            call, code, _ = await _open_link(links, token, "198.51.100.7")
+            call.cancel()
+            if code is None:
+                break
+            await asyncio.sleep(0.1)
+    assert code is None, "the closed link fetches still count"

@@ -132,3 +132,55 @@ async def test_a_row_the_database_refuses_is_logged_and_does_not_block_the_trail
     for request_id in ("audit-row-0", "audit-row-1", "audit-row-2", "audit-row-after"):
         assert len(await audit_events(database_url, request_id)) == 1
     assert "audit event refused by the database" in capsys.readouterr().out
+
+
+async def test_repeated_identical_denials_are_one_row_per_window_with_a_count(
+    database_url: str, tmp_path: Path
+) -> None:
+    await prepare_database(database_url)
+    settings = make_settings(
+        database_url, tmp_path, audit_flush_interval_seconds=0.1, audit_denial_window_seconds=1.5
+    )
+    server = WallWhaleServer(settings)
+    await server.start()
+
+    async def refused(request_id: str, *metadata: tuple[str, str]) -> None:
+        with pytest.raises(grpc.RpcError):
+            await stub.GetStatus(
+                status_pb2.GetStatusRequest(), metadata=(("x-request-id", request_id), *metadata)
+            )
+
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = status_pb2_grpc.StatusServiceStub(channel)
+            for n in range(12):
+                await refused(f"agg-{n}")
+            await refused("agg-other", ("x-api-key", "ww_not_a_key"))  # another denial: its own row
+            # The first is stored as it came, the repeats are not (yet).
+            [first] = await wait_for_audit_events(database_url, "agg-0")
+            assert first.details == {"reason": "CREDENTIALS_MISSING"}
+            [other] = await wait_for_audit_events(database_url, "agg-other")
+            assert other.details["reason"] != "CREDENTIALS_MISSING"
+            for n in range(1, 12):
+                assert await audit_events(database_url, f"agg-{n}") == []
+            # The window ends: one row for the eleven repeats, naming the first.
+            [summary] = await wait_for_audit_events(database_url, "agg-11")
+            assert (summary.action, summary.outcome, summary.status_code) == (
+                "status.get",
+                "denied",
+                "UNAUTHENTICATED",
+            )
+            assert summary.client_address == first.client_address == "127.0.0.1"
+            assert summary.details["repeated"] == 11
+            assert summary.details["first_event_id"] == first.id
+            assert summary.details["reason"] == "CREDENTIALS_MISSING"
+            assert summary.event_time >= first.event_time
+            # After the window a denial is a first occurrence again; a stop stores an open window.
+            for n in range(3):
+                await refused(f"agg-next-{n}")
+            await wait_for_audit_events(database_url, "agg-next-0")
+    finally:
+        await server.stop(grace=1)
+    [stored] = await audit_events(database_url, "agg-next-2")
+    assert stored.details["repeated"] == 2
+    assert await audit_events(database_url, "agg-next-1") == []

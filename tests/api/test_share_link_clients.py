@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from tests.support.envoy import ENVOY_ADDRESS, Envoy, http, running_envoy
+from tests.support.envoy import Envoy, http, proxy_socket, running_envoy
 from tests.support.harness import Harness, harness_for, unzip
 from wallwhale.config import to_async_url
 from wallwhale.v1 import download_pb2
@@ -32,13 +32,13 @@ ITEM = 2831299002
 @pytest_asyncio.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy, str]]:
     async for harness in harness_for(to_async_url(f"sqlite:///{tmp_path / 'links.sqlite3'}"), tmp_path):
-        server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])
+        server = await harness.start(grpc_socket=proxy_socket())
         await harness.add_account("links_cli_we", "pw-links")
         harness.steam.add_item(ITEM, files={"project.json": b"{}", "scene.pkg": 50_000})
         download = await harness.create(str(ITEM))
         done = await harness.wait_for(download.id)
         assert done.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED
-        async with running_envoy(tmp_path / "envoy", [server.port]) as envoy:
+        async with running_envoy(tmp_path / "envoy", [server.upstream]) as envoy:
             yield harness, envoy, download.id
 
 
@@ -95,7 +95,7 @@ async def test_the_python_clients_create_list_and_revoke_links(stack: tuple[Harn
         revoked = await client.revoke_archive_link(created.link.id)
         assert revoked.revoked
         gone = await http("GET", envoy.url(created.url_path))
-        assert gone.status == 404
+        assert gone.status == 410  # revoked: gone for good
         with pytest.raises(NotFound):
             await client.revoke_archive_link("0" * 26)
 

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select, text
 
-from tests.support.envoy import ENVOY_ADDRESS, Envoy, Reply, http, running_envoy
+from tests.support.envoy import Envoy, Reply, http, proxy_socket, running_envoy
 from tests.support.harness import Harness, harness_for
 from wallwhale.db.models import ArchiveLink, AuditEvent
 from wallwhale.v1 import admin_pb2, download_pb2
@@ -32,12 +32,12 @@ LINK_BURST = 6  # each link's budget in this server: a few fetches at once, then
 async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy]]:
     async for harness in harness_for(database_url, tmp_path):
         server = await harness.start(
-            trusted_proxies=[ENVOY_ADDRESS],
+            grpc_socket=proxy_socket(),
             archive_link_max_seconds=3600,
             archive_link_requests_per_minute=1,
             archive_link_burst=LINK_BURST,
         )
-        async with running_envoy(tmp_path / "envoy", [server.port]) as envoy:
+        async with running_envoy(tmp_path / "envoy", [server.upstream]) as envoy:
             yield harness, envoy
 
 
@@ -59,7 +59,9 @@ async def _link(envoy: Envoy, key: dict[str, str], download_id: str, **body: Any
 
 
 def _assert_gone(reply: Reply, reason: str, words: str) -> None:
-    assert reply.status == 404, reply
+    """A link that ended answers 410 Gone; a token no link has, 404."""
+    assert reply.status == (404 if reason == "LINK_UNKNOWN" else 410), reply
+    assert "x-http-status" not in reply.headers
     assert reply.headers["content-type"] == "application/json"
     body = reply.json()
     assert words in body["message"], body

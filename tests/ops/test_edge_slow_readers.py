@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from grpc import aio
 
-from tests.support.envoy import ENVOY_ADDRESS, Envoy, http, running_envoy
+from tests.support.envoy import Envoy, http, proxy_socket, running_envoy
 from tests.support.harness import Harness, harness_for
 from wallwhale.config import to_async_url
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
@@ -38,7 +38,7 @@ ARCHIVE_IDLE = 4
 async def big_archive(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy, str]]:
     url = to_async_url(f"sqlite:///{tmp_path / 'slow.sqlite3'}")
     async for harness in harness_for(url, tmp_path):
-        server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])
+        server = await harness.start(grpc_socket=proxy_socket())
         await harness.add_account("slow_reader", "pw-slow")
         # .mp4 is stored, not deflated: the archive is as large as the file.
         harness.steam.add_item(BIG_ITEM, files={"scene.mp4": ARCHIVE_MB * 1024 * 1024})
@@ -46,7 +46,7 @@ async def big_archive(tmp_path: Path) -> AsyncIterator[tuple[Harness, Envoy, str
         done = await harness.wait_for(download.id, limit=120)
         assert done.state == download_pb2.DOWNLOAD_STATE_SUCCEEDED, done
         async with running_envoy(
-            tmp_path / "envoy", [server.port], extra_args=["--archive-idle-timeout", str(ARCHIVE_IDLE)]
+            tmp_path / "envoy", [server.upstream], extra_args=["--archive-idle-timeout", str(ARCHIVE_IDLE)]
         ) as envoy:
             yield harness, envoy, download.id
 

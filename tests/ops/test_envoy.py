@@ -33,7 +33,6 @@ from grpc_status import rpc_status
 
 from tests.support.database import PostgresDatabases, prepare_database
 from tests.support.envoy import (
-    ENVOY_ADDRESS,
     ENVOY_BINARY,
     Envoy,
     Reply,
@@ -42,6 +41,7 @@ from tests.support.envoy import (
     grpc_web_frame,
     http,
     parse_grpc_web,
+    proxy_socket,
     render_envoy_config,
     running_envoy,
     servers_behind_envoy,
@@ -651,7 +651,7 @@ async def test_two_instances_share_the_load_and_one_stopping_loses_no_request(
         await stopping
         assert [r.status for r in replies if r.status != 200] == []
         assert replies[-1].json()["instanceId"] == servers[1].instance_id
-        await envoy.wait_healthy([servers[1].port])
+        await envoy.wait_healthy([servers[1].upstream])
         after = [await http("GET", envoy.url("/v1/status"), headers=key) for _ in range(4)]
         assert {r.json()["instanceId"] for r in after} == {servers[1].instance_id}
 
@@ -668,8 +668,8 @@ async def engine_behind_envoy(tmp_path: Path) -> AsyncIterator[tuple[Harness, En
     """A server with the test DepotDownloader (tests/support/harness.py) behind Envoy."""
     url = to_async_url(f"sqlite:///{tmp_path / 'engine.sqlite3'}")
     async for harness in harness_for(url, tmp_path):
-        server = await harness.start(trusted_proxies=[ENVOY_ADDRESS])
-        async with running_envoy(tmp_path / "envoy", [server.port]) as envoy:
+        server = await harness.start(grpc_socket=proxy_socket())
+        async with running_envoy(tmp_path / "envoy", [server.upstream]) as envoy:
             yield harness, envoy
 
 

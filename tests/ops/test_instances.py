@@ -19,7 +19,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from tests.support.envoy import ENVOY_ADDRESS, Envoy, running_envoy
+from tests.support.envoy import Envoy, proxy_socket, running_envoy
 from tests.support.harness import FINAL, Harness, rpc_error, seconds
 from tests.support.server import error_info
 from wallwhale.app import WallWhaleServer
@@ -39,10 +39,10 @@ async def three_behind_envoy(
     harness: Harness, *per_instance: dict[str, Any], **common: Any
 ) -> AsyncIterator[tuple[Envoy, list[WallWhaleServer]]]:
     """Three instances (A, B, C) on the harness's database, each with `common` plus its own
-    settings, trusting Envoy as their proxy; Envoy in front of them, all three healthy."""
+    settings, and Envoy in front of them over their sockets, all three healthy."""
     own = list(per_instance) or [{}, {}, {}]
-    servers = [await harness.start(trusted_proxies=[ENVOY_ADDRESS], **common, **settings) for settings in own]
-    async with running_envoy(harness.data_dir.parent / "envoy", [s.port for s in servers]) as envoy:
+    servers = [await harness.start(grpc_socket=proxy_socket(), **common, **settings) for settings in own]
+    async with running_envoy(harness.data_dir.parent / "envoy", [s.upstream for s in servers]) as envoy:
         yield envoy, servers
 
 

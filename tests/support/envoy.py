@@ -9,11 +9,14 @@
             async for event in events:        # one parsed `data:` JSON object per server message
                 ...
 
-running_envoy(directory, ports) puts Envoy in front of servers started otherwise (or of a stand-in).
-Envoy is rendered by scripts/envoy_config.py (the same script the run script uses) into the test's
-directory and started on free ports. It connects to the servers from ENVOY_ADDRESS, a loopback
-address of its own, so servers can trust it (trusted_proxies) without trusting the test client
-on 127.0.0.1. The HTTP calls run in a thread: the servers under test share the test's event loop.
+running_envoy(directory, upstreams) puts Envoy in front of servers started otherwise (or of a
+stand-in): each upstream is a server's `upstream` (its Unix socket: start it with
+grpc_socket=proxy_socket()) or a TCP port. Envoy is rendered by scripts/envoy_config.py (the same
+script the run script uses) into the test's directory and started on free ports. Over the socket
+the server believes the client address Envoy forwards, as run.sh sets it up; the test client on
+127.0.0.1 calling the server directly is not believed. Over TCP Envoy connects from ENVOY_ADDRESS,
+a loopback address of its own, which a server may trust only with mutual TLS. The HTTP calls run in
+a thread: the servers under test share the test's event loop.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -41,8 +45,25 @@ from wallwhale.app import WallWhaleServer
 
 ENVOY_BINARY = Path(sys.executable).parent / "envoy"
 RENDER_SCRIPT = REPO_ROOT / "scripts" / "envoy_config.py"
-# Envoy's source address towards the servers: give it to the servers as trusted_proxies.
+# Envoy's source address towards servers over TCP (trusted_proxies, with mutual TLS only).
 ENVOY_ADDRESS = "127.0.0.2"
+_SOCKETS: list[Path] = []
+
+
+def proxy_socket() -> Path:
+    """A fresh path for a server's Unix socket (grpc_socket), in a private folder short enough for
+    a socket's path (the test's tmp_path often is not)."""
+    if not _SOCKETS:
+        _SOCKETS.append(Path(tempfile.mkdtemp(prefix="wallwhale-sockets-")))  # 0700
+    return _SOCKETS[0] / f"{time.monotonic_ns():x}.sock"
+
+
+Upstream = int | str
+
+
+def upstream_address(upstream: Upstream) -> str:
+    """A TCP port on 127.0.0.1, or a server's `upstream` ("unix:/path" or "host:port") as it is."""
+    return f"127.0.0.1:{upstream}" if isinstance(upstream, int) else upstream
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,7 +74,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def render_envoy_config(
     directory: Path,
-    upstream_ports: Iterable[int],
+    upstreams: Iterable[Upstream],
     *,
     port: int,
     admin_port: int,
@@ -76,7 +97,7 @@ def render_envoy_config(
         # Fast enough that tests see an instance come and go within a second or two.
         "--health-check-interval",
         "0.5",
-        *(f"--upstream=127.0.0.1:{p}" for p in upstream_ports),
+        *(f"--upstream={upstream_address(u)}" for u in upstreams),
         *(f"--cors-origin={origin}" for origin in cors_origins),
         *extra_args,
     ]
@@ -90,7 +111,7 @@ class Envoy:
     port: int
     admin_port: int
     directory: Path
-    upstream_ports: list[int]
+    upstreams: list[str]  # as upstream_address() writes them
     scheme: str = "http"  # https when it was given a certificate
 
     @property
@@ -112,21 +133,22 @@ class Envoy:
     async def config_dump(self) -> dict[str, Any]:
         return dict(json.loads(await self.admin("/config_dump")))
 
-    async def healthy_upstreams(self) -> set[int]:
-        """Ports of the servers Envoy's health checks find SERVING."""
+    async def healthy_upstreams(self) -> set[str]:
+        """The servers Envoy's health checks find SERVING, as upstream_address() writes them."""
         healthy = set()
         for line in (await self.admin("/clusters")).splitlines():
-            # wallwhale::127.0.0.1:50051::health_flags::healthy
+            # wallwhale::127.0.0.1:50051::health_flags::healthy (a socket: its path)
             parts = line.split("::")
             if len(parts) == 4 and parts[2] == "health_flags" and parts[3] == "healthy":
-                healthy.add(int(parts[1].rsplit(":", 1)[1]))
+                address = parts[1]
+                healthy.add(f"unix:{address}" if address.startswith("/") else address)
         return healthy
 
-    async def wait_healthy(self, ports: Iterable[int] | None = None, within: float = 15) -> None:
-        """Waits until Envoy is ready and finds exactly `ports` (default: all upstreams) healthy."""
-        wanted = set(self.upstream_ports if ports is None else ports)
+    async def wait_healthy(self, upstreams: Iterable[Upstream] | None = None, within: float = 15) -> None:
+        """Waits until Envoy is ready and finds exactly `upstreams` (default: all) healthy."""
+        wanted = set(self.upstreams if upstreams is None else map(upstream_address, upstreams))
         deadline = time.monotonic() + within
-        seen: set[int] | None = None
+        seen: set[str] | None = None
         while time.monotonic() < deadline:
             if self.process.returncode is not None:
                 raise RuntimeError(f"envoy exited with {self.process.returncode}:\n{self.log()}")
@@ -153,21 +175,21 @@ class Envoy:
 @contextlib.asynccontextmanager
 async def running_envoy(
     directory: Path,
-    upstream_ports: Iterable[int],
+    upstreams: Iterable[Upstream],
     *,
     cors_origins: Iterable[str] = (),
     extra_args: Iterable[str] = (),
     wait_healthy: bool = True,
 ) -> AsyncIterator[Envoy]:
-    """Renders the config for `upstream_ports`, starts Envoy on free ports and (unless told not
-    to) waits until every upstream is healthy; stops Envoy on the way out."""
+    """Renders the config for `upstreams`, starts Envoy on free ports and (unless told not to)
+    waits until every upstream is healthy; stops Envoy on the way out."""
     extra_args = list(extra_args)
-    ports = list(upstream_ports)
+    addresses = [upstream_address(u) for u in upstreams]
     port, admin_port = free_port(), free_port()
     config = await asyncio.to_thread(
         render_envoy_config,
         directory,
-        ports,
+        addresses,
         port=port,
         admin_port=admin_port,
         cors_origins=cors_origins,
@@ -188,7 +210,7 @@ async def running_envoy(
             stderr=subprocess.STDOUT,
         )
     scheme = "https" if any(arg.startswith("--tls-cert") for arg in extra_args) else "http"
-    envoy = Envoy(process, port, admin_port, directory, ports, scheme)
+    envoy = Envoy(process, port, admin_port, directory, addresses, scheme)
     try:
         if wait_healthy:
             await envoy.wait_healthy()
@@ -209,18 +231,22 @@ async def servers_behind_envoy(
     envoy_args: Iterable[str] = (),
     **settings: object,
 ) -> AsyncIterator[tuple[Envoy, list[WallWhaleServer]]]:
-    """`count` real servers on one (migrated) database, trusting Envoy as their proxy, and Envoy in
-    front of them, healthy. `settings` go to every server (e.g. ip_deny=[...])."""
-    trusted = {"trusted_proxies": [ENVOY_ADDRESS]}
+    """`count` real servers on one (migrated) database, and Envoy in front of them over their Unix
+    sockets, healthy. `settings` go to every server (e.g. ip_deny=[...])."""
     servers = [
-        WallWhaleServer(make_settings(database_url, directory / f"server-{i}", **trusted, **settings))
+        WallWhaleServer(
+            make_settings(database_url, directory / f"server-{i}", grpc_socket=proxy_socket(), **settings)
+        )
         for i in range(count)
     ]
     try:
         for server in servers:
             await server.start()
         async with running_envoy(
-            directory / "envoy", [s.port for s in servers], cors_origins=cors_origins, extra_args=envoy_args
+            directory / "envoy",
+            [s.upstream for s in servers],
+            cors_origins=cors_origins,
+            extra_args=envoy_args,
         ) as envoy:
             yield envoy, servers
     finally:

@@ -36,6 +36,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         # One budget per client address would be shared by every test of the shared database (all
         # from 127.0.0.1), some of which move the server's clock; tests of that limit set it.
         "anonymous_requests_per_minute": None,
+        # Likewise identical denials (e.g. a call without credentials from 127.0.0.1) would be folded
+        # into one row across tests that look for their own request's row; tests of that set it.
+        "audit_denial_window_seconds": 0.0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

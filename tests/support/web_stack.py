@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.fakes.webapi import FakeWebApi
 from tests.support import REPO_ROOT
-from tests.support.envoy import ENVOY_ADDRESS, running_envoy
+from tests.support.envoy import proxy_socket, running_envoy
 from tests.support.harness import harness_for, seconds
 from wallwhale.config import to_async_url
 from wallwhale.v1 import admin_pb2
@@ -65,7 +65,7 @@ async def main() -> None:
             with FakeWebApi(steam) as web:
                 server = await harness.start(
                     steam_web_api_url=web.base_url,
-                    trusted_proxies=[ENVOY_ADDRESS],
+                    grpc_socket=proxy_socket(),
                     access_token_ttl_seconds=30,
                 )
                 await harness.add_account("alice_we", "correct horse")
@@ -80,7 +80,7 @@ async def main() -> None:
                         metadata=harness.admin,
                     )
                 async with running_envoy(
-                    Path(directory) / "envoy", [server.port], extra_args=["--web-dir", str(WEB_DIR)]
+                    Path(directory) / "envoy", [server.upstream], extra_args=["--web-dir", str(WEB_DIR)]
                 ) as envoy:
                     ready = {
                         "url": envoy.base_url,

@@ -10,7 +10,7 @@ from pathlib import Path
 SERVER = Path(__file__).resolve().parents[2] / "server" / "wallwhale"
 # Lower floors never import higher ones; rooms on the same floor do not import each other.
 FLOORS = {
-    "": 0,  # the lowest floor: wallwhale/*.py (config, errors, ids, log, metrics, network)
+    "": 0,  # the lowest floor: wallwhale/*.py (config, errors, ids, log, metrics, network, private)
     "v1": 0,  # generated stubs
     "steam": 1,
     "storage": 1,

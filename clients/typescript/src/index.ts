@@ -57,7 +57,22 @@ export interface ClientOptions {
   attempts?: number;
   /** Extra interceptors, e.g. for logging or tests. */
   interceptors?: Interceptor[];
+  /**
+   * PEM of the CA(s) to trust for an https baseUrl instead of Node's default ones, e.g.
+   * `readFileSync("certs/ca.pem")` for the CA of `wallwhale certs dev` or a private CA.
+   */
+  caCert?: string | Buffer;
 }
+
+/** Node's codes for a server certificate that does not verify (unknown CA, wrong name, expired). */
+const UNTRUSTED_CERTIFICATE = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_HAS_EXPIRED",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
 
 /** A failed call, with what the server said in google.rpc.Status details. */
 export class WallWhaleError extends Error {
@@ -81,6 +96,15 @@ export class WallWhaleError extends Error {
   static from(error: unknown): WallWhaleError {
     if (error instanceof WallWhaleError) return error;
     const connect = ConnectError.from(error);
+    const tlsCode = (connect.cause as { code?: unknown } | undefined)?.code;
+    if (typeof tlsCode === "string" && UNTRUSTED_CERTIFICATE.has(tlsCode)) {
+      return new WallWhaleError(
+        `the server's TLS certificate is not trusted (${tlsCode}): give the CA certificate that signed it as ` +
+          "the caCert option, and an address its certificate names",
+        Code.Unavailable,
+        "TLS_CERTIFICATE_UNTRUSTED",
+      );
+    }
     const [info] = connect.findDetails(ErrorInfoSchema);
     const [retry] = connect.findDetails(RetryInfoSchema);
     const delay = retry?.retryDelay;
@@ -154,6 +178,7 @@ export class WallWhaleClient {
     const transport = createGrpcTransport({
       baseUrl: options.baseUrl,
       interceptors: [credentials, ...(options.interceptors ?? [])],
+      nodeOptions: options.caCert === undefined ? undefined : { ca: options.caCert },
     });
     this.downloads = createClient(DownloadService, transport);
     this.admin = createClient(AdminService, transport);
@@ -584,7 +609,7 @@ export interface BatchOptions {
  * connection (CANCELLED/INTERNAL without a WallWhale reason) counts as UNAVAILABLE.
  */
 export function retryDelay(error: WallWhaleError, attempt: number, attempts: number, stream: boolean): number | undefined {
-  if (attempt >= attempts) return undefined;
+  if (attempt >= attempts || error.reason === "TLS_CERTIFICATE_UNTRUSTED") return undefined;
   if (error.code === Code.ResourceExhausted) {
     return error.retryAfterMs !== undefined && error.retryAfterMs <= MAX_RETRY_AFTER_MS ? error.retryAfterMs : undefined;
   }

@@ -5,13 +5,21 @@ close() inserts whatever is left, so a graceful stop loses nothing. If the datab
 batch is kept and tried again; if it refuses the rows themselves, they are stored one by one and a
 row it still refuses is written to the log (it would be refused forever and block the trail). At
 close, records that still cannot be stored are written to the log: no event is silently dropped.
+
+Repeated identical denials (the same action, code, caller, resource, address and details: a flood of
+refused calls) are aggregated: the first is stored as it comes; those that follow within
+`denial_window` seconds of it are counted, and one row for them is stored when the window ends, with
+`repeated` (how many), `first_event_id` and `window_start` in its details and the last one's time and
+request id. A flood costs two rows per window, not one per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
@@ -30,6 +38,8 @@ _log = get_logger("wallwhale.audit")
 
 # The records held at most while the database is away; past it the oldest go to the log.
 _MAX_PENDING = 50_000
+# Open aggregation windows at most (one per distinct denial); past it the oldest closes early.
+_MAX_WINDOWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -50,16 +60,51 @@ class AuditRecord:
     id: str = field(default_factory=new_id)
 
 
+@dataclass
+class _Repeats:
+    """The denials that repeated one stored first occurrence, within its window."""
+
+    first: AuditRecord
+    ends: float  # time.monotonic()
+    count: int = 0
+    last: AuditRecord | None = None
+
+    def summary(self, window: float) -> AuditRecord:
+        assert self.last is not None
+        details = {
+            **self.last.details,
+            "repeated": self.count,
+            "first_event_id": self.first.id,
+            "window_start": self.first.event_time.isoformat(),
+            "window_seconds": window,
+        }
+        return replace(self.last, id=new_id(), details=details)
+
+
+def _denial_key(record: AuditRecord) -> str:
+    """What makes two denials the same (not their time, request id or user agent)."""
+    return json.dumps(
+        [record.action, record.status_code, record.actor_kind, record.actor_id, record.resource,
+         record.client_address, record.details],
+        sort_keys=True,
+        default=str,
+    )  # fmt: skip
+
+
 class AuditWriter:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         flush_interval: float = 0.5,
         max_batch: int = 500,
+        denial_window: float = 0.0,
     ):
         self._sessions = sessions
         self._flush_interval = flush_interval
         self._max_batch = max_batch
+        # Seconds over which identical denials make one row (0: every denial its own row).
+        self._denial_window = denial_window
+        self._repeats: dict[str, _Repeats] = {}
         self._pending: list[AuditRecord] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -72,7 +117,39 @@ class AuditWriter:
 
     def record(self, record: AuditRecord) -> None:
         """Queues a record; never blocks the call that makes it."""
-        self._pending.append(_storable(record))
+        record = _storable(record)
+        if self._denial_window > 0 and record.outcome == "denied" and self._repeated(record):
+            return
+        self._queue(record)
+
+    def _repeated(self, record: AuditRecord) -> bool:
+        """True when `record` repeats a denial whose window is open (it is counted there); else it
+        opens a window of its own and is stored as it is."""
+        key, now = _denial_key(record), time.monotonic()
+        repeats = self._repeats.get(key)
+        if repeats is not None and now < repeats.ends:
+            repeats.count += 1
+            repeats.last = record
+            return True
+        if repeats is not None:
+            self._close_window(key)
+        elif len(self._repeats) >= _MAX_WINDOWS:
+            self._close_window(next(iter(self._repeats)))
+        self._repeats[key] = _Repeats(record, now + self._denial_window)
+        return False
+
+    def _close_window(self, key: str) -> None:
+        repeats = self._repeats.pop(key)
+        if repeats.count:
+            self._queue(repeats.summary(self._denial_window))
+
+    def _close_ended_windows(self, every: bool = False) -> None:
+        now = time.monotonic()
+        for key in [k for k, repeats in self._repeats.items() if every or repeats.ends <= now]:
+            self._close_window(key)
+
+    def _queue(self, record: AuditRecord) -> None:
+        self._pending.append(record)
         if len(self._pending) > _MAX_PENDING:
             _log.error(
                 "audit backlog full; event logged instead of stored", **_loggable(self._pending.pop(0))
@@ -90,6 +167,7 @@ class AuditWriter:
             self._wake.set()
             await self._task
             self._task = None
+        self._close_ended_windows(every=True)
         while self._pending:
             if not await self.flush():
                 for record in self._pending:
@@ -133,6 +211,7 @@ class AuditWriter:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval)
             self._wake.clear()
+            self._close_ended_windows()
             while self._pending and not self._closing and await self.flush():
                 pass
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from wallwhale.config import to_async_url
+from wallwhale.private import private_directory, private_file
 
 # An execution option: the transaction only reads (SQLite then begins it without the write lock).
 READ_ONLY = "wallwhale_read_only"
@@ -38,7 +39,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     parsed = make_url(to_async_url(url))
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        _create_sqlite_directory(parsed)
+        _create_sqlite_file(parsed)
         engine = create_async_engine(parsed, echo=echo)
         event.listen(engine.sync_engine, "connect", _set_sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _begin_immediate)
@@ -149,11 +150,18 @@ def _begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def _create_sqlite_directory(url: URL) -> None:
+def _create_sqlite_file(url: URL) -> None:
     database = url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    path = Path(database).expanduser()
+    if not path.parent.exists():
+        private_directory(path.parent)
+    # SQLite gives the -wal and -shm files it creates the database file's mode; ones left by a
+    # run with a looser umask are narrowed too.
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file == path or file.exists():
+            private_file(file)
 
 
 def _set_sqlite_pragmas(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:

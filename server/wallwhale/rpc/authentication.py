@@ -46,7 +46,9 @@ class NetworkRulesInterceptor(CallInterceptor):
     ) -> AsyncIterator[None]:
         call = current_call()
         call.client_address = self._rules.client_address(
-            call.client_address, call.metadata.get("x-forwarded-for", "")
+            call.client_address,
+            call.metadata.get("x-forwarded-for", ""),
+            from_proxy_socket=call.peer.startswith("unix:"),
         )
         if (
             self._rules.active

@@ -4,7 +4,8 @@ back to the system once streams close.
 
 A stream that does not read costs little more than grpc's flow-control window: grpc.aio awaits
 each write until the transport has taken it, and the servicers read the next chunk only then. The
-counts are per instance (a stream lives on one), per API key, or per person for access tokens.
+counts are per instance (a stream lives on one), per API key, or per person for access tokens; a
+share link's fetch, which has no caller, counts per client address.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ LONG_STREAMS = frozenset(
     {
         "/wallwhale.v1.DownloadService/FetchArchive",
         "/wallwhale.v1.DownloadService/FetchBatchArchive",
+        "/wallwhale.v1.DownloadService/FetchArchiveLink",
         "/wallwhale.v1.DownloadService/WatchDownload",
         "/wallwhale.v1.DownloadService/WatchBatch",
     }
@@ -61,11 +63,17 @@ class StreamLimitInterceptor(CallInterceptor):
     async def around(
         self, details: grpc.HandlerCallDetails, request: Any, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[None]:
-        principal = current_call().principal
-        if details.method not in LONG_STREAMS or principal is None:
+        if details.method not in LONG_STREAMS:
             yield
             return
-        subject = f"api-keys/{principal.api_key_id}" if principal.api_key_id else f"users/{principal.user_id}"
+        call = current_call()
+        principal = call.principal
+        if principal is None:  # a share link's fetch: anyone holding the link, told apart by address
+            subject = f"addresses/{call.client_address or 'unknown'}"
+        elif principal.api_key_id:
+            subject = f"api-keys/{principal.api_key_id}"
+        else:
+            subject = f"users/{principal.user_id}"
         refusal = self._refusal(subject)
         if refusal is not None:
             await deny(self._audit, context, request, refusal)
@@ -80,8 +88,9 @@ class StreamLimitInterceptor(CallInterceptor):
 
     def _refusal(self, subject: str) -> ResourceExhausted | None:
         if self._open[subject] >= self._per_caller:
+            who = "from this address" if subject.startswith("addresses/") else "for this caller"
             message = (
-                f"too many open streams for this caller: at most {self._per_caller} archive downloads and"
+                f"too many open streams {who}: at most {self._per_caller} archive downloads and"
                 " watches at once (WALLWHALE_MAX_STREAMS_PER_CALLER); close one first"
             )
             limit = f"{self._per_caller} concurrent streams per caller"

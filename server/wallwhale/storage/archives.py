@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from wallwhale.ids import is_valid_id
+from wallwhale.private import private_directory
 from wallwhale.storage import zipformat
 from wallwhale.storage.objects import ObjectMissing, ObjectStore
 
@@ -103,8 +104,8 @@ class Storage:
         self.objects = objects
 
     def prepare(self) -> None:
-        for directory in (self.work_root, self.archive_root):
-            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        for directory in (self.root, self.work_root, self.archive_root):
+            private_directory(directory)
 
     def item_dir(self, app_id: int, workshop_id: int) -> Path:
         """DepotDownloader's -dir for an item, kept between its downloads: a retry resumes, and an
@@ -298,7 +299,7 @@ class _ArchiveWriter:
     """
 
     def __init__(self, path: Path, zip64_limit: int):
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         self._limit = zip64_limit
         self._position = 0
         self._entries: list[zipformat.Entry] = []

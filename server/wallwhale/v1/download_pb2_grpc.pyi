@@ -92,8 +92,9 @@ class DownloadServiceStub:
     FetchArchiveLink: _grpc.UnaryStreamMultiCallable[_download_pb2.FetchArchiveLinkRequest, _httpbody_pb2.HttpBody]
     """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
     saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
-    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
-    with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND with reason
+    LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP (HTTP: 404 for an unknown token, 410
+    Gone for a link that ended). A single-use link serves
     exactly one request (whatever its range). Rate limited per link.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -168,8 +169,9 @@ class DownloadServiceAsyncStub(DownloadServiceStub):
     FetchArchiveLink: _aio.UnaryStreamMultiCallable[_download_pb2.FetchArchiveLinkRequest, _httpbody_pb2.HttpBody]  # type: ignore[assignment]
     """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
     saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
-    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
-    with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+    FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND with reason
+    LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP (HTTP: 404 for an unknown token, 410
+    Gone for a link that ended). A single-use link serves
     exactly one request (whatever its range). Rate limited per link.
     buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
@@ -349,8 +351,9 @@ class DownloadServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_httpbody_pb2.HttpBody], _abc.AsyncIterator[_httpbody_pb2.HttpBody]]:
         """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
         saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
-        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
-        with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND with reason
+        LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP (HTTP: 404 for an unknown token, 410
+        Gone for a link that ended). A single-use link serves
         exactly one request (whatever its range). Rate limited per link.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE

@@ -40,6 +40,7 @@ from wallwhale_client.errors import (
     Unauthenticated,
     Unavailable,
     Unimplemented,
+    UntrustedCertificate,
     WallWhaleError,
 )
 from wallwhale_client.retry import NO_RETRY, RetryPolicy
@@ -78,6 +79,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "UntrustedCertificate",
     "WallWhaleError",
     "__version__",
 ]

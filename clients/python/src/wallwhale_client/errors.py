@@ -104,6 +104,11 @@ class Unavailable(WallWhaleError):
     """The server could not be reached, is stopping, or lost a dependency; worth retrying."""
 
 
+class UntrustedCertificate(WallWhaleError):
+    """The TLS handshake failed because the server's certificate is not trusted (an unknown CA, or
+    a name it was not made for). Not retried: only another CA or address helps."""
+
+
 class DeadlineExceeded(WallWhaleError):
     pass
 
@@ -172,12 +177,22 @@ _CLASSES: dict[grpc.StatusCode, type[WallWhaleError]] = {
     grpc.StatusCode.DATA_LOSS: InternalError,
 }
 _QUOTA_REASONS = {"DAILY_QUOTA_EXCEEDED", "MONTHLY_QUOTA_EXCEEDED"}
+# What gRPC core says when the server's certificate does not verify (unknown CA, wrong name).
+_UNTRUSTED_CERTIFICATE = ("CERTIFICATE_VERIFY_FAILED", "not in peer certificate")
 
 
 def from_rpc_error(error: grpc.RpcError) -> WallWhaleError:
     """The typed exception for a failed call, with the details of its google.rpc.Status."""
     code: grpc.StatusCode = error.code()
     message = error.details() or code.name
+    if code == grpc.StatusCode.UNAVAILABLE and any(sign in message for sign in _UNTRUSTED_CERTIFICATE):
+        return UntrustedCertificate(
+            "the server's TLS certificate is not trusted: give the CA certificate that signed it"
+            " (Tls(ca_cert=PATH), or wallwhale-cli --ca-cert PATH / WALLWHALE_CA_CERT) and an address"
+            f" its certificate names ({message})",
+            code=code,
+            reason="TLS_CERTIFICATE_UNTRUSTED",
+        )
     trailers: Any = error.trailing_metadata() or ()
     request_id = next((str(v) for k, v in trailers if k == "x-request-id"), "")
     info = error_details_pb2.ErrorInfo()

@@ -8,9 +8,11 @@ them (see downloads.py), and `Transport.unary` is generic over the request and r
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import grpc
@@ -89,10 +91,15 @@ class ApiKeyCredentials:
 
 @dataclass(frozen=True)
 class Tls:
-    """TLS for the channel. Without root_certificates the system's trust store is used; a client
-    certificate (certificate_chain + private_key, PEM) is for servers that ask for one."""
+    """TLS for the channel. Without root_certificates or ca_cert the system's trust store is used;
+    a client certificate (certificate_chain + private_key, PEM) is for servers that ask for one.
+
+        Tls(ca_cert="certs/ca.pem")   # trust the CA of `wallwhale certs dev` (or a private CA)
+    """
 
     root_certificates: bytes | None = None
+    # A PEM file of the CA(s) to trust, read when the channel opens (instead of root_certificates).
+    ca_cert: str | os.PathLike[str] | None = None
     certificate_chain: bytes | None = None
     private_key: bytes | None = None
     # Check the server's certificate against this name instead of the address's host.
@@ -111,9 +118,15 @@ def open_channel(
     settings = tls if isinstance(tls, Tls) else Tls()
     if settings.server_name:
         options.append(("grpc.ssl_target_name_override", settings.server_name))
-    credentials = grpc.ssl_channel_credentials(
-        settings.root_certificates, settings.private_key, settings.certificate_chain
-    )
+    roots = settings.root_certificates
+    if settings.ca_cert is not None:
+        try:
+            roots = Path(settings.ca_cert).read_bytes()
+        except OSError as error:
+            raise WallWhaleError(
+                f"cannot read the CA certificate {settings.ca_cert}: {error.strerror}"
+            ) from None
+    credentials = grpc.ssl_channel_credentials(roots, settings.private_key, settings.certificate_chain)
     return aio.secure_channel(address, credentials, options, interceptors=interceptors)
 
 

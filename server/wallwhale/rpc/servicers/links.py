@@ -27,6 +27,10 @@ from wallwhale.rpc.servicers.streams import check_range, range_end, send_archive
 from wallwhale.storage.archives import Storage
 from wallwhale.v1 import download_pb2
 
+# A response header Envoy turns into the REST reply's status (envoy.template.yaml, envoy_on_response)
+# for what a gRPC code cannot say; removed there, so REST clients never see it.
+HTTP_STATUS_HEADER = "x-http-status"
+
 
 @dataclass(frozen=True)
 class LinkOptions:
@@ -111,6 +115,8 @@ class LinkMethods:
             except NotFound as refused:
                 if refused.resource_name:  # a link that ended: its refusals are in its audit trail
                     _audit_link(refused.resource_name, offset=request.offset)
+                    # Over REST it existed and is gone for good: Envoy answers 410 (unknown: 404).
+                    current_call().add_header(HTTP_STATUS_HEADER, "410")
                 raise
             download = None if link.batch_id else await archive_links.download_of(session, link)
         _audit_link(link.id, offset=request.offset)
@@ -142,8 +148,12 @@ class LinkMethods:
             yield body
 
     async def _count_use(self, link_id: str) -> None:
-        async with self._sessions.begin() as session:
-            await archive_links.record_use(session, link_id, self._clock())
+        try:
+            async with self._sessions.begin() as session:
+                await archive_links.record_use(session, link_id, self._clock())
+        except NotFound:  # used up or revoked since it was resolved
+            current_call().add_header(HTTP_STATUS_HEADER, "410")
+            raise
 
     async def _within_rate(self, link_id: str) -> None:
         """The link's own budget: one link passed around cannot flood the server (the limiter's

@@ -11,7 +11,8 @@ from typing import Any
 from wallwhale_client.aio import AsyncClient, Tls
 from wallwhale_client.cli.exits import UsageError
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+# Envoy as scripts/run.sh starts it: the front door (the servers behind it listen on Unix sockets).
+DEFAULT_ADDRESS = "127.0.0.1:8080"
 CONFIG_KEYS = {"address", "api_key", "email", "password", "tls", "ca_cert", "timeout"}
 
 
@@ -83,7 +84,9 @@ def make_client(settings: Settings) -> AsyncClient:
         raise UsageError("an e-mail needs a password (--password, WALLWHALE_PASSWORD or the config file)")
     tls: Tls | bool = settings.tls
     if settings.ca_cert is not None:
-        tls = Tls(root_certificates=settings.ca_cert.read_bytes())
+        if not settings.ca_cert.is_file():
+            raise UsageError(f"--ca-cert {settings.ca_cert}: no such file")
+        tls = Tls(ca_cert=settings.ca_cert)
     return AsyncClient(
         settings.address,
         api_key=None if settings.email else settings.api_key,

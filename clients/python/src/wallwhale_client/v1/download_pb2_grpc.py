@@ -276,8 +276,9 @@ class DownloadServiceServicer:
     def FetchArchiveLink(self, request, context):
         """Streams the archive a share link names, with no credentials (a browser, curl -O -J or wget
         saves it: content-disposition names the file). Headers and Range work as for FetchArchive /
-        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND (HTTP 404)
-        with reason LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP. A single-use link serves
+        FetchBatchArchive. An unknown, expired, revoked or used-up link answers NOT_FOUND with reason
+        LINK_UNKNOWN, LINK_EXPIRED, LINK_REVOKED or LINK_USED_UP (HTTP: 404 for an unknown token, 410
+        Gone for a link that ended). A single-use link serves
         exactly one request (whatever its range). Rate limited per link.
         buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
