@@ -20,7 +20,7 @@ import grpc
 import pytest
 from grpc import aio
 
-from tests.support.envoy import ENVOY_ADDRESS, Envoy, http, running_envoy
+from tests.support.envoy import Envoy, http, proxy_socket, running_envoy
 from tests.support.harness import Harness, rpc_error, unzip
 from tests.support.s3 import S3Server, running_s3
 from tests.support.server import error_info
@@ -55,7 +55,7 @@ async def three_hosts(
     servers = [
         await harness.start(
             data_dir=harness.data_dir.parent / f"host-{'abc'[n]}",
-            trusted_proxies=[ENVOY_ADDRESS],
+            grpc_socket=proxy_socket(),  # Envoy's way in, whose x-forwarded-for is believed
             secret_key=secret,
             **s3.settings(),
             **common,
@@ -63,7 +63,7 @@ async def three_hosts(
         )
         for n, settings in enumerate(own)
     ]
-    async with running_envoy(harness.data_dir.parent / "envoy", [s.port for s in servers]) as envoy:
+    async with running_envoy(harness.data_dir.parent / "envoy", [s.upstream for s in servers]) as envoy:
         yield envoy, servers
 
 
