@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from wallwhale import metrics
+from wallwhale import metrics, tracing
 from wallwhale.config import ConfigError, Settings
 from wallwhale.core import reports, secretbox
 from wallwhale.core.after_commit import Targets, install
@@ -202,8 +202,13 @@ class WallWhaleServer:
         )
         self.listener: Listener | None = None
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
+        if settings.otlp_endpoint:
+            tracing.configure(settings.otlp_endpoint, self.instance_id)
+        # Outermost when tracing is on: the call's log lines and audit row see its span.
+        tracer = tracing.server_interceptor()
         self.server = aio.server(
             interceptors=[
+                *([tracer] if tracer is not None else []),
                 CallChain(
                     [
                         RequestContextInterceptor(),
@@ -426,6 +431,8 @@ class WallWhaleServer:
             REGISTRY.unregister(self._shared_figures)
         await self.catalog.close()
         await self.connections.close()
+        if self.settings.otlp_endpoint:
+            await asyncio.to_thread(tracing.shutdown)  # sends the last spans
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=-1, le=65535)
 
+    # OpenTelemetry traces go to this OTLP/gRPC collector (http://host:4317, or https:// for TLS);
+    # empty: no traces, and nothing of tracing runs (wallwhale.tracing).
+    otlp_endpoint: str = ""
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
 

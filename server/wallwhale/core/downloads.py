@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale import metrics
+from wallwhale import metrics, tracing
 from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
@@ -105,6 +105,9 @@ async def transition(
     if state is DownloadState.QUEUED:
         await claimable(session)
     _count_move(session, previous, download)
+    after_commit(session).trace_event(
+        "download.state", **{"download.id": download.id, "state": state.value, "previous": previous.value}
+    )
     return await events.append(session, download, new, now)
 
 
@@ -163,6 +166,7 @@ def new_job(
         phase=Phase.STARTING,
         create_time=now,
         update_time=now,
+        trace_parent=tracing.traceparent(),
     )
     if item is not None and item.found:
         for column, value in item_columns(item).items():
