@@ -23,7 +23,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -79,7 +79,9 @@ def server_interceptor() -> Any:
     lines and audit row then see it), or None while tracing is off."""
     if _state is None:
         return None
-    return aio_server_interceptor(tracer_provider=_state.provider)  # type: ignore[no-untyped-call]
+    # Envoy's health checks every second or two would be most of the spans, and tell nothing.
+    not_health = filters.negate(filters.service_name("grpc.health.v1.Health"))
+    return aio_server_interceptor(tracer_provider=_state.provider, filter_=not_health)  # type: ignore[no-untyped-call]
 
 
 # --- what the rest of the server asks -------------------------------------------------------------

@@ -43,6 +43,8 @@ ENVOY_BINARY = Path(sys.executable).parent / "envoy"
 RENDER_SCRIPT = REPO_ROOT / "scripts" / "envoy_config.py"
 # Envoy's source address towards the servers: give it to the servers as trusted_proxies.
 ENVOY_ADDRESS = "127.0.0.2"
+# Envoy's clusters of server instances (with tracing on, a collector's cluster is listed too).
+_SERVER_CLUSTERS = {"wallwhale", "wallwhale_archives"}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -118,7 +120,7 @@ class Envoy:
         for line in (await self.admin("/clusters")).splitlines():
             # wallwhale::127.0.0.1:50051::health_flags::healthy
             parts = line.split("::")
-            if len(parts) == 4 and parts[2] == "health_flags" and parts[3] == "healthy":
+            if parts[0] in _SERVER_CLUSTERS and parts[2:] == ["health_flags", "healthy"]:
                 healthy.add(int(parts[1].rsplit(":", 1)[1]))
         return healthy
 
