@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -222,7 +222,11 @@ def free_port() -> int:
 
 
 def start_envoy(
-    directory: Path, upstream: int, workers: int = 2, certificates: Path | None = None
+    directory: Path,
+    upstream: int,
+    workers: int = 2,
+    certificates: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Envoy in front of the server on `upstream`, configured by scripts/envoy_config.py as run.sh
     does; with `certificates` (a `wallwhale certs dev` folder) it serves TLS with server.pem. Returns
@@ -241,6 +245,7 @@ def start_envoy(
             f"--upstream=127.0.0.1:{upstream}",
             f"--upstream-source-address={ENVOY_SOURCE}",
             *tls,
+            *extra_args,
         ],
         check=True,
         stdout=subprocess.DEVNULL,

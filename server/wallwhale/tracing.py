@@ -19,15 +19,13 @@ import time
 from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:  # the SDK, the exporter and the instrumentation are imported only when configured
+    from opentelemetry.sdk.trace import TracerProvider
 
 SERVICE_NAME = "wallwhale"
 Span = trace.Span
@@ -48,6 +46,11 @@ _state: _State | None = None
 def configure(endpoint: str, instance_id: str, *, export_delay_seconds: float = 1.0) -> None:
     """Starts exporting spans to the collector at `endpoint` (http://host:4317 for plain h2c,
     https://... for TLS). Spans leave in batches from a thread of the SDK, never from a call."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
     global _state
     shutdown()
     provider = TracerProvider(
@@ -79,6 +82,8 @@ def server_interceptor() -> Any:
     lines and audit row then see it), or None while tracing is off."""
     if _state is None:
         return None
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
     # Envoy's health checks every second or two would be most of the spans, and tell nothing.
     not_health = filters.negate(filters.service_name("grpc.health.v1.Health"))
     return aio_server_interceptor(tracer_provider=_state.provider, filter_=not_health)  # type: ignore[no-untyped-call]
@@ -88,7 +93,7 @@ def server_interceptor() -> Any:
 
 
 def trace_id() -> str:
-    """The current trace's id (32 hex digits), or "" outside a sampled span."""
+    """The current trace's id (32 hex digits), or "" outside any span."""
     context = trace.get_current_span().get_span_context()
     return trace.format_trace_id(context.trace_id) if context.is_valid else ""
 

@@ -56,6 +56,11 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignor
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        if not self._receiver.keep:
+            self._receiver.count(
+                sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+            )
+            return trace_service_pb2.ExportTraceServiceResponse()
         received = []
         for resource_spans in request.resource_spans:
             service = str(_attributes(resource_spans.resource.attributes).get("service.name", ""))
@@ -83,7 +88,10 @@ class OtlpReceiver:
     """Runs in its own threads: exporters (the SDK's batch thread, Envoy) block on it, never the
     test's event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep: bool = True) -> None:
+        """`keep=False`: only count the spans (a bench's receiver, which must cost little)."""
+        self.keep = keep
+        self.received = 0
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
@@ -97,6 +105,11 @@ class OtlpReceiver:
     def add(self, spans: list[ReceivedSpan]) -> None:
         with self._lock:
             self._spans += spans
+            self.received += len(spans)
+
+    def count(self, spans: int) -> None:
+        with self._lock:
+            self.received += spans
 
     @property
     def spans(self) -> list[ReceivedSpan]:
