@@ -197,6 +197,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
         return value
 
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _collector_url(cls, value: str) -> str:
+        # Without a scheme the exporter would quietly try TLS: say which one is meant.
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be http://HOST:PORT (plain h2c) or https://HOST:PORT (TLS), or empty")
+        return value
+
     @field_validator("ip_allow", "ip_deny", "trusted_proxies", mode="before")
     @classmethod
     def _networks(cls, value: object) -> list[str]:
