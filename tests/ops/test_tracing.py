@@ -21,7 +21,7 @@ from tests.support.server import server_log_to
 from wallwhale import tracing
 from wallwhale.app import WallWhaleServer
 from wallwhale.db.models import AuditEvent, Download
-from wallwhale.v1 import download_pb2
+from wallwhale.v1 import admin_pb2, download_pb2
 
 WORKSHOP_ID = 2_950_000_001
 CREATE = "/wallwhale.v1.DownloadService/CreateDownload"
@@ -79,6 +79,9 @@ async def test_one_trace_from_envoy_to_the_archive(harness: Harness, tmp_path: P
             # Envoy sends its spans every few seconds; the server's batch leaves within a second.
             spans = await receiver.wait_for(complete, within=45)
         audit = await audit_rows(server, request_id)
+        listed = await harness.admin_api.ListAuditEvents(
+            admin_pb2.ListAuditEventsRequest(action="download.create"), metadata=harness.admin
+        )
         async with server.sessions() as session:
             row = await session.get(Download, download_id)
         await server.stop(grace=0)  # while the receiver listens: the last spans leave
@@ -120,6 +123,7 @@ async def test_one_trace_from_envoy_to_the_archive(harness: Harness, tmp_path: P
     assert any(line.get("event") == "rpc" for line in of_the_call), of_the_call
     assert {line.get("trace_id") for line in of_the_call} == {client_trace}, of_the_call
     assert [event.trace_id for event in audit] == [client_trace]
+    assert [e.trace_id for e in listed.audit_events if e.request_id == request_id] == [client_trace]
     assert row is not None
     assert row.trace_parent == f"00-{client_trace}-{rpc.span_id}-01"
 
