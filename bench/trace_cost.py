@@ -3,11 +3,13 @@
     apt-get install -y wrk
     .venv/bin/python bench/trace_cost.py [--rounds 5] [--seconds 5] [--connections 32]
 
-Two stacks, each a `wallwhale serve` process (its own SQLite database and a real SUCCEEDED download
+Three stacks, each a `wallwhale serve` process (its own SQLite database and a real SUCCEEDED download
 run by the test DepotDownloader) with Envoy in front, rendered by scripts/envoy_config.py:
   off   no WALLWHALE_OTLP_ENDPOINT, Envoy without a tracer (the default)
   on    the server with WALLWHALE_OTLP_ENDPOINT and Envoy with --otlp-endpoint: every request is
         sampled; Envoy's span and the RPC's span are exported over OTLP/gRPC
+  10%   the same with WALLWHALE_OTLP_SAMPLE_RATIO=0.1 and Envoy's --trace-sampling 10 (as run.sh
+        renders it): one request in ten traced, the others carry an unsampled traceparent
 Both export to one OTLP receiver in this process (tests/support/otlp.py, counting only), so the
 figures include the export, not a collector's work. The two are measured in turn, the order
 swapped every round so that drift hits both alike; the ratio is of the medians of this run.
@@ -103,11 +105,15 @@ class Stack:
     path: str = ""
 
 
-async def start_stack(name: str, directory: Path, receiver: OtlpReceiver, traced: bool) -> Stack:
+async def start_stack(name: str, directory: Path, receiver: OtlpReceiver, percent: float | None) -> Stack:
+    """A server and its Envoy; `percent`: the share of requests traced (None: tracing off)."""
+    traced = percent is not None
     (directory / "data").mkdir(parents=True)
     steam = FakeSteam(directory / "steam")
     steam.set(time_scale=0.01)
-    tracing = {"otlp_endpoint": receiver.endpoint} if traced else {}
+    tracing = {"otlp_endpoint": receiver.endpoint, "otlp_sample_ratio": f"{(percent or 0) / 100:g}"}
+    if not traced:
+        tracing = {}
     env = server_env(
         directory / "data",
         f"sqlite:///{directory / 'data' / 'wallwhale.sqlite3'}",
@@ -129,7 +135,7 @@ async def start_stack(name: str, directory: Path, receiver: OtlpReceiver, traced
         print(stack.server.log_tail(40))
         raise
     stack.path = f"/v1/downloads/{download.id}"
-    extra = ["--otlp-endpoint", receiver.endpoint] if traced else []
+    extra = ["--otlp-endpoint", receiver.endpoint, f"--trace-sampling={percent:g}"] if traced else []
     stack.envoy, stack.port = start_envoy(directory / "envoy", stack.server.port, extra_args=extra)
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.port}{stack.path}", headers={"x-api-key": stack.key}
@@ -157,8 +163,8 @@ async def run(args: argparse.Namespace) -> None:
         directory = Path(temporary)
         stacks: list[Stack] = []
         try:
-            stacks.append(await start_stack("off", directory / "off", receiver, traced=False))
-            stacks.append(await start_stack("on", directory / "on", receiver, traced=True))
+            for name, percent in (("off", None), ("on", 100.0), ("10%", 10.0)):
+                stacks.append(await start_stack(name, directory / name.strip("%"), receiver, percent))
             await asyncio.sleep(1)  # the first health checks and audit flushes settle
             print(
                 f"GET /v1/downloads/{{id}} through Envoy (REST, HTTP/1.1 keep-alive), wrk {args.connections}"
@@ -170,7 +176,7 @@ async def run(args: argparse.Namespace) -> None:
             spans_on = 0
             requests_on = 0
             for number in range(1, args.rounds + 1):
-                order = stacks if number % 2 else stacks[::-1]
+                order = stacks[number % 3 :] + stacks[: number % 3]  # each goes first in turn
                 for stack in order:
                     before = receiver.received
                     result = await asyncio.to_thread(wrk, args, stack.port, stack.path, stack.key)
@@ -200,8 +206,11 @@ async def run(args: argparse.Namespace) -> None:
     print(f"{'tracing':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   (medians)")
     for name, value in median.items():
         print(f"{name:<8} {value.rate:>8.0f} {value.p50_ms:>8.2f} {value.p99_ms:>8.2f}")
-    print(f"throughput on / off: {median['on'].rate / median['off'].rate:.2f}")
-    print(f"p50 on - off: {median['on'].p50_ms - median['off'].p50_ms:+.2f} ms")
+    for name in ("on", "10%"):
+        print(
+            f"throughput {name} / off: {median[name].rate / median['off'].rate:.2f};"
+            f" p50 {name} - off: {median[name].p50_ms - median['off'].p50_ms:+.2f} ms"
+        )
     # Warm-ups are traced too: this counts spans per measured request, roughly (Envoy's + the RPC's).
     print(f"spans received per request while on: {spans_on / max(1, requests_on):.2f} (about 2 expected)")
     if any(r.failed for rs in results.values() for r in rs):

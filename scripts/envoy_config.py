@@ -249,6 +249,8 @@ class Options:
     upstream_tls: UpstreamTls | None = None
     # The OTLP/gRPC collector for Envoy's spans (HOST, PORT); None: no tracing at the edge.
     otlp_endpoint: tuple[str, int] | None = None
+    # The share of requests Envoy traces (a client's traceparent decides for its own).
+    trace_sampling_percent: float = 100.0
 
 
 def _snippet(name: str, indent: int, **values: object) -> str:
@@ -374,7 +376,7 @@ def render(
         )
     tracing = otlp_cluster = ""
     if options.otlp_endpoint is not None:
-        tracing = _snippet("tracing", 10).lstrip()
+        tracing = _snippet("tracing", 10, sampling_percent=f"{options.trace_sampling_percent:g}").lstrip()
         host, port = options.otlp_endpoint
         otlp_cluster = _snippet("otlp-cluster", 2, otlp_host=json.dumps(host), otlp_port=port)
     static = static or []
@@ -485,6 +487,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_otlp_endpoint,
         help="OTLP/gRPC collector (HOST:PORT or http://HOST:PORT) for Envoy's spans; none: no tracing",
     )
+    parser.add_argument(
+        "--trace-sampling",
+        type=float,
+        default=100.0,
+        help=(
+            "percent of requests Envoy traces, with --otlp-endpoint"
+            " (run.sh: 100 x WALLWHALE_OTLP_SAMPLE_RATIO)"
+        ),
+    )
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate on the result")
     return parser
 
@@ -523,6 +534,7 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         tls=tls,
         upstream_tls=upstream_tls,
         otlp_endpoint=args.otlp_endpoint,
+        trace_sampling_percent=args.trace_sampling,
     )
 
 

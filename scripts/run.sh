@@ -159,7 +159,8 @@ fi
 case "${WALLWHALE_OTLP_ENDPOINT:-}" in
   "") ;;
   https://*) echo "run.sh: Envoy exports spans to a plain (h2c) collector only; Envoy is not traced" >&2 ;;
-  *) edge+=(--otlp-endpoint "$WALLWHALE_OTLP_ENDPOINT") ;;
+  *) edge+=(--otlp-endpoint "$WALLWHALE_OTLP_ENDPOINT"
+            --trace-sampling "$(awk "BEGIN { print ${WALLWHALE_OTLP_SAMPLE_RATIO:-1} * 100 }")") ;;
 esac
 .venv/bin/python scripts/envoy_config.py --out-dir "$envoy_dir" --listen "$envoy_host:$envoy_port" \
   --admin-port "$admin_port" --upstream-source-address "$envoy_source" "${upstreams[@]}" "${origins[@]}" \

@@ -203,7 +203,9 @@ class WallWhaleServer:
         self.listener: Listener | None = None
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
         if settings.otlp_endpoint:
-            tracing.configure(settings.otlp_endpoint, self.instance_id)
+            tracing.configure(
+                settings.otlp_endpoint, self.instance_id, sample_ratio=settings.otlp_sample_ratio
+            )
         # Outermost when tracing is on: the call's log lines and audit row see its span.
         tracer = tracing.server_interceptor()
         self.server = aio.server(

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # OpenTelemetry traces go to this OTLP/gRPC collector (http://host:4317, or https:// for TLS);
     # empty: no traces, and nothing of tracing runs (wallwhale.tracing).
     otlp_endpoint: str = ""
+    # The share of calls traced that arrive without a caller's sampling decision (a traceparent says
+    # it itself): 1 traces every call, 0.1 one in ten (and the jobs they queue).
+    otlp_sample_ratio: float = Field(default=1.0, ge=0, le=1)
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON

@@ -43,18 +43,24 @@ class _State:
 _state: _State | None = None
 
 
-def configure(endpoint: str, instance_id: str, *, export_delay_seconds: float = 1.0) -> None:
+def configure(
+    endpoint: str, instance_id: str, *, sample_ratio: float = 1.0, export_delay_seconds: float = 1.0
+) -> None:
     """Starts exporting spans to the collector at `endpoint` (http://host:4317 for plain h2c,
-    https://... for TLS). Spans leave in batches from a thread of the SDK, never from a call."""
+    https://... for TLS). Spans leave in batches from a thread of the SDK, never from a call.
+    `sample_ratio`: the share of traces started here that are recorded; a caller's (or Envoy's)
+    traceparent decides for the traces it continues."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
     global _state
     shutdown()
     provider = TracerProvider(
-        resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance_id})
+        resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance_id}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
     provider.add_span_processor(
         BatchSpanProcessor(
