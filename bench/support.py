@@ -267,7 +267,10 @@ def start_envoy(
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
-                if "::health_flags::healthy" in reply.read().decode():
+                lines = reply.read().decode().splitlines()
+                # The server's cluster (a collector's cluster, with tracing on, is healthy at once).
+                healthy = [line for line in lines if line.endswith("::health_flags::healthy")]
+                if any(line.startswith("wallwhale::") for line in healthy):
                     return envoy, port
         except OSError:
             pass
