@@ -10,6 +10,7 @@ run by the test DepotDownloader) with Envoy in front, rendered by scripts/envoy_
         sampled; Envoy's span and the RPC's span are exported over OTLP/gRPC
   10%   the same with WALLWHALE_OTLP_SAMPLE_RATIO=0.1 and Envoy's --trace-sampling 10 (as run.sh
         renders it): one request in ten traced, the others carry an unsampled traceparent
+  edge, server (with --stacks): only Envoy's tracer, or only the server's spans, to see which costs
 Both export to one OTLP receiver in this process (tests/support/otlp.py, counting only), so the
 figures include the export, not a collector's work. The two are measured in turn, the order
 swapped every round so that drift hits both alike; the ratio is of the medians of this run.
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import os
 import re
 import signal
 import statistics
@@ -53,6 +56,10 @@ class Result:
     p50_ms: float
     p99_ms: float
     failed: int
+    # CPU time per request (user + system) of the server process and of Envoy, over the measured
+    # seconds and the warm-up: steadier than req/s when other work shares the machine.
+    server_cpu_ms: float = float("nan")
+    envoy_cpu_ms: float = float("nan")
 
 
 def wrk(args: argparse.Namespace, port: int, path: str, key: str) -> Result:
@@ -88,6 +95,13 @@ def wrk(args: argparse.Namespace, port: int, path: str, key: str) -> Result:
     return Result((int(total[1]) - failed) / seconds, _latency(out, "50%"), _latency(out, "99%"), failed)
 
 
+def process_cpu_seconds(process: subprocess.Popen[bytes] | None) -> float:
+    """User + system CPU seconds of a child process so far (Linux /proc)."""
+    assert process is not None
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _latency(out: str, label: str) -> float:
     found = re.search(rf"^\s*{re.escape(label)}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
     if not found:
@@ -105,8 +119,19 @@ class Stack:
     path: str = ""
 
 
-async def start_stack(name: str, directory: Path, receiver: OtlpReceiver, percent: float | None) -> Stack:
-    """A server and its Envoy; `percent`: the share of requests traced (None: tracing off)."""
+# Each stack: (the server's share of calls traced, Envoy's), None where tracing is off.
+STACKS: dict[str, tuple[float | None, float | None]] = {
+    "off": (None, None),
+    "on": (100.0, 100.0),
+    "10%": (10.0, 10.0),
+    "edge": (None, 100.0),  # Envoy's tracer only: where the cost is
+    "server": (100.0, None),  # the server's spans only (Envoy passes no traceparent)
+}
+
+
+async def start_stack(name: str, directory: Path, receiver: OtlpReceiver) -> Stack:
+    """A server and its Envoy, traced as STACKS[name] says."""
+    percent, edge_percent = STACKS[name]
     traced = percent is not None
     (directory / "data").mkdir(parents=True)
     steam = FakeSteam(directory / "steam")
@@ -135,7 +160,9 @@ async def start_stack(name: str, directory: Path, receiver: OtlpReceiver, percen
         print(stack.server.log_tail(40))
         raise
     stack.path = f"/v1/downloads/{download.id}"
-    extra = ["--otlp-endpoint", receiver.endpoint, f"--trace-sampling={percent:g}"] if traced else []
+    extra = []
+    if edge_percent is not None:
+        extra = ["--otlp-endpoint", receiver.endpoint, f"--trace-sampling={edge_percent:g}"]
     stack.envoy, stack.port = start_envoy(directory / "envoy", stack.server.port, extra_args=extra)
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.port}{stack.path}", headers={"x-api-key": stack.key}
@@ -163,8 +190,8 @@ async def run(args: argparse.Namespace) -> None:
         directory = Path(temporary)
         stacks: list[Stack] = []
         try:
-            for name, percent in (("off", None), ("on", 100.0), ("10%", 10.0)):
-                stacks.append(await start_stack(name, directory / name.strip("%"), receiver, percent))
+            for name in args.stacks.split(","):
+                stacks.append(await start_stack(name, directory / name.strip("%"), receiver))
             await asyncio.sleep(1)  # the first health checks and audit flushes settle
             print(
                 f"GET /v1/downloads/{{id}} through Envoy (REST, HTTP/1.1 keep-alive), wrk {args.connections}"
@@ -176,10 +203,17 @@ async def run(args: argparse.Namespace) -> None:
             spans_on = 0
             requests_on = 0
             for number in range(1, args.rounds + 1):
-                order = stacks[number % 3 :] + stacks[: number % 3]  # each goes first in turn
+                order = stacks[number % len(stacks) :] + stacks[: number % len(stacks)]  # each first in turn
                 for stack in order:
                     before = receiver.received
+                    cpu = (stack.server.cpu_seconds(), process_cpu_seconds(stack.envoy))
                     result = await asyncio.to_thread(wrk, args, stack.port, stack.path, stack.key)
+                    served = result.rate * (args.seconds + args.warmup)
+                    result = dataclasses.replace(
+                        result,
+                        server_cpu_ms=(stack.server.cpu_seconds() - cpu[0]) * 1000 / served,
+                        envoy_cpu_ms=(process_cpu_seconds(stack.envoy) - cpu[1]) * 1000 / served,
+                    )
                     results[stack.name].append(result)
                     # The last batches leave before the next measurement, whichever stack it is.
                     await asyncio.sleep(3)
@@ -189,6 +223,8 @@ async def run(args: argparse.Namespace) -> None:
                     print(
                         f"  round {number} {stack.name:<4} {result.rate:8.0f} req/s"
                         f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
+                        f"  CPU/request: server {result.server_cpu_ms:.2f} ms,"
+                        f" Envoy {result.envoy_cpu_ms:.2f} ms"
                         f"  ({result.failed} failed)",
                         flush=True,
                     )
@@ -203,16 +239,27 @@ async def run(args: argparse.Namespace) -> None:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"machine: {machine()}")
     print(f"command: {command()}")
-    print(f"{'tracing':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}   (medians)")
+    print(
+        f"{'tracing':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'server CPU ms/req':>18} {'Envoy CPU ms/req':>17}"
+    )
     for name, value in median.items():
-        print(f"{name:<8} {value.rate:>8.0f} {value.p50_ms:>8.2f} {value.p99_ms:>8.2f}")
-    for name in ("on", "10%"):
+        print(
+            f"{name:<8} {value.rate:>8.0f} {value.p50_ms:>8.2f} {value.p99_ms:>8.2f}"
+            f" {value.server_cpu_ms:>18.3f} {value.envoy_cpu_ms:>17.3f}"
+        )
+    print("(medians of the rounds)")
+    off = median["off"]
+    for name in [name for name in median if name != "off"]:
         print(
             f"throughput {name} / off: {median[name].rate / median['off'].rate:.2f};"
-            f" p50 {name} - off: {median[name].p50_ms - median['off'].p50_ms:+.2f} ms"
+            f" p50 {name} - off: {median[name].p50_ms - median['off'].p50_ms:+.2f} ms;"
+            f" CPU per request {name} - off: server {median[name].server_cpu_ms - off.server_cpu_ms:+.3f} ms,"
+            f" Envoy {median[name].envoy_cpu_ms - off.envoy_cpu_ms:+.3f} ms"
         )
     # Warm-ups are traced too: this counts spans per measured request, roughly (Envoy's + the RPC's).
-    print(f"spans received per request while on: {spans_on / max(1, requests_on):.2f} (about 2 expected)")
+    if "on" in median:
+        print(f"spans received per request while on: {spans_on / max(1, requests_on):.2f} (about 2 expected)")
     if any(r.failed for rs in results.values() for r in rs):
         print("WARNING: some requests failed; see the rounds above")
 
@@ -222,6 +269,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--stacks", default="off,on,10%", help=f"which, comma-separated, 'off' first: {', '.join(STACKS)}"
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured per stack and round")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before measuring")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (requests in flight)")
