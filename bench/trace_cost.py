@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,8 +168,15 @@ async def start_stack(name: str, directory: Path, receiver: OtlpReceiver) -> Sta
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.port}{stack.path}", headers={"x-api-key": stack.key}
     )
-    with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310, ASYNC210 - once, before measuring
-        body = json.loads(reply.read())
+    for attempt in range(50):  # Envoy's listener may open a moment after its health checks pass
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310, ASYNC210 - before measuring
+                body = json.loads(reply.read())
+            break
+        except urllib.error.URLError:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.2)
     if body["download"]["state"] != "DOWNLOAD_STATE_SUCCEEDED":
         raise SystemExit(f"bench: unexpected reply {body}")
     return stack
