@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,7 +225,11 @@ def proxy_socket(data_dir: Path) -> Path:
 
 
 def start_envoy(
-    directory: Path, upstream: int | Path, workers: int = 2, certificates: Path | None = None
+    directory: Path,
+    upstream: int | Path,
+    workers: int = 2,
+    certificates: Path | None = None,
+    extra_args: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Envoy in front of the server on `upstream` (a TCP port, or its Unix socket), configured by
     scripts/envoy_config.py as run.sh does; with `certificates` (a `wallwhale certs dev` folder) it
@@ -245,6 +249,7 @@ def start_envoy(
             if isinstance(upstream, Path)
             else f"--upstream=127.0.0.1:{upstream}",
             *tls,
+            *extra_args,
         ],
         check=True,
         stdout=subprocess.DEVNULL,
@@ -266,7 +271,10 @@ def start_envoy(
     while True:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/clusters", timeout=2) as reply:
-                if "::health_flags::healthy" in reply.read().decode():
+                lines = reply.read().decode().splitlines()
+                # The server's cluster (a collector's cluster, with tracing on, is healthy at once).
+                healthy = [line for line in lines if line.endswith("::health_flags::healthy")]
+                if any(line.startswith("wallwhale::") for line in healthy):
                     return envoy, port
         except OSError:
             pass

@@ -198,6 +198,15 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _otlp_endpoint(value: str) -> tuple[str, int]:
+    """The collector's address, given as the servers' WALLWHALE_OTLP_ENDPOINT or as HOST:PORT."""
+    if value.startswith("https://"):
+        raise argparse.ArgumentTypeError(
+            "Envoy exports to a plain (h2c) OTLP/gRPC collector: http://HOST:PORT"
+        )
+    return _host_port(value.removeprefix("http://").rstrip("/"))
+
+
 def _origins(values: list[str]) -> str:
     origins = [o.strip() for v in values for o in v.split(",") if o.strip()]
     matchers = [{"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in origins]
@@ -253,6 +262,10 @@ class Options:
     max_connections: int = 10000
     tls: EdgeTls | None = None
     upstream_tls: UpstreamTls | None = None
+    # The OTLP/gRPC collector for Envoy's spans (HOST, PORT); None: no tracing at the edge.
+    otlp_endpoint: tuple[str, int] | None = None
+    # The share of requests Envoy traces (a client's traceparent decides for its own).
+    trace_sampling_percent: float = 100.0
 
 
 def _snippet(name: str, indent: int, **values: object) -> str:
@@ -391,6 +404,11 @@ def render(
             ca_file=json.dumps(str(options.upstream_tls.ca_file.resolve())),
             san_matchers=_san_matchers(options.upstreams),
         )
+    tracing = otlp_cluster = ""
+    if options.otlp_endpoint is not None:
+        tracing = _snippet("tracing", 10, sampling_percent=f"{options.trace_sampling_percent:g}").lstrip()
+        host, port = options.otlp_endpoint
+        otlp_cluster = _snippet("otlp-cluster", 2, otlp_host=json.dumps(host), otlp_port=port)
     static = static or []
     return Template(TEMPLATE.read_text()).substitute(
         admin_port=options.admin_port,
@@ -418,6 +436,8 @@ def render(
         cluster_type=_cluster_type(options.upstreams),
         max_connections=options.max_connections,
         web_routes=web_routes(web_dir),
+        tracing=tracing,
+        otlp_cluster=otlp_cluster,
     )
 
 
@@ -497,6 +517,20 @@ def _parser() -> argparse.ArgumentParser:
     upstream.add_argument("--upstream-tls-ca", type=Path, help="CA that signed the instances' certificates")
     upstream.add_argument("--upstream-tls-cert", type=Path, help="Envoy's client certificate (PEM)")
     upstream.add_argument("--upstream-tls-key", type=Path, help="Envoy's client key (PEM)")
+    parser.add_argument(
+        "--otlp-endpoint",
+        type=_otlp_endpoint,
+        help="OTLP/gRPC collector (HOST:PORT or http://HOST:PORT) for Envoy's spans; none: no tracing",
+    )
+    parser.add_argument(
+        "--trace-sampling",
+        type=float,
+        default=100.0,
+        help=(
+            "percent of requests Envoy traces, with --otlp-endpoint"
+            " (run.sh: 100 x WALLWHALE_OTLP_SAMPLE_RATIO)"
+        ),
+    )
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate on the result")
     return parser
 
@@ -534,6 +568,8 @@ def _options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Optio
         max_connections=args.max_connections,
         tls=tls,
         upstream_tls=upstream_tls,
+        otlp_endpoint=args.otlp_endpoint,
+        trace_sampling_percent=args.trace_sampling,
     )
 
 

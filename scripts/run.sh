@@ -217,6 +217,13 @@ if [ -n "${WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE:-}${WALLWHALE_UPSTREAM_TLS_CL
          --upstream-tls-cert "${WALLWHALE_UPSTREAM_TLS_CLIENT_CERT_FILE:-}"
          --upstream-tls-key "${WALLWHALE_UPSTREAM_TLS_CLIENT_KEY_FILE:-}")
 fi
+# Traces: the servers read WALLWHALE_OTLP_ENDPOINT themselves; Envoy's tracer is on only with it.
+case "${WALLWHALE_OTLP_ENDPOINT:-}" in
+  "") ;;
+  https://*) echo "run.sh: Envoy exports spans to a plain (h2c) collector only; Envoy is not traced" >&2 ;;
+  *) edge+=(--otlp-endpoint "$WALLWHALE_OTLP_ENDPOINT"
+            --trace-sampling "$(awk "BEGIN { print ${WALLWHALE_OTLP_SAMPLE_RATIO:-1} * 100 }")") ;;
+esac
 .venv/bin/python scripts/envoy_config.py --out-dir "$envoy_dir" --listen "$envoy_host:$envoy_port" \
   --admin-port "$admin_port" --upstream-source-address "$envoy_source" "${upstreams[@]}" "${origins[@]}" \
   --web-dir web/dist "${edge[@]}" --validate >/dev/null

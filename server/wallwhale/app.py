@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from wallwhale import metrics
+from wallwhale import metrics, tracing
 from wallwhale.config import ConfigError, Settings
 from wallwhale.core import downloads as core_downloads
 from wallwhale.core import reports, secretbox
@@ -290,8 +290,15 @@ class WallWhaleServer:
         )
         self.listener: Listener | None = None
         limiter = RateLimiter(self.connections, self.engine.dialect.name, clock)
+        if settings.otlp_endpoint:
+            tracing.configure(
+                settings.otlp_endpoint, self.instance_id, sample_ratio=settings.otlp_sample_ratio
+            )
+        # Outermost when tracing is on: the call's log lines and audit row see its span.
+        tracer = tracing.server_interceptor()
         self.server = aio.server(
             interceptors=[
+                *([tracer] if tracer is not None else []),
                 CallChain(
                     [
                         RequestContextInterceptor(),
@@ -598,6 +605,8 @@ class WallWhaleServer:
             REGISTRY.unregister(self._shared_figures)
         await self.catalog.close()
         await self.connections.close()
+        if self.settings.otlp_endpoint:
+            await asyncio.to_thread(tracing.shutdown)  # sends the last spans
         if self._owns_engine:
             await self.engine.dispose()
         self._stopped.set()

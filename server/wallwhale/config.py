@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=-1, le=65535)
 
+    # OpenTelemetry traces go to this OTLP/gRPC collector (http://host:4317, or https:// for TLS);
+    # empty: no traces, and nothing of tracing runs (wallwhale.tracing).
+    otlp_endpoint: str = ""
+    # The share of calls traced that arrive without a caller's sampling decision (a traceparent says
+    # it itself): 1 traces every call, 0.1 one in ten (and the jobs they queue).
+    otlp_sample_ratio: float = Field(default=1.0, ge=0, le=1)
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.JSON
 
@@ -263,6 +270,14 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if value and not value.startswith(("sqlite", "postgresql", "postgres://")):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _collector_url(cls, value: str) -> str:
+        # Without a scheme the exporter would quietly try TLS: say which one is meant.
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be http://HOST:PORT (plain h2c) or https://HOST:PORT (TLS), or empty")
         return value
 
     @field_validator("ip_allow", "ip_deny", "trusted_proxies", mode="before")

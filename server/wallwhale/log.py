@@ -1,4 +1,5 @@
-"""Structured logs: one JSON object per line on stderr, with the call's request id bound.
+"""Structured logs: one JSON object per line on stderr, with the call's request id bound (and its
+trace and span ids while tracing is on).
 
 structlog renders our events; records from libraries using the standard `logging` module (grpc,
 alembic, sqlalchemy) go through the same renderer, so every line has the same shape.
@@ -11,10 +12,12 @@ import sys
 
 import structlog
 
+from wallwhale import tracing
 from wallwhale.config import LogFormat
 
 _SHARED_PROCESSORS: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
+    tracing.add_trace_ids,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),

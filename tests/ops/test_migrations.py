@@ -53,8 +53,8 @@ async def test_upgrade_matches_models_and_downgrade_removes_everything(database_
     assert await asyncio.to_thread(migrate.current_revision, database_url) is None
 
     await asyncio.to_thread(migrate.upgrade, database_url)
-    assert await asyncio.to_thread(migrate.current_revision, database_url) == "0015"
-    assert migrate.head_revision() == "0015"
+    assert await asyncio.to_thread(migrate.current_revision, database_url) == "0017"
+    assert migrate.head_revision() == "0017"
     assert await _tables(database_url) == set(Base.metadata.tables)
     # No drift: autogenerate finds nothing between the models and what the migrations built.
     await asyncio.to_thread(migrate.check, database_url)
@@ -64,7 +64,7 @@ async def test_upgrade_matches_models_and_downgrade_removes_everything(database_
     assert await asyncio.to_thread(migrate.current_revision, database_url) is None
 
     await asyncio.to_thread(migrate.upgrade, database_url)
-    assert await asyncio.to_thread(migrate.current_revision, database_url) == "0015"
+    assert await asyncio.to_thread(migrate.current_revision, database_url) == "0017"
     await asyncio.to_thread(migrate.check, database_url)
 
 

@@ -65,6 +65,9 @@ def upstream_address(upstream: Upstream) -> str:
     """A TCP port on 127.0.0.1, or a server's `upstream` ("unix:/path" or "host:port") as it is."""
     return f"127.0.0.1:{upstream}" if isinstance(upstream, int) else upstream
 
+# Envoy's clusters of server instances (with tracing on, a collector's cluster is listed too).
+_SERVER_CLUSTERS = {"wallwhale", "wallwhale_archives"}
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as probe:
@@ -139,7 +142,7 @@ class Envoy:
         for line in (await self.admin("/clusters")).splitlines():
             # wallwhale::127.0.0.1:50051::health_flags::healthy (a socket: its path)
             parts = line.split("::")
-            if len(parts) == 4 and parts[2] == "health_flags" and parts[3] == "healthy":
+            if parts[0] in _SERVER_CLUSTERS and parts[2:] == ["health_flags", "healthy"]:
                 address = parts[1]
                 healthy.add(f"unix:{address}" if address.startswith("/") else address)
         return healthy

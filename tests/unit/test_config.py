@@ -32,10 +32,16 @@ def test_bad_values_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WALLWHALE_GRPC_PORT", "70000")
     monkeypatch.setenv("WALLWHALE_LOG_LEVEL", "LOUD")
     monkeypatch.setenv("WALLWHALE_DATABASE_URL", "mysql://x")
+    monkeypatch.setenv("WALLWHALE_OTLP_ENDPOINT", "collector:4317")
     with pytest.raises(ConfigError) as raised:
         load_settings()
     message = str(raised.value)
-    for name in ("WALLWHALE_GRPC_PORT", "WALLWHALE_LOG_LEVEL", "WALLWHALE_DATABASE_URL"):
+    for name in (
+        "WALLWHALE_GRPC_PORT",
+        "WALLWHALE_LOG_LEVEL",
+        "WALLWHALE_DATABASE_URL",
+        "WALLWHALE_OTLP_ENDPOINT",
+    ):
         assert name in message
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
+from wallwhale import tracing
 from wallwhale.log import get_logger
 
 if TYPE_CHECKING:  # only named here: core.events registers its events with this module
@@ -68,6 +69,7 @@ class Effects:
     item_dirs: list[tuple[int, int]] = field(default_factory=list)  # (app id, workshop id)
     counts: list[tuple[Counter, tuple[str, ...], float]] = field(default_factory=list)
     webhooks: bool = False
+    span_events: list[tracing.SpanEvent] = field(default_factory=list)
 
     def publish(self, events: list[StoredEvent]) -> None:
         self.events += events
@@ -90,6 +92,11 @@ class Effects:
     def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
         self.counts.append((counter, labels, amount))
 
+    def trace_event(self, name: str, **attributes: str | int | float | bool) -> None:
+        """An event on the current span (the call's or the job's), if tracing records one."""
+        if (pending := tracing.span_event(name, attributes)) is not None:
+            self.span_events.append(pending)
+
     def _copy(self) -> Effects:
         return replace(
             self,
@@ -97,6 +104,7 @@ class Effects:
             archives=[*self.archives],
             item_dirs=[*self.item_dirs],
             counts=[*self.counts],
+            span_events=[*self.span_events],
         )
 
 
@@ -132,6 +140,8 @@ def _apply(effects: Effects, targets: Targets) -> None:
         _attempt("forget cached principals", targets.principals.clear)
     for counter, labels, amount in effects.counts:
         (counter.labels(*labels) if labels else counter).inc(amount)
+    for pending in effects.span_events:
+        pending.add()
 
 
 def _attempt(what: str, action: Callable[..., None], *args: object) -> None:

@@ -54,6 +54,7 @@ class AuditRecord:
     client_address: str = ""
     user_agent: str = ""
     request_id: str = ""
+    trace_id: str = ""  # the call's OpenTelemetry trace, when tracing is on
     details: dict[str, Any] = field(default_factory=dict)
     event_time: datetime = field(default_factory=utcnow)
     # Given when recorded, so that a batch tried again cannot store a row twice.

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale import metrics
+from wallwhale import metrics, tracing
 from wallwhale.core import archives, batch_state, events, idempotency, ownership, paging, webhooks
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.events import EventKind, NewEvent, StoredEvent
@@ -117,6 +117,9 @@ async def transition(
     _count_move(session, previous, download)
     if state is not previous:
         await tell_webhooks(session, download, now)
+    after_commit(session).trace_event(
+        "download.state", **{"download.id": download.id, "state": state.value, "previous": previous.value}
+    )
     return await events.append(session, download, new, now)
 
 
@@ -191,6 +194,7 @@ def new_job(
         phase=Phase.STARTING,
         create_time=now,
         update_time=now,
+        trace_parent=tracing.traceparent(),
     )
     if item is not None and item.found:
         for column, value in item_columns(item).items():

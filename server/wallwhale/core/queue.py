@@ -54,6 +54,9 @@ class Claim:
     account_username: str
     login_id: int
     events: list[StoredEvent]
+    # The trace the job continues (the call that queued it), and since when it waited for this claim.
+    trace_parent: str | None = None
+    queued_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ async def claim_next(
         account = await _take_free_account(session, accounts, download.app_id, instance_id, now, lease)
         if account is None:
             continue  # every account that could run it is busy or cooling down: it waits
+        queued_since = download.update_time  # its last change: when it was queued (or queued again)
         stored = await transition(
             session,
             download,
@@ -194,6 +198,8 @@ async def claim_next(
             account_username=account.username,
             login_id=account.login_id,
             events=stored,
+            trace_parent=download.trace_parent,
+            queued_since=queued_since,
         )
         return ClaimResult(claim, failed)
     return ClaimResult(None, failed)

@@ -438,6 +438,9 @@ class Download(Base):
     cancel_requested: Mapped[bool] = _flag()
     # The sequence of the newest DownloadEvent; a stream resumes after the last one it saw.
     last_event_sequence: Mapped[int] = _counter()
+    # The W3C traceparent of the call that queued the job, so that whichever instance runs it
+    # continues that trace (wallwhale.tracing); NULL when tracing was off.
+    trace_parent: Mapped[str | None] = mapped_column(sa.String(55))
 
     create_time: Mapped[datetime] = _create_time()
     start_time: Mapped[datetime | None]
@@ -495,6 +498,8 @@ class AuditEvent(Base):
     user_agent: Mapped[str] = _text(256)
     request_id: Mapped[str] = _text(64)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The call's OpenTelemetry trace id (32 hex digits); empty when tracing was off.
+    trace_id: Mapped[str] = _text(32)
 
 
 class IdempotencyRecord(Base):

@@ -48,6 +48,7 @@ def record_for(call: Call, request: Any, outcome: str, status_code: str, **detai
         client_address=call.client_address,
         user_agent=call.metadata.get("user-agent", "")[:256],
         request_id=call.request_id,
+        trace_id=call.trace_id,
         details={**call.audit_details, **details},
     )
 

@@ -21,6 +21,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import aio
 
+from wallwhale import tracing
 from wallwhale.core.identity import Principal
 from wallwhale.errors import Unauthenticated
 
@@ -45,6 +46,8 @@ class Call:
     # (e.g. the id of a resource the call created). Never secrets.
     audit_resource: str | None = None
     audit_details: dict[str, Any] = field(default_factory=dict)
+    # The call's trace (OpenTelemetry), "" while tracing is off.
+    trace_id: str = ""
 
     @property
     def service(self) -> str:
@@ -87,6 +90,7 @@ def start_call(details: grpc.HandlerCallDetails, context: aio.ServicerContext[An
         peer=peer,
         metadata=metadata,
         client_address=peer_address(peer),
+        trace_id=tracing.trace_id(),
     )
     call.add_header(REQUEST_ID_HEADER, request_id)
     _current.set(call)

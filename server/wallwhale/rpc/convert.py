@@ -146,6 +146,7 @@ def audit_event(row: AuditEvent) -> admin_pb2.AuditEvent:
         user_agent=row.user_agent,
         request_id=row.request_id,
         details=details,
+        trace_id=row.trace_id,
     )
 
 

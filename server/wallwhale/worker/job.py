@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from wallwhale import metrics
+from wallwhale import metrics, tracing
 from wallwhale.core import queue, retries, steam_accounts
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.archives import CACHE_NOTE, cache_columns, cached_archive
@@ -49,6 +49,12 @@ class JobRun(RunHooks):
         self.journal = Journal(context, claim.download_id, claim.attempt, self._write_lock)
         self._run_over = asyncio.Event()
         self._waiting = False
+        # The trace of the call that queued the job (nothing while tracing is off).
+        self.trace = tracing.JobTrace(
+            claim.trace_parent,
+            {"download.id": claim.download_id, "workshop.id": claim.workshop_id, "attempt": claim.attempt},
+        )
+        self._run_span: tracing.Span = tracing.NO_SPAN
 
     def stop(self, reason: StopReason) -> None:
         if self._stop_reason is None:
@@ -59,6 +65,12 @@ class JobRun(RunHooks):
     # --- the run ---------------------------------------------------------------------------------
 
     async def execute(self) -> None:
+        if self.claim.queued_since is not None:
+            self.trace.queue_wait(self.claim.queued_since)
+        with self.trace.job():
+            await self._execute()
+
+    async def _execute(self) -> None:
         settings = self.context.settings
         flusher = asyncio.create_task(
             self.journal.flush_until(self._run_over, lambda: self.stop(StopReason.LEASE_LOST))
@@ -70,8 +82,10 @@ class JobRun(RunHooks):
             if self._stop_reason is not None:
                 self.runner.stop(self._stop_reason)
             started = time.monotonic()
-            result = await self.runner.run()
-            outcome = "stopped" if result.stopped else "failed" if result.failure else "succeeded"
+            with self.trace.step("DepotDownloader run") as self._run_span:
+                result = await self.runner.run()
+                outcome = "stopped" if result.stopped else "failed" if result.failure else "succeeded"
+                self._run_span.set_attribute("outcome", outcome)
             metrics.RUN_DURATION.labels(outcome).observe(time.monotonic() - started)
             await self._stop_flusher(flusher)
             await self._record(result)
@@ -221,8 +235,9 @@ class JobRun(RunHooks):
         storage = settings.storage
         await self._write(DownloadState.ARCHIVING, phase=Phase.ARCHIVING)
         try:
-            with metrics.ARCHIVE_BUILD_DURATION.time():
+            with metrics.ARCHIVE_BUILD_DURATION.time(), self.trace.step("archive build") as span:
                 info = await asyncio.to_thread(storage.build_archive, self.id, self._directory, files)
+                span.set_attributes({"archive.size": info.size, "archive.file_count": info.file_count})
         except StorageError as exc:
             await self._fail(Failure(Reason.STORAGE_ERROR, str(exc)))
             return
@@ -404,6 +419,9 @@ class JobRun(RunHooks):
         self.journal.log(line.stream.value, line.text)
 
     async def changes(self, changes: list[Phase | Progress]) -> None:
+        for change in changes:
+            if isinstance(change, Phase):
+                self._run_span.add_event("phase", {"phase": change.value})
         await self.journal.changes(changes, self._directory)
 
     async def answer(self, prompt: Prompt, previous_rejected: bool) -> str | None:

@@ -1308,6 +1308,7 @@ class AuditEvent(_message.Message):
     USER_AGENT_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     action: _builtins.str
     """What was attempted, e.g. "download.create", "auth.login", "api_key.revoke"."""
@@ -1319,6 +1320,10 @@ class AuditEvent(_message.Message):
     client_address: _builtins.str
     user_agent: _builtins.str
     request_id: _builtins.str
+    trace_id: _builtins.str
+    """The call's OpenTelemetry trace id (32 hex digits), when the server traces (WALLWHALE_OTLP_ENDPOINT);
+    empty otherwise.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1341,10 +1346,11 @@ class AuditEvent(_message.Message):
         user_agent: _builtins.str = ...,
         request_id: _builtins.str = ...,
         details: _struct_pb2.Struct | None = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "details", b"details", "event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "client_address", b"client_address", "details", b"details", "event_time", b"event_time", "id", b"id", "outcome", b"outcome", "request_id", b"request_id", "resource", b"resource", "status_code", b"status_code", "user_agent", b"user_agent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "client_address", b"client_address", "details", b"details", "event_time", b"event_time", "id", b"id", "outcome", b"outcome", "request_id", b"request_id", "resource", b"resource", "status_code", b"status_code", "trace_id", b"trace_id", "user_agent", b"user_agent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
