@@ -330,7 +330,7 @@ class WallWhaleServer:
                         AuditInterceptor(rules, self.audit),
                         ErrorMappingInterceptor(),
                     ]
-                )
+                ),
             ],
             options=[
                 ("grpc.so_reuseport", 0),

@@ -65,6 +65,7 @@ def upstream_address(upstream: Upstream) -> str:
     """A TCP port on 127.0.0.1, or a server's `upstream` ("unix:/path" or "host:port") as it is."""
     return f"127.0.0.1:{upstream}" if isinstance(upstream, int) else upstream
 
+
 # Envoy's clusters of server instances (with tracing on, a collector's cluster is listed too).
 _SERVER_CLUSTERS = {"wallwhale", "wallwhale_archives"}
 
