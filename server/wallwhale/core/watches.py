@@ -20,7 +20,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from wallwhale import metrics
-from wallwhale.core import downloads, ownership, paging
+from wallwhale.core import downloads, ownership, paging, webhooks
 from wallwhale.core.after_commit import after_commit
 from wallwhale.core.catalog import Lookup, check_downloadable
 from wallwhale.core.downloads import CreateInput, JobLimits
@@ -42,6 +42,7 @@ from wallwhale.db.models import ApiKey, ArchiveState, Download, User
 from wallwhale.db.types import to_signed64
 from wallwhale.db.watch_models import Watch, WatchChange, WatchItem, WatchKind, WatchState, WatchVersion
 from wallwhale.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, WallWhaleError
+from wallwhale.ids import new_id
 from wallwhale.steam.webapi import ItemDetails, SteamWebApi, WebApiUnavailable
 from wallwhale.steam.workshop import WALLPAPER_ENGINE_APP_ID, parse_workshop_id
 
@@ -119,7 +120,7 @@ def check_interval(seconds: float | None, rules: Rules, field: str = "interval")
     return int(seconds)
 
 
-def record_change(
+async def record_change(
     session: AsyncSession,
     watch: Watch,
     workshop_id: int,
@@ -131,9 +132,10 @@ def record_change(
     detail: str = "",
 ) -> WatchVersion:
     """Records what a watch saw change. Every change of every watch passes here: this is where it is
-    announced (metrics now; the place for events to other systems such as webhooks)."""
+    announced (metrics, and the owner's webhooks in the same transaction)."""
     found = details is not None and details.found
     version = WatchVersion(
+        id=new_id(),
         watch_id=watch.id,
         workshop_id=workshop_id,
         change=change,
@@ -148,7 +150,37 @@ def record_change(
     )
     session.add(version)
     after_commit(session).count(metrics.WATCH_CHANGES, change.value.lower())
+    if (event_type := WEBHOOK_EVENTS.get(change)) is not None:
+        payload = {"watch_version": version_json(version)}
+        resource = f"watches/{watch.id}"
+        await webhooks.enqueue_event(session, event_type, watch.owner_user_id, resource, payload, now)
     return version
+
+
+# A new version of an item (updated, or added to a watched collection) and an item gone (private,
+# banned, removed from Steam, or from the collection): the change field of the payload says which.
+WEBHOOK_EVENTS = {
+    WatchChange.UPDATED: webhooks.WATCH_ITEM_UPDATED,
+    WatchChange.ADDED: webhooks.WATCH_ITEM_UPDATED,
+    WatchChange.UNAVAILABLE: webhooks.WATCH_ITEM_UNAVAILABLE,
+    WatchChange.REMOVED: webhooks.WATCH_ITEM_UNAVAILABLE,
+}
+
+
+def version_json(version: WatchVersion) -> dict[str, Any]:
+    """What an outbox row keeps of a version (rpc.webhook_payloads renders it as the REST API does)."""
+    return {
+        "id": version.id,
+        "watch_id": version.watch_id,
+        "workshop_id": version.workshop_id,
+        "change": version.change.value,
+        "title": version.title,
+        "content_handle": version.content_handle,
+        "item_update_time": version.item_update_time.isoformat() if version.item_update_time else None,
+        "download_id": version.download_id,
+        "detail": version.detail,
+        "create_time": version.create_time.isoformat(),
+    }
 
 
 async def create(
@@ -228,7 +260,7 @@ async def _apply_item(
         item.content_handle = to_signed64(details.content_handle) if details.content_handle else None
         item.item_update_time = details.time_updated
         item.download_id = download_id
-    record_change(
+    await record_change(
         session,
         watch,
         change.workshop_id,
@@ -395,7 +427,7 @@ async def _remove(
             detail = f"{removed} download(s) of this watch deleted"
     if item is not None:
         await session.delete(item)
-    record_change(session, watch, change.workshop_id, WatchChange.REMOVED, now, detail=detail)
+    await record_change(session, watch, change.workshop_id, WatchChange.REMOVED, now, detail=detail)
 
 
 # -- reading and changing watches (the RPCs) ----------------------------------------------------

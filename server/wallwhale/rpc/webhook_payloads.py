@@ -20,7 +20,9 @@ from google.protobuf.message import Message
 from wallwhale.core.batches import Member
 from wallwhale.core.snapshots import DownloadSnapshot
 from wallwhale.db.models import Batch, BatchState, DownloadState
+from wallwhale.db.watch_models import WatchChange, WatchVersion
 from wallwhale.rpc import convert
+from wallwhale.rpc.servicers.watch import version_message
 
 
 def _rest_json(message: Message) -> dict[str, Any]:
@@ -42,12 +44,34 @@ def _batch(stored: dict[str, Any]) -> dict[str, Any]:
     return _rest_json(convert.batch(row, members))
 
 
+def _watch_version(stored: dict[str, Any]) -> dict[str, Any]:
+    row = WatchVersion(
+        id=stored["id"],
+        watch_id=stored["watch_id"],
+        workshop_id=stored["workshop_id"],
+        change=WatchChange(stored["change"]),
+        title=stored["title"],
+        content_handle=stored["content_handle"],
+        item_update_time=_time(stored["item_update_time"]),
+        download_id=stored["download_id"],
+        detail=stored["detail"],
+        create_time=_time(stored["create_time"]),
+    )
+    return _rest_json(version_message(row))
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
 def resource_json(payload: dict[str, Any]) -> dict[str, Any]:
     """The REST JSON of what an outbox row stored (see core.webhooks.enqueue_event_sync)."""
     if "download" in payload:
         return _rest_json(convert.download(DownloadSnapshot.from_json(payload["download"])))
     if "batch" in payload:
         return _batch(payload["batch"])
+    if "watch_version" in payload:
+        return _watch_version(payload["watch_version"])
     return dict(payload.get("data", {}))
 
 
