@@ -21,6 +21,7 @@ from tests.support.database import (
     prepare_database,
 )
 from tests.support.harness import Harness, harness_for
+from tests.support.s3 import S3Server, running_s3
 from tests.support.server import make_settings
 from wallwhale.app import WallWhaleServer
 from wallwhale.core.bootstrap import BootstrapResult
@@ -101,3 +102,12 @@ async def harness(database_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
     `database_url` (tests/clients/: SQLite only)."""
     async for value in harness_for(database_url, tmp_path):
         yield value
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """A real S3 server (`rclone serve s3` over a folder), its credentials in the usual variables."""
+    with running_s3(tmp_path / "s3") as server:
+        for name, value in server.environment().items():  # the usual variables: boto3 reads them
+            monkeypatch.setenv(name, value)
+        yield server

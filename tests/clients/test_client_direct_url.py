@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from tests.support.client import key_of
 from tests.support.harness import Harness
-from tests.support.s3 import S3Server, running_s3
+from tests.support.s3 import S3Server
 from wallwhale import metrics
 from wallwhale_client import AsyncClient, IntegrityError
 from wallwhale_client.v1 import download_pb2
@@ -21,14 +20,6 @@ from wallwhale_client.v1 import download_pb2
 ITEM = 2831299000
 D = download_pb2
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    with running_s3(tmp_path / "s3") as server:
-        for name, value in server.environment().items():
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 def served_bytes() -> float:

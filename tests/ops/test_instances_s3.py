@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from grpc import aio
 
 from tests.support.envoy import Envoy, http, proxy_socket, running_envoy
 from tests.support.harness import Harness, rpc_error, unzip
-from tests.support.s3 import S3Server, running_s3
+from tests.support.s3 import S3Server
 from tests.support.server import error_info
 from wallwhale.app import WallWhaleServer
 from wallwhale.v1 import download_pb2, download_pb2_grpc, status_pb2, status_pb2_grpc
@@ -34,14 +34,6 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.parametrize("database_url", ["postgresql"], indirect=True),
 ]
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    with running_s3(tmp_path / "s3") as server:
-        for name, value in server.environment().items():  # the usual variables: boto3 reads them
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 @contextlib.asynccontextmanager

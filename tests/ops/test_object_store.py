@@ -10,13 +10,12 @@ import os
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.s3 import S3Server, running_s3
+from tests.support.s3 import S3Server
 from wallwhale.storage.bundle import Bundle, Source
 from wallwhale.storage.objects import (
     PART_SIZE,
@@ -28,14 +27,6 @@ from wallwhale.storage.objects import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
-    with running_s3(tmp_path / "s3") as server:
-        for name, value in server.environment().items():
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 def store_for(s3: S3Server) -> ObjectStore:
