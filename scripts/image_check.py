@@ -4,7 +4,8 @@ Where Docker Hub cannot be reached, the base image is made here: `debootstrap --
 bookworm` with python3 and python3-venv, imported with `podman import` (kept for the next run). The
 image is built with `podman build --isolation=chroot` from the Dockerfile, with DepotDownloader put
 in by `wallwhale depotdownloader install` at build time: a release zip of the test DepotDownloader
-(tests/fakes/depotdownloader.py), served from 127.0.0.1 with its sha256 given as a build argument.
+(the simulator's, server/wallwhale_simulator/depotdownloader.py), served from 127.0.0.1 with
+its sha256 given as a build argument.
 
 `podman run` cannot start containers in this sandbox (crun cannot set rlimits), so the check runs
 the image's entry point the way the runtime would: in the container's mounted file system (`podman
@@ -55,7 +56,7 @@ BASE_IMAGE = "localhost/wallwhale-check-base:bookworm"
 NODE_IMAGE = "localhost/wallwhale-check-node:bookworm"
 IMAGE = "localhost/wallwhale:check"
 ENVOY_IMAGE = "localhost/wallwhale-envoy:check"
-FAKE_DEPOTDOWNLOADER = ROOT / "tests" / "fakes" / "depotdownloader.py"
+FAKE_DEPOTDOWNLOADER = ROOT / "server" / "wallwhale_simulator" / "depotdownloader.py"
 DD_VERSION = "3.4.0"
 WORLD_DIR = "/tmp/fake-steam"  # noqa: S108 - inside the image's file system, not this machine's
 ITEM = 2_900_000_001
@@ -155,8 +156,8 @@ def release_zip() -> bytes:
     DepotDownloader: a launcher that points it at the fake Steam's world inside the image."""
     launcher = (
         "#!/bin/sh\n"
-        "# The test DepotDownloader (tests/fakes/depotdownloader.py) against the fake Steam of\n"
-        "# scripts/image_check.py.\n"
+        "# The simulator's DepotDownloader (server/wallwhale_simulator/depotdownloader.py) against the\n"
+        "# fake Steam of scripts/image_check.py.\n"
         'here=$(dirname "$(readlink -f "$0")")\n'
         "# No world yet (the -V of the install at build time): an empty Steam.\n"
         f"world={WORLD_DIR}/world.json\n"

@@ -17,11 +17,10 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
-from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from wallwhale import metrics, tracing
-from wallwhale.config import ConfigError, Settings
+from wallwhale.config import Settings
 from wallwhale.core import downloads as core_downloads
 from wallwhale.core import reports, secretbox
 from wallwhale.core.after_commit import Targets, install
@@ -33,11 +32,8 @@ from wallwhale.core.key_usage import KeyUsage
 from wallwhale.core.limits import Limits, RateLimit, RateLimiter
 from wallwhale.core.login_sessions import LoginSessions
 from wallwhale.core.login_throttle import LoginThrottle
-from wallwhale.core.retention import Policy
 from wallwhale.core.status import StatusProbe
 from wallwhale.core.watches import Rules
-from wallwhale.core.webhook_outbox import Policy as WebhookPolicy
-from wallwhale.core.webhooks import TargetRules
 from wallwhale.db import engine as db_engine
 from wallwhale.db.notify import Channel, Listener, libpq_url
 from wallwhale.db.types import utcnow
@@ -60,7 +56,6 @@ from wallwhale.rpc.servicers.watch import WatchServicer
 from wallwhale.rpc.servicers.webhooks import WebhookServicer
 from wallwhale.rpc.streams_limit import StreamLimitInterceptor
 from wallwhale.rpc.webhook_payloads import render as render_webhook
-from wallwhale.steam.sandbox import Sandbox, SandboxMode, bwrap_executable
 from wallwhale.steam.webapi import SteamWebApi
 from wallwhale.storage import objects
 from wallwhale.storage.archives import Storage
@@ -72,10 +67,10 @@ from wallwhale.v1 import (
     watch_pb2_grpc,
     webhook_pb2_grpc,
 )
-from wallwhale.worker.context import WorkerSettings
+from wallwhale.worker.context import worker_settings
 from wallwhale.worker.dispatcher import Dispatcher
 from wallwhale.worker.watch_checker import CheckerSettings, WatchChecker
-from wallwhale.worker.webhook_delivery import SenderSettings, WebhookSender
+from wallwhale.worker.webhook_delivery import WebhookSender, sender_settings, target_rules
 
 _log = get_logger("wallwhale.server")
 
@@ -123,40 +118,6 @@ def listener_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def worker_settings(settings: Settings, instance_id: str, storage: Storage) -> WorkerSettings:
-    budget = settings.archive_disk_budget_mb * 1024 * 1024
-    return WorkerSettings(
-        instance_id=instance_id,
-        executable=settings.resolved_depotdownloader_path,
-        storage=storage,
-        homes=(settings.data_dir / "steam-homes").resolve(),
-        sandbox=downloader_sandbox(settings, storage),
-        max_concurrent=settings.max_concurrent_downloads,
-        user_max_concurrent=settings.user_max_concurrent_downloads,
-        lease=timedelta(seconds=settings.job_lease_seconds),
-        poll_interval=settings.queue_poll_interval_seconds,
-        default_max_runtime=settings.download_timeout_seconds,
-        inactivity_limit=settings.inactivity_timeout_seconds,
-        guard_limit=settings.steam_guard_timeout_seconds,
-        qr_limit=settings.qr_login_timeout_seconds,
-        stop_grace=settings.process_stop_grace_seconds,
-        retry_base=settings.retry_base_seconds,
-        retry_max=settings.retry_max_seconds,
-        throttle_cooldown=timedelta(seconds=settings.steam_throttle_cooldown_seconds),
-        chunk_error_limit=settings.chunk_error_limit,
-        retention_policy=Policy(
-            max_age=timedelta(hours=settings.archive_max_age_hours)
-            if settings.archive_max_age_hours
-            else None,
-            budget_bytes=budget or None,
-            audit_max_age=timedelta(days=settings.audit_retention_days)
-            if settings.audit_retention_days
-            else None,
-        ),
-        retention_interval=settings.retention_interval_seconds,
-    )
-
-
 def watch_rules(settings: Settings) -> Rules:
     return Rules(
         min_interval_seconds=settings.watch_min_interval_seconds,
@@ -165,29 +126,6 @@ def watch_rules(settings: Settings) -> Rules:
         retry_base_seconds=settings.watch_retry_base_seconds,
         max_attempts=settings.max_attempts,
     )
-
-
-def downloader_sandbox(settings: Settings, storage: Storage) -> Sandbox:
-    """DepotDownloader's confinement: its folder and home writable, the server's places hidden."""
-    mode = settings.depotdownloader_sandbox
-    usable = bwrap_executable() is not None
-    if mode == "bwrap" and not usable:
-        raise ConfigError(
-            "WALLWHALE_DEPOTDOWNLOADER_SANDBOX=bwrap, but bubblewrap cannot make a sandbox here"
-            " (install bubblewrap and allow unprivileged user namespaces)"
-        )
-    if mode == "none" or not usable:
-        _log.warning(
-            "DepotDownloader runs UNCONFINED: a hostile file name can write anywhere this server can"
-            " (install bubblewrap; see WALLWHALE_DEPOTDOWNLOADER_SANDBOX)"
-        )
-        return Sandbox(SandboxMode.NONE)
-    hidden = [settings.data_dir.resolve(), storage.root]
-    database = make_url(settings.resolved_database_url)
-    if database.get_backend_name() == "sqlite" and database.database:
-        file = Path(database.database).resolve()
-        hidden += [file, file.with_name(file.name + "-wal"), file.with_name(file.name + "-shm")]
-    return Sandbox(SandboxMode.BWRAP, tuple(hidden), tuple(settings.depotdownloader_writable))
 
 
 def user_limit_defaults(settings: Settings) -> Limits:
@@ -199,32 +137,6 @@ def user_limit_defaults(settings: Settings) -> Limits:
         monthly_download_quota=settings.user_monthly_download_quota,
         max_concurrent_downloads=settings.user_max_concurrent_downloads,
         max_runtime_seconds=settings.user_max_runtime_seconds,
-    )
-
-
-def webhook_settings(settings: Settings, instance_id: str) -> SenderSettings:
-    return SenderSettings(
-        instance_id=instance_id,
-        rules=webhook_rules(settings),
-        policy=WebhookPolicy(
-            retry_waits=[timedelta(seconds=wait) for wait in settings.webhook_retry_schedule_seconds],
-            disable_after_failures=settings.webhook_disable_after_failures,
-            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
-        ),
-        timeout=settings.webhook_timeout_seconds,
-        concurrency=settings.webhook_concurrency,
-        poll_interval=settings.webhook_poll_interval_seconds,
-        keep_finished=timedelta(days=settings.webhook_delivery_retention_days)
-        if settings.webhook_delivery_retention_days
-        else None,
-        prune_interval=settings.retention_interval_seconds,
-    )
-
-
-def webhook_rules(settings: Settings) -> TargetRules:
-    return TargetRules(
-        http_hosts=frozenset(settings.webhook_http_hosts),
-        allowed_networks=parse_networks(settings.webhook_allowed_networks),
     )
 
 
@@ -365,7 +277,7 @@ class WallWhaleServer:
             self.catalog,
         )
         self.webhooks = WebhookSender(
-            self.sessions, keyring, webhook_settings(settings, self.instance_id), clock, render_webhook
+            self.sessions, keyring, sender_settings(settings, self.instance_id), clock, render_webhook
         )
         # Every committed transaction's side effects reach these (core.after_commit).
         install(
@@ -430,7 +342,7 @@ class WallWhaleServer:
             limits_for,
         )
         webhook_pb2_grpc.add_WebhookServiceServicer_to_server(
-            WebhookServicer(self.sessions, readers, clock, keyring, webhook_rules(settings)), self.server
+            WebhookServicer(self.sessions, readers, clock, keyring, target_rules(settings)), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

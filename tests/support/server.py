@@ -15,8 +15,10 @@ from grpc_status import rpc_status
 
 from wallwhale import log
 from wallwhale.config import LogFormat, Settings
+from wallwhale_simulator import depotdownloader as simulated_depotdownloader
 
-FAKE_DEPOTDOWNLOADER = Path(__file__).resolve().parent.parent / "fakes" / "depotdownloader.py"
+# The simulator's DepotDownloader executable (tests/fakes/depotdownloader.py is its module's other name).
+FAKE_DEPOTDOWNLOADER = Path(simulated_depotdownloader.__file__).resolve()
 
 Metadata = tuple[tuple[str, str], ...]
 

@@ -27,11 +27,13 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from wallwhale.config import Settings
 from wallwhale.core import webhook_outbox, webhooks
 from wallwhale.core.secretbox import Keyring, KeyringError
 from wallwhale.core.webhook_outbox import Claim, Outcome, Policy
 from wallwhale.errors import InvalidArgument
 from wallwhale.log import get_logger
+from wallwhale.network import parse_networks
 from wallwhale.worker.journal import first_line
 
 _log = get_logger("wallwhale.webhooks")
@@ -279,3 +281,31 @@ async def _read_some(response: httpx.Response) -> None:
 
 def _since(started: float) -> timedelta:
     return timedelta(seconds=time.monotonic() - started)
+
+
+def sender_settings(settings: Settings, instance_id: str) -> SenderSettings:
+    """The sender's part of the server's settings."""
+    return SenderSettings(
+        instance_id=instance_id,
+        rules=target_rules(settings),
+        policy=Policy(
+            retry_waits=[timedelta(seconds=wait) for wait in settings.webhook_retry_schedule_seconds],
+            disable_after_failures=settings.webhook_disable_after_failures,
+            disable_after=timedelta(seconds=settings.webhook_disable_after_seconds),
+        ),
+        timeout=settings.webhook_timeout_seconds,
+        concurrency=settings.webhook_concurrency,
+        poll_interval=settings.webhook_poll_interval_seconds,
+        keep_finished=timedelta(days=settings.webhook_delivery_retention_days)
+        if settings.webhook_delivery_retention_days
+        else None,
+        prune_interval=settings.retention_interval_seconds,
+    )
+
+
+def target_rules(settings: Settings) -> webhooks.TargetRules:
+    """Where webhooks may be sent: the admin's allowances (WALLWHALE_WEBHOOK_*)."""
+    return webhooks.TargetRules(
+        http_hosts=frozenset(settings.webhook_http_hosts),
+        allowed_networks=parse_networks(settings.webhook_allowed_networks),
+    )
