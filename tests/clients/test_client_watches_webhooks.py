@@ -99,6 +99,10 @@ async def test_a_watch_added_listed_paused_resumed_versions_shown_and_removed(
     run = await cli("--json", "watches", "pause", watch["id"])
     assert run.code == 0, run
     assert (run.json()["paused"], run.json()["state"]) == (True, "WATCH_STATE_PAUSED")
+    run = await cli("watches", "interval", watch["id"], "1h")
+    assert (run.code, run.stdout.strip()) == (0, f"{watch['id']} is checked every 1h"), run
+    run = await cli("--json", "watches", "interval", watch["id"], "1s")
+    assert run.json()["interval"] == "1s"
     run = await cli("watches", "resume", watch["id"])
     assert (run.code, run.stdout.split()[:2]) == (0, ["resumed", watch["id"]]), run
 

@@ -3,7 +3,7 @@
     wallwhale-cli download URL... [--out DIR]      progress bars, then a summary table
     wallwhale-cli share ID [--expires 2h] [--single-use]   a link to the zip, no credentials needed
     wallwhale-cli jobs list|show|cancel|retry|watch
-    wallwhale-cli watches add|list|show|versions|pause|resume|remove   follow items and collections
+    wallwhale-cli watches add|list|show|versions|pause|resume|interval|remove
     wallwhale-cli webhooks add|list|show|deliveries|redeliver|rotate-secret|disable|enable|remove
     wallwhale-cli keys create|list|revoke
     wallwhale-cli accounts add|list|guard-code|qr

@@ -1,4 +1,4 @@
-"""`watches add|list|show|versions|pause|resume|remove`: items and collections the server follows,
+"""`watches add|list|show|versions|pause|resume|interval|remove`: items and collections the server follows,
 downloading each new version by itself."""
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     versions = watches.add_parser("versions", help="what changed and when, newest first")
     versions.add_argument("id")
     versions.add_argument("--limit", type=int, default=50)
+    interval = watches.add_parser("interval", help="check it at another interval")
+    interval.add_argument("id")
+    interval.add_argument("interval", metavar="DURATION", help="e.g. 15m, 1h, 1d")
     for name, text in (
         ("pause", "stop checking until resumed"),
         ("resume", "check again at its interval"),
@@ -122,6 +125,12 @@ async def run(client: AsyncClient, args: argparse.Namespace, output: Output) -> 
             output.line(
                 f"{'paused' if paused else 'resumed'} {watch.id} ({watch.title or watch.workshop_id})"
             )
+    elif args.action == "interval":
+        watch = await client.set_watch_interval(args.id, parse_duration(args.interval, "DURATION"))
+        if output.json:
+            output.data(as_dict(watch))
+        else:
+            output.line(f"{watch.id} is checked every {duration_text(watch.interval.seconds)}")
     else:
         await client.delete_watch(args.id)
         if output.json:
