@@ -3,63 +3,19 @@ test DepotDownloader; its progress output captured, its --json parsed, its exit 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from tests.fakes.steam import FakeSteam
+from tests.support.cli_runner import Cli
 from tests.support.harness import TIME_SCALE, Harness, seconds, unzip
 
-CLI = Path(sys.executable).parent / "wallwhale-cli"
 ITEM = 2831234567
 OTHER = 2831234568
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-@dataclass
-class Cli:
-    address: str
-    key: str
-    cwd: Path
-
-    async def __call__(self, *args: str, stdin: str = "", **env: str) -> Run:
-        environ = {
-            k: v for k, v in os.environ.items() if not k.startswith(("WALLWHALE_", "FORCE_COLOR", "TTY_"))
-        }
-        environ |= {"WALLWHALE_ADDRESS": self.address, "WALLWHALE_API_KEY": self.key, "COLUMNS": "150"}
-        environ |= {
-            "XDG_CONFIG_HOME": str(self.cwd / "config"),
-            "XDG_DATA_HOME": str(self.cwd / "data"),
-        } | env
-        process = await asyncio.create_subprocess_exec(
-            CLI,
-            *args,
-            cwd=self.cwd,
-            env=environ,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(stdin.encode()), 60)
-        assert process.returncode is not None
-        return Run(process.returncode, out.decode(), err.decode())
 
 
 @pytest_asyncio.fixture

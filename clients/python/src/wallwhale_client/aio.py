@@ -3,11 +3,11 @@
     async with AsyncClient("127.0.0.1:50051", api_key="ww_...") as client:
         path = await client.download("https://steamcommunity.com/sharedfiles/filedetails/?id=...", "out")
 
-AsyncClient gathers the service areas (downloads.py, batches.py, links.py, admin.py, auth.py,
-status.py) over one Transport (transport.py: credentials, deadlines, retries); watches and archive
-fetches resume through streams.py and archives.py. The raw stubs stay public (`client.downloads`,
-`.admin`, `.auth`, `.status`) for anything the wrapper does not cover; pass `await
-client.metadata()` with them.
+AsyncClient gathers the service areas (downloads.py, batches.py, links.py, watches.py, webhooks.py,
+admin.py, auth.py, status.py) over one Transport (transport.py: credentials, deadlines, retries);
+event streams and archive fetches resume through streams.py and archives.py. The raw stubs stay public
+(`client.downloads`, `.admin`, `.auth`, `.status`, `.watches`, `.webhooks`) for anything the wrapper
+does not cover; pass `await client.metadata()` with them.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from wallwhale_client.v1 import (
     watch_pb2_grpc,
     webhook_pb2_grpc,
 )
+from wallwhale_client.watches import WatchesApi
+from wallwhale_client.webhooks import WebhooksApi
 
 __all__ = [
     "FINAL_STATES",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class AsyncClient(DownloadsApi, BatchesApi, LinksApi, AdminApi, AuthApi, StatusApi):
+class AsyncClient(DownloadsApi, BatchesApi, LinksApi, WatchesApi, WebhooksApi, AdminApi, AuthApi, StatusApi):
     """A WallWhale client for asyncio code.
 
     Credentials: an API key, or a person's e-mail and password (logged in on the first call, the

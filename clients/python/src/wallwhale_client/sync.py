@@ -19,7 +19,7 @@ from grpc import aio
 
 from wallwhale_client.aio import AsyncClient, BatchArchive, BatchProgressCallback, ProgressCallback, Tls
 from wallwhale_client.retry import RetryPolicy
-from wallwhale_client.v1 import admin_pb2, auth_pb2, download_pb2, status_pb2
+from wallwhale_client.v1 import admin_pb2, auth_pb2, download_pb2, status_pb2, watch_pb2, webhook_pb2
 
 T = TypeVar("T")
 
@@ -255,6 +255,92 @@ class Client:
                 skip_cache=skip_cache,
             )
         )
+
+    def create_watch(
+        self, url_or_id: str, *, interval: timedelta | None = None, delete_removed_downloads: bool = False
+    ) -> watch_pb2.Watch:
+        return self._run(
+            self.aio.create_watch(
+                url_or_id, interval=interval, delete_removed_downloads=delete_removed_downloads
+            )
+        )
+
+    def get_watch(self, watch_id: str) -> watch_pb2.Watch:
+        return self._run(self.aio.get_watch(watch_id))
+
+    def list_watches(self, *, limit: int = 50) -> list[watch_pb2.Watch]:
+        return self._run(self.aio.list_watches(limit=limit))
+
+    def update_watch(
+        self,
+        watch_id: str,
+        *,
+        paused: bool | None = None,
+        interval: timedelta | None = None,
+        delete_removed_downloads: bool | None = None,
+    ) -> watch_pb2.Watch:
+        return self._run(
+            self.aio.update_watch(
+                watch_id, paused=paused, interval=interval, delete_removed_downloads=delete_removed_downloads
+            )
+        )
+
+    def pause_watch(self, watch_id: str) -> watch_pb2.Watch:
+        return self._run(self.aio.pause_watch(watch_id))
+
+    def resume_watch(self, watch_id: str) -> watch_pb2.Watch:
+        return self._run(self.aio.resume_watch(watch_id))
+
+    def set_watch_interval(self, watch_id: str, interval: timedelta) -> watch_pb2.Watch:
+        return self._run(self.aio.set_watch_interval(watch_id, interval))
+
+    def delete_watch(self, watch_id: str) -> None:
+        self._run(self.aio.delete_watch(watch_id))
+
+    def list_watch_versions(self, watch_id: str, *, limit: int = 50) -> list[watch_pb2.WatchVersion]:
+        return self._run(self.aio.list_watch_versions(watch_id, limit=limit))
+
+    def create_webhook(
+        self, url: str, events: Iterable[str], *, description: str = "", active: bool = True
+    ) -> webhook_pb2.CreateWebhookResponse:
+        return self._run(self.aio.create_webhook(url, events, description=description, active=active))
+
+    def get_webhook(self, webhook_id: str) -> webhook_pb2.Webhook:
+        return self._run(self.aio.get_webhook(webhook_id))
+
+    def list_webhooks(self, *, limit: int = 50) -> list[webhook_pb2.Webhook]:
+        return self._run(self.aio.list_webhooks(limit=limit))
+
+    def update_webhook(
+        self,
+        webhook_id: str,
+        *,
+        url: str | None = None,
+        events: Iterable[str] | None = None,
+        description: str | None = None,
+        active: bool | None = None,
+    ) -> webhook_pb2.Webhook:
+        return self._run(
+            self.aio.update_webhook(
+                webhook_id, url=url, events=events, description=description, active=active
+            )
+        )
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._run(self.aio.delete_webhook(webhook_id))
+
+    def rotate_webhook_secret(
+        self, webhook_id: str, *, grace_period: timedelta | None = None
+    ) -> webhook_pb2.RotateWebhookSecretResponse:
+        return self._run(self.aio.rotate_webhook_secret(webhook_id, grace_period=grace_period))
+
+    def list_webhook_deliveries(
+        self, webhook_id: str, *, limit: int = 50
+    ) -> list[webhook_pb2.WebhookDelivery]:
+        return self._run(self.aio.list_webhook_deliveries(webhook_id, limit=limit))
+
+    def redeliver_webhook_delivery(self, webhook_id: str, delivery_id: str) -> webhook_pb2.WebhookDelivery:
+        return self._run(self.aio.redeliver_webhook_delivery(webhook_id, delivery_id))
 
     def create_api_key(
         self,

@@ -3,6 +3,8 @@
     wallwhale-cli download URL... [--out DIR]      progress bars, then a summary table
     wallwhale-cli share ID [--expires 2h] [--single-use]   a link to the zip, no credentials needed
     wallwhale-cli jobs list|show|cancel|retry|watch
+    wallwhale-cli watches add|list|show|versions|pause|resume|interval|remove
+    wallwhale-cli webhooks add|list|show|deliveries|redeliver|rotate-secret|disable|enable|remove
     wallwhale-cli keys create|list|revoke
     wallwhale-cli accounts add|list|guard-code|qr
     wallwhale-cli status
@@ -33,7 +35,19 @@ from rich.markup import escape
 
 from wallwhale_client._version import __version__
 from wallwhale_client.aio import AsyncClient
-from wallwhale_client.cli import accounts, batches, direct, downloads, jobs, keys, settings, share, status
+from wallwhale_client.cli import (
+    accounts,
+    batches,
+    direct,
+    downloads,
+    jobs,
+    keys,
+    settings,
+    share,
+    status,
+    watches,
+    webhooks,
+)
 from wallwhale_client.cli.exits import EXIT_INTERRUPTED, UsageError, exit_code
 from wallwhale_client.cli.output import Output, error_dict
 from wallwhale_client.errors import WallWhaleError
@@ -46,6 +60,8 @@ COMMANDS: dict[str, Command] = {
     "batch": batches.run,
     "share": share.run,
     "jobs": jobs.run,
+    "watches": watches.run,
+    "webhooks": webhooks.run,
     "keys": keys.run,
     "accounts": accounts.run,
     "status": status.run,
@@ -60,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_options(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (downloads, batches, share, jobs, keys, accounts, status, direct):
+    for group in (downloads, batches, share, jobs, watches, webhooks, keys, accounts, status, direct):
         group.add_parser(commands)
     return parser
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any, TextIO
 
 from google.protobuf import json_format
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from wallwhale_client.cli.exits import UsageError
 from wallwhale_client.errors import WallWhaleError
 from wallwhale_client.v1 import download_pb2
 
@@ -72,3 +75,25 @@ def when(message: Message, field: str) -> str:
     return (
         getattr(message, field).ToDatetime().strftime("%Y-%m-%d %H:%M:%S") if message.HasField(field) else ""
     )
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(text: str, option: str) -> timedelta:
+    """'90s', '10m', '2h', '1d', or combined ('1h30m'); `option` names the flag in the error."""
+    parts = _DURATION.findall(text.strip().lower())
+    if not parts or "".join(number + unit for number, unit in parts) != text.strip().lower():
+        raise UsageError(f"{option}: {text!r} is not a duration such as 90s, 10m, 2h or 1d")
+    return timedelta(seconds=sum(float(number) * _UNITS[unit] for number, unit in parts))
+
+
+def duration_text(seconds: int) -> str:
+    """A whole number of seconds as parse_duration reads it: 3600 -> '1h', 5400 -> '1h30m'."""
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"

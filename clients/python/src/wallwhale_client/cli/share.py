@@ -5,23 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from datetime import timedelta
 
 from wallwhale_client.aio import AsyncClient
-from wallwhale_client.cli.exits import EXIT_OK, UsageError
-from wallwhale_client.cli.output import Output, as_dict
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-def parse_duration(text: str) -> timedelta:
-    """'90s', '10m', '2h', '1d', or combined ('1h30m')."""
-    parts = _DURATION.findall(text.strip().lower())
-    if not parts or "".join(number + unit for number, unit in parts) != text.strip().lower():
-        raise UsageError(f"--expires: {text!r} is not a duration such as 90s, 10m, 2h or 1d")
-    return timedelta(seconds=sum(float(number) * _UNITS[unit] for number, unit in parts))
+from wallwhale_client.cli.exits import EXIT_OK
+from wallwhale_client.cli.output import Output, as_dict, parse_duration
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +30,7 @@ def base_url(args: argparse.Namespace, client: AsyncClient, tls: bool) -> str:
 
 
 async def run(client: AsyncClient, args: argparse.Namespace, output: Output) -> int:
-    expires = parse_duration(args.expires) if args.expires else None
+    expires = parse_duration(args.expires, "--expires") if args.expires else None
     target = {"batch_id": args.id} if args.batch else {"download_id": args.id}
     created = await client.create_archive_link(expires=expires, single_use=args.single_use, **target)
     tls = bool(args.tls or args.ca_cert)
