@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from tests.support.envoy import ENVOY_ADDRESS, http, render_envoy_config, running_envoy
+from tests.support.envoy import http, proxy_socket, render_envoy_config, running_envoy
 from tests.support.harness import Harness
 from tests.support.otlp import OtlpReceiver, ReceivedSpan
 from tests.support.server import server_log_to
@@ -49,11 +49,11 @@ async def test_one_trace_from_envoy_to_the_archive(harness: Harness, tmp_path: P
     client_trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
     request_id = f"traced-{secrets.token_hex(4)}"
     with OtlpReceiver() as receiver, server_log_to(tmp_path / "server.log") as log:
-        server = await harness.start(trusted_proxies=[ENVOY_ADDRESS], otlp_endpoint=receiver.endpoint)
+        server = await harness.start(grpc_socket=proxy_socket(), otlp_endpoint=receiver.endpoint)
         await harness.add_account("tracer", "pw-trace")
         harness.steam.add_item(WORKSHOP_ID)
         async with running_envoy(
-            tmp_path / "envoy", [server.port], extra_args=["--otlp-endpoint", receiver.endpoint]
+            tmp_path / "envoy", [server.upstream], extra_args=["--otlp-endpoint", receiver.endpoint]
         ) as envoy:
             reply = await http(
                 "POST",
