@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -273,25 +274,8 @@ async def finish_quiet(
 ) -> None:
     """Watches whose check found nothing new: one statement for all (executemany), each moved to its
     next check with its own jitter, only while this instance still holds its lease."""
-    if not claimed:
-        return
-    statement = (
-        update(_TABLE)
-        .where(_TABLE.c.id == bindparam("b_id"), _TABLE.c.lease_owner == owner)
-        .values(
-            next_check_time=bindparam("b_next"),
-            last_check_time=now,
-            update_time=now,
-            consecutive_failures=0,
-            last_error="",
-            lease_owner=None,
-            lease_expire_time=None,
-        )
-    )
-    await session.execute(
-        statement,
-        [{"b_id": watch.id, "b_next": next_check(now, watch.interval_seconds, rng)} for watch in claimed],
-    )
+    nexts = {watch.id: next_check(now, watch.interval_seconds, rng) for watch in claimed}
+    await _release(session, owner, nexts, now, consecutive_failures=0, last_error="")
 
 
 async def finish_failed(
@@ -304,7 +288,21 @@ async def finish_failed(
     rng: random.Random,
 ) -> None:
     """Steam could not be asked: each watch waits longer than after its previous failure."""
-    if not claimed:
+    nexts = {
+        watch.id: next_check(
+            now, retry_delay(watch.interval_seconds, watch.consecutive_failures, base_seconds), rng
+        )
+        for watch in claimed
+    }
+    failures = _TABLE.c.consecutive_failures + 1
+    await _release(session, owner, nexts, now, consecutive_failures=failures, last_error=error[:512])
+
+
+async def _release(
+    session: AsyncSession, owner: str, nexts: dict[str, datetime], now: datetime, **outcome: Any
+) -> None:
+    """Gives back the leases this instance holds, each watch due again at its own time (executemany)."""
+    if not nexts:
         return
     statement = (
         update(_TABLE)
@@ -313,24 +311,12 @@ async def finish_failed(
             next_check_time=bindparam("b_next"),
             last_check_time=now,
             update_time=now,
-            consecutive_failures=_TABLE.c.consecutive_failures + 1,
-            last_error=error[:512],
             lease_owner=None,
             lease_expire_time=None,
+            **outcome,
         )
     )
-    await session.execute(
-        statement,
-        [
-            {
-                "b_id": watch.id,
-                "b_next": next_check(
-                    now, retry_delay(watch.interval_seconds, watch.consecutive_failures, base_seconds), rng
-                ),
-            }
-            for watch in claimed
-        ],
-    )
+    await session.execute(statement, [{"b_id": key, "b_next": due} for key, due in nexts.items()])
 
 
 async def renew(session: AsyncSession, owner: str, watch_ids: Sequence[str], until: datetime) -> None:
