@@ -449,6 +449,28 @@ async def get_visible(
     return row
 
 
+async def get_visible_with_items(
+    session: AsyncSession, principal: Principal, watch_id: str
+) -> tuple[Watch, list[WatchItem]]:
+    """The watch and its items as one statement saw them (on PostgreSQL each statement of a READ
+    COMMITTED transaction has its own snapshot: two reads could pair a watch's old failure count with
+    its item's new download). NOT_FOUND as get_visible."""
+    if not watch_id:
+        raise InvalidArgument.field("id", "is required")
+    missing = ownership.checked_id("watch", watch_id)
+    rows = (
+        await session.execute(
+            select(Watch, WatchItem)
+            .outerjoin(WatchItem, WatchItem.watch_id == Watch.id)
+            .where(Watch.id == watch_id)
+            .order_by(WatchItem.id)
+        )
+    ).all()
+    if not rows or not (principal.is_admin or rows[0][0].owner_user_id == principal.user_id):
+        raise missing
+    return rows[0][0], [item for _, item in rows if item is not None]
+
+
 async def items_of(session: AsyncSession, watch_id: str) -> list[WatchItem]:
     return list(
         await session.scalars(select(WatchItem).where(WatchItem.watch_id == watch_id).order_by(WatchItem.id))

@@ -146,8 +146,8 @@ class WatchServicer(watch_pb2_grpc.WatchServiceServicer):
         self, request: watch_pb2.GetWatchRequest, context: aio.ServicerContext[Any, Any]
     ) -> watch_pb2.GetWatchResponse:
         async with self._readers() as session:
-            row = await watches.get_visible(session, current_call().caller(), request.id)
-            return watch_pb2.GetWatchResponse(watch=await self._full(session, row))
+            row, items = await watches.get_visible_with_items(session, current_call().caller(), request.id)
+        return watch_pb2.GetWatchResponse(watch=watch_message(row, items))
 
     async def ListWatches(
         self, request: watch_pb2.ListWatchesRequest, context: aio.ServicerContext[Any, Any]
