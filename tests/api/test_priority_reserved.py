@@ -4,7 +4,6 @@ download:priority; within a priority the queue is fair between keys (issue 15, i
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
 
 import grpc
 from google.protobuf import field_mask_pb2
@@ -110,16 +109,13 @@ async def test_one_keys_long_queue_does_not_hold_back_another_keys_job(harness: 
     for job in hundreds[:2]:
         await harness.wait_for(job.id, {D.DOWNLOAD_STATE_RUNNING, D.DOWNLOAD_STATE_SUCCEEDED})
     await _release(harness, quiet[0])
-    released = datetime.now(UTC).replace(tzinfo=None)
     done = [await harness.wait_for(job.id) for job in [*hundreds, single]]
     assert all(job.state == D.DOWNLOAD_STATE_SUCCEEDED for job in done)
-    started = {job.id: job.start_time.ToDatetime() for job in done}
-    # The next free slot after the release goes to the key with no running job: none of the busy
-    # key's jobs claimed after the release starts before it (on a slow machine the busy key's third
-    # job may already have been claimed while the quiet key was still held).
-    later = [job.id for job in hundreds if started[job.id] > released]
-    assert later, "the busy key's jobs all started before the release: nothing was tested"
-    assert all(started[single.id] < started[job_id] for job_id in later), started
+    order = [job.id for job in sorted(done, key=lambda job: job.start_time.ToDatetime())]
+    # Oldest first (no fairness) would start the quiet key's job last, seventh. Fair: it takes the
+    # next free slot after its release: third, or fourth when the busy key's third job was claimed
+    # in the moment of the release (seen on this machine; the claim's timing is not pinned down).
+    assert order.index(single.id) <= 3, order.index(single.id)
 
 
 async def _held_key(harness: Harness) -> tuple[str, Metadata]:
